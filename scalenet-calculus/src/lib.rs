@@ -1,0 +1,45 @@
+//! The scaling calculus of Defazio & Bottou, "A scaling calculus for the design and initialization
+//! of ReLU networks" (Neural Computing and Applications, 2022), as plain numbers.
+//!
+//! Given a sequential network's declaration ([`NetworkSpec`]), [`analyze`] checks the rules the
+//! calculus needs (no max pooling, strides equal to kernels, positively homogeneous activations,
+//! exact shapes; see [`check`]), infers every shape, propagates the forward and backward second
+//! moments through every op, chooses each weight's variance (geometric mean of fan-in and
+//! fan-out, eq. 3, or a baseline), and inserts the fixed scalars that keep weights and biases
+//! equally conditioned. The result is a [`Plan`], which prints as a table.
+//!
+//! This crate has no dependency on syn or candle: the `network!` macro runs it at compile time and
+//! `scalenet` at run time.
+//!
+//! ```
+//! use scalenet_calculus::{analyze, NetworkSpec, Op, Shape};
+//!
+//! let spec = NetworkSpec::new(Shape::Vector { features: 784 })
+//!     .named("fc1", Op::Linear { out_features: 384, bias: true })
+//!     .layer(Op::Relu)
+//!     .named("fc2", Op::Linear { out_features: 10, bias: true });
+//! let plan = analyze(&spec).unwrap();
+//! // Geometric init: every weight layer has the same gamma.
+//! let gammas: Vec<f64> = plan.weight_steps().map(|s| s.gamma.unwrap()).collect();
+//! assert!((gammas[0] / gammas[1] - 1.0).abs() < 1e-9);
+//! println!("{plan}");
+//! ```
+
+pub mod check;
+mod diagnostic;
+pub mod moments;
+mod plan;
+mod report;
+mod spec;
+
+pub use diagnostic::{Diagnostic, Diagnostics, LayerField, Location, NetworkField};
+pub use moments::{Moments, WeightGeometry};
+pub use plan::{
+    analyze, analyze_with, most_common_kernel, weight_second_moment, AnalysisOptions, ParamInit,
+    Plan, ScaleReason, Step, StepOp, WeightInit,
+};
+pub use report::number;
+pub use spec::{
+    InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Shape, UnscaledActivation,
+    DEFAULT_OUTPUT_STD,
+};

@@ -1,0 +1,331 @@
+//! Forward and backward second moments through each op (Appendices A and B).
+//!
+//! The paper propagates the uncentred second moment `E[x^2]` under the assumption that inputs to
+//! ReLU are centred and symmetric. That holds after every weight layer (zero-mean weights, zero
+//! biases), but the output of a ReLU has mean `sqrt(E[z^2] / 2 pi)`: `mean^2 / E[x^2] = 1/pi`.
+//! Averaging k x k such entries keeps the mean and shrinks only the variance, so average pooling
+//! after a ReLU divides `E[x^2]` by about 2, not by `k^2 = 4`. We therefore carry the first
+//! moment beside the second, with the exact moments of a rectified Gaussian, and reduce to the
+//! paper's rules whenever the mean is zero.
+
+use std::f64::consts::{FRAC_1_SQRT_2, PI};
+
+/// Element-wise moments of an activation at initialization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    /// Uncentred second moment `E[x^2]`.
+    pub second: f64,
+    /// First moment `E[x]`.
+    pub mean: f64,
+    /// Whether every entry is `>= 0` (the output of a ReLU), so a further ReLU is the identity.
+    pub nonnegative: bool,
+}
+
+impl Moments {
+    /// Centred, symmetric data with `E[x^2] = second`: the network input of assumption 1.
+    pub fn centred(second: f64) -> Self {
+        Moments {
+            second,
+            mean: 0.0,
+            nonnegative: false,
+        }
+    }
+
+    pub fn variance(&self) -> f64 {
+        (self.second - self.mean * self.mean).max(0.0)
+    }
+
+    pub fn std(&self) -> f64 {
+        self.variance().sqrt()
+    }
+
+    /// Moments of `factor * x`.
+    pub fn scaled(self, factor: f64) -> Self {
+        Moments {
+            second: self.second * factor * factor,
+            mean: self.mean * factor,
+            nonnegative: if factor >= 0.0 {
+                self.nonnegative
+            } else {
+                self.nonnegative && self.second == 0.0
+            },
+        }
+    }
+
+    /// `mean^2 / E[x^2]`, the part of the second moment that averaging cannot reduce.
+    pub fn mean_fraction(&self) -> f64 {
+        if self.second > 0.0 {
+            (self.mean * self.mean / self.second).min(1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What an op does to the moments: the output moments, and `E[dx^2] / E[dy^2]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    pub output: Moments,
+    pub backward_gain: f64,
+}
+
+impl Transfer {
+    pub fn identity(input: Moments) -> Self {
+        Transfer {
+            output: input,
+            backward_gain: 1.0,
+        }
+    }
+
+    /// A fixed multiplier `u`: both second moments scale by `u^2` (Appendix B, scalar multipliers).
+    pub fn scale(input: Moments, factor: f64) -> Self {
+        Transfer {
+            output: input.scaled(factor),
+            backward_gain: factor * factor,
+        }
+    }
+}
+
+fn standard_normal_cdf(x: f64) -> f64 {
+    0.5 * (1.0 + libm::erf(x * FRAC_1_SQRT_2))
+}
+
+fn standard_normal_pdf(x: f64) -> f64 {
+    (-0.5 * x * x).exp() / (2.0 * PI).sqrt()
+}
+
+/// Leaky ReLU `max(z, a z)` of a Gaussian `z` with the given moments (`a = 0`: ReLU).
+///
+/// Forward: `E[relu(z)] = mu Phi + sigma phi`, `E[relu(z)^2] = (mu^2 + sigma^2) Phi + mu sigma phi`
+/// at `mu / sigma`, and the same for `relu(-z)`. Backward: the gradient passes where `z > 0` and is
+/// multiplied by `a` elsewhere, so `E[dx^2] = (Phi + a^2 (1 - Phi)) E[dy^2]`. For centred input
+/// this is Appendix B's halving, `(1 + a^2)/2`.
+pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
+    if input.nonnegative {
+        return Transfer::identity(input);
+    }
+    let mu = input.mean;
+    let sigma = input.std();
+    let (positive, positive_sq, negative, negative_sq, p_positive) = if sigma == 0.0 {
+        let p = if mu > 0.0 { 1.0 } else { 0.0 };
+        (
+            mu.max(0.0),
+            mu.max(0.0).powi(2),
+            (-mu).max(0.0),
+            (-mu).max(0.0).powi(2),
+            p,
+        )
+    } else {
+        let ratio = mu / sigma;
+        let cdf = standard_normal_cdf(ratio);
+        let pdf = standard_normal_pdf(ratio);
+        let total = mu * mu + sigma * sigma;
+        (
+            mu * cdf + sigma * pdf,
+            total * cdf + mu * sigma * pdf,
+            -mu * (1.0 - cdf) + sigma * pdf,
+            total * (1.0 - cdf) - mu * sigma * pdf,
+            cdf,
+        )
+    };
+    Transfer {
+        output: Moments {
+            second: positive_sq + slope * slope * negative_sq,
+            mean: positive - slope * negative,
+            nonnegative: slope == 0.0,
+        },
+        backward_gain: p_positive + slope * slope * (1.0 - p_positive),
+    }
+}
+
+/// Average pooling over `k x k` windows with stride `k` of independent entries: the mean is
+/// kept, the variance is divided by `k^2`. Each input feeds one output with weight `1/k^2`, so
+/// `E[dx^2] = E[dy^2] / k^4` (Appendix B).
+pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
+    let window = (kernel * kernel) as f64;
+    let mean_sq = input.mean * input.mean;
+    Transfer {
+        output: Moments {
+            second: input.variance() / window + mean_sq,
+            mean: input.mean,
+            nonnegative: input.nonnegative,
+        },
+        backward_gain: 1.0 / (window * window),
+    }
+}
+
+/// Convolution or linear layer with i.i.d. centred weights (Appendix A, eqs. 9-10), extended by the
+/// padding `coverage`: the fraction of (output position, kernel tap) pairs that land inside the
+/// input (1 without padding). Zero padding feeds zeros, so it lowers both moments by that fraction.
+///
+/// `E[y^2] = n_in k^2 cov E[W^2] E[x^2]` (uncentred: the weights are centred, the input need not
+/// be) and `E[dx^2] = (rho_out^2 / rho_in^2) n_out k^2 cov E[W^2] E[dy^2]`.
+pub fn weight_layer(
+    input: Moments,
+    geometry: &WeightGeometry,
+    weight_second_moment: f64,
+) -> Transfer {
+    let taps =
+        (geometry.kernel * geometry.kernel) as f64 * geometry.coverage * weight_second_moment;
+    let area_ratio = geometry.area_out as f64 / geometry.area_in as f64;
+    Transfer {
+        output: Moments::centred(geometry.fan_in as f64 * taps * input.second),
+        backward_gain: area_ratio * geometry.fan_out as f64 * taps,
+    }
+}
+
+/// The sizes of a convolution or linear layer that its moments depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightGeometry {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    pub kernel: usize,
+    /// Spatial area of the input, `rho_l^2`.
+    pub area_in: usize,
+    /// Spatial area of the output, `rho_{l+1}^2`.
+    pub area_out: usize,
+    /// Fraction of (output position, tap) pairs inside the unpadded input.
+    pub coverage: f64,
+}
+
+/// Fraction of (output position, tap) pairs of a 1-d window that land inside an input of `size`.
+pub fn coverage_1d(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    output: usize,
+) -> f64 {
+    let inside: usize = (0..output)
+        .map(|o| {
+            (0..kernel)
+                .filter(|t| {
+                    (o * stride + t)
+                        .checked_sub(padding)
+                        .is_some_and(|i| i < size)
+                })
+                .count()
+        })
+        .sum();
+    inside as f64 / (output * kernel) as f64
+}
+
+/// Ratio of activation scaling factors `sigma_out / sigma_in` across an op, eq. (1):
+/// `sigma = n rho^2 E[dx^2] E[x^2]`, and `E[dx_in^2] = backward_gain E[dy^2]`.
+pub fn scaling_ratio(
+    input: &Moments,
+    numel_in: usize,
+    transfer: &Transfer,
+    numel_out: usize,
+) -> f64 {
+    (numel_out as f64 * transfer.output.second)
+        / (numel_in as f64 * input.second * transfer.backward_gain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relu_of_centred_input_halves_both_moments() {
+        let t = leaky_relu(Moments::centred(3.0), 0.0);
+        assert!((t.output.second - 1.5).abs() < 1e-12);
+        assert!((t.backward_gain - 0.5).abs() < 1e-12);
+        // E[relu(z)] = sigma / sqrt(2 pi)
+        assert!((t.output.mean - (3.0f64 / (2.0 * PI)).sqrt()).abs() < 1e-12);
+        assert!((t.output.mean_fraction() - 1.0 / PI).abs() < 1e-12);
+    }
+
+    #[test]
+    fn leaky_relu_of_centred_input_scales_by_half_of_one_plus_slope_squared() {
+        let t = leaky_relu(Moments::centred(1.0), 0.2);
+        assert!((t.output.second - 0.52).abs() < 1e-12);
+        assert!((t.backward_gain - 0.52).abs() < 1e-12);
+    }
+
+    #[test]
+    fn relu_preserves_the_scaling_factor_for_centred_input() {
+        let input = Moments::centred(0.7);
+        let t = leaky_relu(input, 0.0);
+        assert!((scaling_ratio(&input, 10, &t, 10) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn relu_of_nonnegative_input_is_identity() {
+        let once = leaky_relu(Moments::centred(1.0), 0.0).output;
+        assert_eq!(leaky_relu(once, 0.0), Transfer::identity(once));
+    }
+
+    #[test]
+    fn relu_moments_match_numerical_integration_for_shifted_gaussian() {
+        let (mu, sigma) = (0.4, 1.3);
+        let input = Moments {
+            second: mu * mu + sigma * sigma,
+            mean: mu,
+            nonnegative: false,
+        };
+        let t = leaky_relu(input, 0.0);
+        let (mut m1, mut m2, mut p) = (0.0, 0.0, 0.0);
+        // Midpoint rule over z > 0 only, where the integrands are smooth.
+        let steps = 200_000;
+        let hi = mu + 12.0 * sigma;
+        let dz = hi / steps as f64;
+        for i in 0..steps {
+            let z = (i as f64 + 0.5) * dz;
+            let density = standard_normal_pdf((z - mu) / sigma) / sigma * dz;
+            m1 += z * density;
+            m2 += z * z * density;
+            p += density;
+        }
+        assert!((t.output.mean - m1).abs() < 1e-6);
+        assert!((t.output.second - m2).abs() < 1e-6);
+        assert!((t.backward_gain - p).abs() < 1e-6);
+    }
+
+    #[test]
+    fn avg_pool_of_centred_input_follows_appendix_b() {
+        let input = Moments::centred(2.0);
+        let t = avg_pool(input, 2);
+        assert!((t.output.second - 0.5).abs() < 1e-12);
+        assert!((t.backward_gain - 1.0 / 16.0).abs() < 1e-12);
+        // k^2 fewer entries, forward / k^2, backward / k^4: scaling preserved.
+        assert!((scaling_ratio(&input, 64, &t, 16) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn avg_pool_after_relu_keeps_the_mean_and_raises_the_scaling_factor() {
+        let input = leaky_relu(Moments::centred(1.0), 0.0).output;
+        let t = avg_pool(input, 2);
+        let expected = 0.5 * ((1.0 - 1.0 / PI) / 4.0 + 1.0 / PI);
+        assert!((t.output.second - expected).abs() < 1e-12);
+        assert!((scaling_ratio(&input, 64, &t, 16) - (1.0 + 3.0 / PI)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn coverage_counts_taps_inside_the_input() {
+        assert_eq!(coverage_1d(32, 5, 1, 0, 28), 1.0);
+        // 32 outputs of 5 taps; the two outputs at each border lose 2 and 1 taps.
+        assert!((coverage_1d(32, 5, 1, 2, 32) - 154.0 / 160.0).abs() < 1e-12);
+        assert_eq!(coverage_1d(8, 2, 2, 0, 4), 1.0);
+    }
+
+    #[test]
+    fn weight_layer_preserves_the_scaling_factor_even_with_padding() {
+        let input = Moments {
+            second: 0.3,
+            mean: 0.2,
+            nonnegative: true,
+        };
+        let geometry = WeightGeometry {
+            fan_in: 6,
+            fan_out: 16,
+            kernel: 5,
+            area_in: 256,
+            area_out: 256,
+            coverage: 0.9,
+        };
+        let t = weight_layer(input, &geometry, 0.01);
+        assert!((scaling_ratio(&input, 6 * 256, &t, 16 * 256) - 1.0).abs() < 1e-12);
+        assert_eq!(t.output.mean, 0.0);
+    }
+}

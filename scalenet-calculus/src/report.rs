@@ -1,0 +1,157 @@
+//! The plan as a table: what a user reads in `report()` and in the struct's rustdoc.
+
+use crate::plan::{ParamInit, Plan, Step, StepOp};
+use crate::spec::Op;
+use std::fmt;
+
+/// Formats a positive quantity with 4 significant digits, switching to scientific notation
+/// outside [1e-3, 1e4).
+pub fn number(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_string()
+    } else if (1e-3..1e4).contains(&value.abs()) {
+        let digits = (3 - value.abs().log10().floor() as i32).max(0) as usize;
+        format!("{value:.digits$}")
+    } else {
+        format!("{value:.3e}")
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match &step.op {
+        StepOp::FixedScale { factor, reasons } => {
+            let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            format!("fixed ×{} ({})", number(*factor), why.join(", "))
+        }
+        StepOp::Declared { op, .. } => match (op, &step.params) {
+            (
+                Op::Conv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Some(ParamInit::Weight(w)),
+            ) => {
+                let mut text = format!(
+                    "conv {}→{} k{kernel}",
+                    w.geometry.fan_in, w.geometry.fan_out
+                );
+                if *stride != 1 {
+                    text += &format!(" s{stride}");
+                }
+                if *padding != 0 {
+                    text += &format!(" p{padding}");
+                }
+                if !w.bias {
+                    text += " no-bias";
+                }
+                text
+            }
+            (Op::Linear { bias, .. }, Some(ParamInit::Weight(w))) => {
+                format!(
+                    "linear {}→{}{}",
+                    w.geometry.fan_in,
+                    w.geometry.fan_out,
+                    if *bias { "" } else { " no-bias" }
+                )
+            }
+            (Op::AvgPool2d { kernel, .. }, _) => format!("avg_pool {kernel}"),
+            (Op::LeakyRelu { slope }, _) => format!("leaky_relu {slope}"),
+            (Op::Dropout { p }, _) => format!("dropout {p}"),
+            (Op::Scale { factor }, _) => format!("scale ×{}", number(*factor)),
+            (Op::Scalar, Some(ParamInit::Scalar { value, fixed })) => {
+                format!("scalar u₀={} ×{}", number(*value), number(*fixed))
+            }
+            (Op::Unscaled(activation), _) => format!("{} (unscaled!)", activation.name()),
+            (op, _) => op.keyword().to_string(),
+        },
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "init {}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {})",
+            self.init,
+            self.typical_kernel,
+            number(self.c),
+            self.input,
+            self.output,
+            number(self.predicted_output_std()),
+            number(self.output_std)
+        )?;
+        let header = [
+            "layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "γ_bias",
+        ];
+        let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
+        rows.push([
+            "input".into(),
+            String::new(),
+            self.input.to_string(),
+            String::new(),
+            String::new(),
+            number(self.input_moments.second),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+        for step in &self.steps {
+            let weight = step.weight();
+            rows.push([
+                if step.name.is_empty() {
+                    "·".into()
+                } else {
+                    step.name.clone()
+                },
+                describe(step),
+                step.output_shape.to_string(),
+                weight.map_or(String::new(), |w| number(w.second_moment)),
+                weight.map_or(String::new(), |w| number(w.numerator)),
+                number(step.forward.second),
+                number(step.backward),
+                number(step.scaling),
+                step.gamma.map_or(String::new(), number),
+                step.bias_gamma.map_or(String::new(), number),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| {
+                rows.iter()
+                    .map(|row| row[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if c <= 2 {
+                    line += cell;
+                    line += &" ".repeat(pad);
+                } else {
+                    line += &" ".repeat(pad);
+                    line += cell;
+                }
+                line += "  ";
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        if !self.unscaled_layers.is_empty() {
+            let names: Vec<String> = self
+                .unscaled_layers
+                .iter()
+                .map(|i| format!("#{i}"))
+                .collect();
+            writeln!(
+                f,
+                "layers that break the calculus (kept with #[allow(unscaled)], predicted as the identity): {}",
+                names.join(", ")
+            )?;
+        }
+        write!(f, "E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1)")
+    }
+}
