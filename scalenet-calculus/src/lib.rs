@@ -35,8 +35,8 @@ mod spec;
 pub use diagnostic::{Diagnostic, Diagnostics, LayerField, Location, NetworkField};
 pub use moments::{Moments, WeightGeometry};
 pub use plan::{
-    analyze, analyze_with, most_common_kernel, weight_second_moment, AnalysisOptions, ParamInit,
-    Plan, ScaleReason, Step, StepOp, WeightInit,
+    analyze, most_common_kernel, weight_second_moment, ParamInit, Plan, ScaleReason, Step, StepOp,
+    WeightInit,
 };
 pub use report::number;
 pub use spec::{

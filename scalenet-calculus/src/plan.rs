@@ -169,32 +169,12 @@ impl Plan {
     }
 }
 
-/// Options of the analysis that are not part of the network's declaration.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AnalysisOptions {
-    /// Insert the fixed scalars of sections 6.2, 7, 8 and 8.1. Off, the network is the plain
-    /// declaration with its init: useful to see what the scalars correct.
-    pub fixed_scalars: bool,
-}
-
-impl Default for AnalysisOptions {
-    fn default() -> Self {
-        AnalysisOptions {
-            fixed_scalars: true,
-        }
-    }
-}
-
 /// Checks `spec` and computes its plan, or returns every rule it breaks.
 pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
-    analyze_with(spec, AnalysisOptions::default())
-}
-
-pub fn analyze_with(spec: &NetworkSpec, options: AnalysisOptions) -> Result<Plan, Diagnostics> {
     let mut diagnostics = Diagnostics::default();
     let shapes = check(spec, &mut diagnostics);
     match (shapes, diagnostics.is_empty()) {
-        (Some(shapes), true) => Ok(Planner::new(spec, &shapes, options).plan()),
+        (Some(shapes), true) => Ok(Planner::new(spec, &shapes).plan()),
         _ => Err(diagnostics),
     }
 }
@@ -292,7 +272,6 @@ pub fn weight_second_moment(
 struct Planner<'a> {
     spec: &'a NetworkSpec,
     shapes: &'a [Shape],
-    options: AnalysisOptions,
     typical_kernel: usize,
     slope: f64,
     gain: f64,
@@ -307,7 +286,7 @@ struct Insertion {
 }
 
 impl<'a> Planner<'a> {
-    fn new(spec: &'a NetworkSpec, shapes: &'a [Shape], options: AnalysisOptions) -> Self {
+    fn new(spec: &'a NetworkSpec, shapes: &'a [Shape]) -> Self {
         let typical_kernel = spec
             .typical_kernel
             .unwrap_or_else(|| most_common_kernel(spec));
@@ -316,7 +295,6 @@ impl<'a> Planner<'a> {
         Planner {
             spec,
             shapes,
-            options,
             typical_kernel,
             slope,
             gain,
@@ -368,7 +346,7 @@ impl<'a> Planner<'a> {
                         .output
                         .second;
                     let factor = (target / produced).sqrt();
-                    if self.options.fixed_scalars && (factor - 1.0).abs() > 1e-9 {
+                    if self.spec.fixed_scalars && (factor - 1.0).abs() > 1e-9 {
                         let mut reasons = Vec::new();
                         if !seen_weight_layer {
                             reasons.push(ScaleReason::Input);
@@ -440,7 +418,7 @@ impl<'a> Planner<'a> {
                 moments::scaling_ratio(&nominal, self.numel(index), &transfer, output.numel());
             nominal = transfer.output;
         }
-        if self.options.fixed_scalars {
+        if self.spec.fixed_scalars {
             let factor = self.spec.output_std / nominal.std();
             if factor.is_finite() && (factor - 1.0).abs() > 1e-9 {
                 insertions.push(Insertion {

@@ -278,6 +278,9 @@ pub struct NetworkSpec {
     /// `k*` in `c = 2/k*`; `None` picks the most common kernel among weight layers.
     pub typical_kernel: Option<usize>,
     pub output_std: f64,
+    /// Insert the fixed scalars of sections 6.2, 7, 8 and 8.1 (default). Off, the network is the
+    /// plain declaration with its init: useful to see what the scalars correct.
+    pub fixed_scalars: bool,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -288,6 +291,7 @@ impl NetworkSpec {
             init: InitScheme::Geometric,
             typical_kernel: None,
             output_std: DEFAULT_OUTPUT_STD,
+            fixed_scalars: true,
             layers: Vec::new(),
         }
     }
@@ -309,6 +313,11 @@ impl NetworkSpec {
 
     pub fn with_typical_kernel(mut self, kernel: usize) -> Self {
         self.typical_kernel = Some(kernel);
+        self
+    }
+
+    pub fn with_fixed_scalars(mut self, on: bool) -> Self {
+        self.fixed_scalars = on;
         self
     }
 

@@ -107,7 +107,7 @@ fn section_8_1_input_scalar_for_3_channels_and_3x3_kernels() {
 #[test]
 fn input_scalar_accounts_for_padding_coverage() {
     let spec = NetworkSpec::new(image(3, 32)).named("conv", conv(16, 3, 1));
-    let plan = analyze_with(&spec, AnalysisOptions::default()).unwrap();
+    let plan = analyze(&spec).unwrap();
     let coverage = (94.0f64 / 96.0).powi(2);
     assert!(close(
         fixed_scalars(&plan)[0].0,
@@ -131,15 +131,9 @@ fn section_7_telescoping_output_moment() {
     for &w in &widths[1..] {
         spec = spec.layer(conv(w, 3, 0)).layer(Op::Relu);
     }
-    let plan = analyze_with(
-        &spec,
-        AnalysisOptions {
-            fixed_scalars: false,
-        },
-    )
-    .unwrap();
+    let plan = analyze(&spec.with_fixed_scalars(false)).unwrap();
     assert!(fixed_scalars(&plan).is_empty());
-    let expected = (widths[0] as f64 / widths[4] as f64).sqrt() * 1.0;
+    let expected = (widths[0] as f64 / widths[4] as f64).sqrt(); // E[x0^2] = 1
     assert!(close(
         plan.steps.last().unwrap().forward.second,
         expected,

@@ -1,1 +1,64 @@
+//! The `network!` macro of [scalenet](https://docs.rs/scalenet). Use it through `scalenet`, which
+//! re-exports it with the runtime it expands to.
+//!
+//! The pipeline, as in cxx: parse (every entry, errors accumulated) -> lower into the calculus's
+//! [`NetworkSpec`](scalenet_calculus::NetworkSpec) -> check with the calculus (every rule,
+//! errors accumulated) -> expand the [`Plan`](scalenet_calculus::Plan) to a candle module. Between
+//! phases `errors.propagate()?` stops; an invalid declaration still emits a stub of the struct
+//! beside the errors.
 
+mod ast;
+mod errors;
+mod expand;
+mod lower;
+mod parse;
+
+use errors::Errors;
+use proc_macro::TokenStream;
+
+/// Declares a ReLU network designed by the scaling calculus. See the `scalenet` crate for the
+/// syntax and the generated API.
+#[proc_macro]
+pub fn network(input: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let network = match parse::parse_network(input.into(), &mut errors) {
+        Ok(network) => network,
+        Err(error) => return error.to_compile_error().into(),
+    };
+    let input_shape = network
+        .options
+        .input
+        .as_ref()
+        .and_then(|input| match input.value[..] {
+            [features] => Some(scalenet_calculus::Shape::Vector { features }),
+            [channels, height, width] => Some(scalenet_calculus::Shape::Image {
+                channels,
+                height,
+                width,
+            }),
+            _ => None,
+        });
+    match expand(&network, &mut errors) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            let mut tokens = expand::stub(&network, input_shape);
+            tokens.extend(error.to_compile_error());
+            tokens.into()
+        }
+    }
+}
+
+fn expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<proc_macro2::TokenStream> {
+    errors.propagate()?;
+    let (spec, spans) = lower::lower(network, errors);
+    errors.propagate()?;
+    let plan = scalenet_calculus::analyze(&spec).map_err(|diagnostics| {
+        for diagnostic in diagnostics.iter() {
+            errors.error(spans.at(diagnostic.location), &diagnostic.message);
+        }
+        errors
+            .propagate()
+            .expect_err("analysis failed with diagnostics")
+    })?;
+    Ok(expand::expand(network, &spec, &plan))
+}

@@ -1,0 +1,313 @@
+//! Token stream -> [`ast::Network`]. Each comma-separated entry of the struct body is parsed on
+//! its own: a bad entry records an error and parsing goes on with the next.
+
+use crate::ast::{Arg, Layer, Network, Options, Spanned, Value, ValueKind};
+use crate::errors::{did_you_mean, suggestion, Errors};
+use crate::lower::LAYER_KEYWORDS;
+use proc_macro2::{TokenStream, TokenTree};
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
+use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
+
+pub const OPTION_NAMES: [&str; 5] = [
+    "input",
+    "init",
+    "typical_kernel",
+    "output_std",
+    "fixed_scalars",
+];
+
+/// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
+pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
+    let (attrs, vis, ident, body) = (|input: ParseStream| {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        input.parse::<Token![struct]>()?;
+        let ident: Ident = input.parse()?;
+        let content;
+        braced!(content in input);
+        let body: TokenStream = content.parse()?;
+        Ok((attrs, vis, ident, body))
+    })
+    .parse2(tokens)
+    .map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!("{e}; `network!` expects `pub struct Name {{ input: [C, H, W], layer, ... }}`"),
+        )
+    })?;
+
+    let mut network = Network {
+        attrs,
+        vis,
+        ident,
+        options: Options::default(),
+        layers: Vec::new(),
+    };
+    for entry in split_top_level_commas(body) {
+        if let Err(error) =
+            (|input: ParseStream| parse_entry(input, &mut network, errors)).parse2(entry)
+        {
+            errors.push(error);
+        }
+    }
+    Ok(network)
+}
+
+fn split_top_level_commas(tokens: TokenStream) -> Vec<TokenStream> {
+    let mut entries = vec![TokenStream::new()];
+    for tree in tokens {
+        match &tree {
+            TokenTree::Punct(p) if p.as_char() == ',' => entries.push(TokenStream::new()),
+            _ => entries.last_mut().expect("nonempty").extend([tree]),
+        }
+    }
+    entries.retain(|entry| !entry.is_empty());
+    entries
+}
+
+fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -> syn::Result<()> {
+    let attrs = input.call(Attribute::parse_outer)?;
+    let key = if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+        let key: Ident = input.parse()?;
+        input.parse::<Token![:]>()?;
+        Some(key)
+    } else {
+        None
+    };
+    if let Some(key) = &key {
+        let name = key.to_string();
+        if OPTION_NAMES.contains(&name.as_str()) {
+            for attr in attrs.iter().filter(|a| !a.path().is_ident("doc")) {
+                errors.error(attr.span(), "network options take no attributes; remove it");
+            }
+            return parse_option(key, input, &mut network.options, errors);
+        }
+    }
+    let fork = input.fork();
+    let layer = match parse_layer(input, key.clone(), attrs, errors) {
+        Ok(layer) => layer,
+        Err(error) => {
+            // `inptu: [3, 32, 32]` is a misspelled option, not a malformed layer.
+            if let Some(key) = &key {
+                if fork.peek(Ident) || !fork.peek(syn::token::Paren) {
+                    let name = key.to_string();
+                    if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+                        return Err(syn::Error::new(
+                            key.span(),
+                            format!("unknown option `{name}`; did you mean `{option}`?"),
+                        ));
+                    }
+                }
+            }
+            return Err(error);
+        }
+    };
+    if let Some(key) = &layer.name {
+        let kind = layer.kind.to_string();
+        let name = key.to_string();
+        if !LAYER_KEYWORDS.contains(&kind.as_str()) {
+            if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("unknown option `{name}`; did you mean `{option}`?"),
+                ));
+            }
+        }
+    }
+    network.layers.push(layer);
+    Ok(())
+}
+
+fn parse_layer(
+    input: ParseStream,
+    name: Option<Ident>,
+    attrs: Vec<Attribute>,
+    errors: &mut Errors,
+) -> syn::Result<Layer> {
+    let mut docs = Vec::new();
+    let mut allow_unscaled = false;
+    for attr in attrs {
+        if attr.path().is_ident("doc") {
+            docs.push(attr);
+        } else if attr.path().is_ident("allow") && is_allow_unscaled(&attr) {
+            allow_unscaled = true;
+        } else {
+            errors.error(
+                attr.span(),
+                "unsupported attribute on a layer; only doc comments and `#[allow(unscaled)]` are accepted",
+            );
+        }
+    }
+    let kind: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+        let expected = "expected a layer such as `relu` or `conv(16, kernel = 3)`, or an option such as `input: [3, 32, 32]`";
+        syn::Error::new(e.span(), expected)
+    })?;
+    let mut span = name.as_ref().map_or(kind.span(), |n| n.span());
+    let args = if input.peek(syn::token::Paren) {
+        let content;
+        let paren = parenthesized!(content in input);
+        span = span.join(paren.span.join()).unwrap_or(span);
+        let args = Punctuated::<Arg, Token![,]>::parse_terminated_with(&content, parse_arg)?;
+        Some(args.into_iter().collect())
+    } else {
+        span = span.join(kind.span()).unwrap_or(span);
+        None
+    };
+    if !input.is_empty() {
+        return Err(input.error("expected `,` after the layer"));
+    }
+    Ok(Layer {
+        docs,
+        allow_unscaled,
+        name,
+        kind,
+        args,
+        span,
+    })
+}
+
+fn is_allow_unscaled(attr: &Attribute) -> bool {
+    attr.parse_args::<Ident>()
+        .is_ok_and(|ident| ident == "unscaled")
+}
+
+fn parse_arg(input: ParseStream) -> syn::Result<Arg> {
+    if input.peek(Ident) && input.peek2(Token![=]) {
+        let key: Ident = input.parse()?;
+        input.parse::<Token![=]>()?;
+        Ok(Arg {
+            key: Some(key),
+            value: parse_value(input)?,
+        })
+    } else {
+        Ok(Arg {
+            key: None,
+            value: parse_value(input)?,
+        })
+    }
+}
+
+fn parse_value(input: ParseStream) -> syn::Result<Value> {
+    let minus: Option<Token![-]> = input.parse()?;
+    let lit: Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), "expected a number or `true`/`false`"))?;
+    let span = minus.map_or(lit.span(), |m| {
+        m.span.join(lit.span()).unwrap_or(lit.span())
+    });
+    let kind = match (&lit, minus.is_some()) {
+        (Lit::Int(int), false) => ValueKind::Int(int.base10_parse()?),
+        (Lit::Int(int), true) => ValueKind::NegativeInt(int.base10_parse()?),
+        (Lit::Float(float), negative) => {
+            let v: f64 = float.base10_parse()?;
+            ValueKind::Float(if negative { -v } else { v })
+        }
+        (Lit::Bool(b), false) => ValueKind::Bool(b.value),
+        _ => return Err(syn::Error::new(span, "expected a number or `true`/`false`")),
+    };
+    Ok(Value { kind, span })
+}
+
+fn parse_option(
+    key: &Ident,
+    input: ParseStream,
+    options: &mut Options,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    let name = key.to_string();
+    let span = key.span();
+    let duplicate = match name.as_str() {
+        "input" => options.input.is_some(),
+        "init" => options.init.is_some(),
+        "typical_kernel" => options.typical_kernel.is_some(),
+        "output_std" => options.output_std.is_some(),
+        _ => options.fixed_scalars.is_some(),
+    };
+    if duplicate {
+        errors.error(span, format!("duplicate option `{name}`; give it once"));
+    }
+    match name.as_str() {
+        "input" => {
+            let content;
+            let bracket = bracketed!(content in input);
+            let dims =
+                Punctuated::<LitInt, Token![,]>::parse_terminated(&content).map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`input` lists positive integers: [C, H, W] for images or [D] for vectors",
+                    )
+                })?;
+            let dims: Vec<usize> = dims
+                .iter()
+                .map(LitInt::base10_parse)
+                .collect::<syn::Result<_>>()?;
+            let span = bracket.span.join();
+            if dims.len() != 1 && dims.len() != 3 {
+                return Err(syn::Error::new(
+                    span,
+                    format!(
+                        "`input` has {} dimensions; write [C, H, W] for images or [D] for vectors",
+                        dims.len()
+                    ),
+                ));
+            }
+            options.input = Some(Spanned { value: dims, span });
+        }
+        "init" => {
+            let scheme: Ident = input.parse()?;
+            options.init = Some(Spanned {
+                value: scheme.to_string(),
+                span: scheme.span(),
+            });
+        }
+        "typical_kernel" => {
+            let lit: LitInt = input.parse()?;
+            options.typical_kernel = Some(Spanned {
+                value: lit.base10_parse()?,
+                span: lit.span(),
+            });
+        }
+        "output_std" => {
+            let value = parse_value(input)?;
+            let std = value.as_f64().ok_or_else(|| {
+                syn::Error::new(value.span, "`output_std` is a number such as 0.05")
+            })?;
+            options.output_std = Some(Spanned {
+                value: std,
+                span: value.span,
+            });
+        }
+        _ => {
+            let value = parse_value(input)?;
+            let ValueKind::Bool(on) = value.kind else {
+                return Err(syn::Error::new(
+                    value.span,
+                    "`fixed_scalars` is `true` or `false`",
+                ));
+            };
+            options.fixed_scalars = Some(Spanned {
+                value: on,
+                span: value.span,
+            });
+        }
+    }
+    if !input.is_empty() {
+        return Err(input.error("expected `,` after the option"));
+    }
+    Ok(())
+}
+
+/// The message for a word that is neither a layer nor an option.
+pub fn unknown_layer_message(kind: &str) -> String {
+    let all = LAYER_KEYWORDS.iter().copied();
+    format!("unknown layer `{kind}`{}", {
+        let hint = suggestion(kind, all);
+        if hint.is_empty() {
+            "; expected one of conv, linear, avg_pool, relu, leaky_relu, dropout, flatten, scale, scalar, bias".to_string()
+        } else {
+            hint
+        }
+    })
+}

@@ -1,0 +1,199 @@
+//! Small labelled image datasets stored as safetensors: `images` (u8 or f32, `[N, H, W]` or
+//! `[N, C, H, W]`) and `labels` (integers, `[N]`). `data/digits.safetensors` in the repository is
+//! one (scikit-learn's 8x8 handwritten digits; `scripts/make_digits.py` regenerates it).
+
+use candle_core::{DType, Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read dataset {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+    #[error("dataset {path} has no tensor `{name}`; it needs `images` [N, H, W] or [N, C, H, W] and `labels` [N]")]
+    Missing { path: PathBuf, name: &'static str },
+    #[error("dataset {path}: tensor `{name}` has shape {shape:?}, expected {expected}")]
+    Shape {
+        path: PathBuf,
+        name: &'static str,
+        shape: Vec<usize>,
+        expected: String,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Images `[N, C, H, W]` (f32) with integer labels `[N]` (u32), on one device.
+#[derive(Debug, Clone)]
+pub struct ImageDataset {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub classes: usize,
+}
+
+impl ImageDataset {
+    /// Reads a safetensors file with `images` and `labels`, on the CPU.
+    pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self, DataError> {
+        let path = path.as_ref();
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| {
+            DataError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let mut take = |name: &'static str| {
+            tensors.remove(name).ok_or(DataError::Missing {
+                path: path.to_path_buf(),
+                name,
+            })
+        };
+        let (images, labels) = (take("images")?, take("labels")?);
+        let images = match images.rank() {
+            3 => images.unsqueeze(1)?,
+            4 => images,
+            _ => {
+                return Err(DataError::Shape {
+                    path: path.to_path_buf(),
+                    name: "images",
+                    shape: images.dims().to_vec(),
+                    expected: "[N, H, W] or [N, C, H, W]".into(),
+                })
+            }
+        };
+        let count = images.dim(0)?;
+        if labels.dims() != [count] {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                name: "labels",
+                shape: labels.dims().to_vec(),
+                expected: format!("[{count}], one label per image"),
+            });
+        }
+        let labels = labels.to_dtype(DType::U32)?;
+        let classes = labels.max(0)?.to_scalar::<u32>()? as usize + 1;
+        Ok(ImageDataset {
+            images: images.to_dtype(DType::F32)?,
+            labels,
+            classes,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.dims()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[C, H, W]` of one image.
+    pub fn image_shape(&self) -> [usize; 3] {
+        let d = self.images.dims();
+        [d[1], d[2], d[3]]
+    }
+
+    /// Centred, unit-variance pixels (over the whole set): the input the calculus assumes.
+    pub fn standardized(&self) -> candle_core::Result<Self> {
+        let mean = self.images.mean_all()?.to_scalar::<f32>()? as f64;
+        let centred = (&self.images - mean)?;
+        let std = centred.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64;
+        Ok(ImageDataset {
+            images: (centred / std.max(1e-12))?,
+            ..self.clone()
+        })
+    }
+
+    /// Each pixel repeated `factor x factor` times (nearest-neighbour upsampling).
+    pub fn upsampled(&self, factor: usize) -> candle_core::Result<Self> {
+        let [_, h, w] = self.image_shape();
+        Ok(ImageDataset {
+            images: self.images.upsample_nearest2d(h * factor, w * factor)?,
+            ..self.clone()
+        })
+    }
+
+    /// The same examples in an order drawn from `seed`.
+    pub fn shuffled(&self, seed: u64) -> candle_core::Result<Self> {
+        let mut order: Vec<u32> = (0..self.len() as u32).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let order = Tensor::new(order, self.images.device())?;
+        Ok(ImageDataset {
+            images: self.images.index_select(&order, 0)?,
+            labels: self.labels.index_select(&order, 0)?,
+            classes: self.classes,
+        })
+    }
+
+    /// The first `count` examples and the rest.
+    pub fn split(&self, count: usize) -> candle_core::Result<(Self, Self)> {
+        let count = count.min(self.len());
+        let part = |start, len| -> candle_core::Result<Self> {
+            Ok(ImageDataset {
+                images: self.images.narrow(0, start, len)?,
+                labels: self.labels.narrow(0, start, len)?,
+                classes: self.classes,
+            })
+        };
+        Ok((part(0, count)?, part(count, self.len() - count)?))
+    }
+
+    pub fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
+        Ok(ImageDataset {
+            images: self.images.to_device(device)?,
+            labels: self.labels.to_device(device)?,
+            classes: self.classes,
+        })
+    }
+
+    /// Consecutive `(images, labels)` batches; the last one may be smaller.
+    pub fn batches(
+        &self,
+        batch_size: usize,
+    ) -> impl Iterator<Item = candle_core::Result<(Tensor, Tensor)>> + '_ {
+        let batch_size = batch_size.max(1);
+        (0..self.len()).step_by(batch_size).map(move |start| {
+            let len = batch_size.min(self.len() - start);
+            Ok((
+                self.images.narrow(0, start, len)?,
+                self.labels.narrow(0, start, len)?,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let error = ImageDataset::from_safetensors("no/such/file.safetensors").unwrap_err();
+        assert!(
+            error.to_string().contains("no/such/file.safetensors"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_tensor_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("scalenet-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("only-images.safetensors");
+        let images = Tensor::zeros((2, 4, 4), DType::U8, &Device::Cpu)?;
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("images".to_string(), images)]),
+            &path,
+        )?;
+        let error = ImageDataset::from_safetensors(&path).unwrap_err();
+        assert!(
+            matches!(error, DataError::Missing { name: "labels", .. }),
+            "{error}"
+        );
+        Ok(())
+    }
+}

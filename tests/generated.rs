@@ -1,0 +1,278 @@
+//! Run-time tests of generated networks: the measured moments match the calculus.
+//!
+//! Sampling error: the mean of `w^2` over `N` i.i.d. normal weights has relative standard
+//! deviation `sqrt(2/N)`; checks allow 5 of those. Realized network moments vary by
+//! O(1/sqrt(width)) between initializations, so those checks average over several seeds.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use scalenet::diagnostics::{
+    second_moment, seeded_normal, weight_second_moments, weight_to_gradient_ratios,
+};
+use scalenet::network;
+
+network! {
+    /// Strided LeNet for 3x32x32 images (max-pooling replaced by average pooling).
+    pub struct LeNet {
+        input: [3, 32, 32],
+        init: geometric,
+        typical_kernel: 5,
+        output_std: 0.05,
+        conv1: conv(6, kernel = 5, padding = 2),
+        relu,
+        avg_pool(2),
+        conv2: conv(16, kernel = 5),
+        relu,
+        avg_pool(2),
+        flatten,
+        fc1: linear(120),
+        relu,
+        fc2: linear(84),
+        relu,
+        fc3: linear(10),
+    }
+}
+
+network! {
+    /// The paper's LIBSVM network (section 9), geometric init.
+    pub struct Mlp {
+        input: [784],
+        fc1: linear(384),
+        relu,
+        fc2: linear(64),
+        relu,
+        fc3: linear(10),
+    }
+}
+
+network! {
+    /// The same MLP with Kaiming fan-in init.
+    pub struct MlpFanIn {
+        input: [784],
+        init: fan_in,
+        fc1: linear(384),
+        relu,
+        fc2: linear(64),
+        relu,
+        fc3: linear(10),
+    }
+}
+
+network! {
+    /// Every other layer kind, with dropout (so only ModuleT).
+    struct Everything {
+        input: [2, 8, 8],
+        conv(4, kernel = 2, stride = 2, bias = false),
+        leaky_relu(0.1),
+        b: bias,
+        u: scalar,
+        scale(2.0),
+        dropout(0.25),
+        #[allow(unscaled)]
+        tanh,
+        flatten,
+        linear(3),
+    }
+}
+
+fn normal_input(dims: &[usize], batch: usize, seed: u64) -> candle_core::Result<Tensor> {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(dims);
+    seeded_normal(&Tensor::zeros(shape, DType::F32, &Device::Cpu)?, seed)
+}
+
+#[test]
+fn shapes_and_constants() -> candle_core::Result<()> {
+    let varmap = VarMap::new();
+    let net = LeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    assert_eq!(LeNet::INPUT_SHAPE, [3, 32, 32]);
+    assert_eq!(LeNet::OUTPUT_SHAPE, [10]);
+    let logits = net.forward_t(&normal_input(&LeNet::INPUT_SHAPE, 4, 0)?, true)?;
+    assert_eq!(logits.dims(), [4, 10]);
+    let vars = varmap.data().lock().unwrap();
+    for name in [
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "fc1.weight",
+        "fc3.bias",
+    ] {
+        assert!(vars.contains_key(name), "{name} missing");
+    }
+    assert_eq!(vars["conv1.weight"].dims(), [6, 3, 5, 5]);
+    assert_eq!(vars["fc1.weight"].dims(), [120, 576]);
+    Ok(())
+}
+
+#[test]
+fn wrong_input_shape_is_a_typed_error_naming_the_network() -> candle_core::Result<()> {
+    let net = Mlp::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, 0)?;
+    let error = net
+        .forward(&Tensor::zeros((2, 783), DType::F32, &Device::Cpu)?)
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("Mlp takes a batch of shape [batch, 784]"),
+        "{message}"
+    );
+    assert!(message.contains("783"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn every_layer_kind_runs_and_dropout_only_in_training() -> candle_core::Result<()> {
+    let varmap = VarMap::new();
+    let net = Everything::new_seeded(&varmap, DType::F32, &Device::Cpu, 3)?;
+    let xs = normal_input(&Everything::INPUT_SHAPE, 5, 1)?;
+    let eval_a = net.forward_t(&xs, false)?.to_vec2::<f32>()?;
+    let eval_b = net.forward_t(&xs, false)?.to_vec2::<f32>()?;
+    assert_eq!(eval_a, eval_b);
+    assert_eq!(net.forward_t(&xs, true)?.dims(), [5, 3]);
+    let vars = varmap.data().lock().unwrap();
+    for name in ["conv_0.weight", "b.bias", "u.weight", "linear_8.weight"] {
+        assert!(vars.contains_key(name), "{name} missing");
+    }
+    assert!(!vars.contains_key("conv_0.bias"), "bias = false");
+    let report = Everything::report().to_string();
+    assert!(report.contains("break the calculus"), "{report}");
+    Ok(())
+}
+
+#[test]
+fn seeded_init_is_reproducible() -> candle_core::Result<()> {
+    let run = |seed| -> candle_core::Result<Vec<Vec<f32>>> {
+        let net = LeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
+        net.forward(&normal_input(&LeNet::INPUT_SHAPE, 2, 9)?)?
+            .to_vec2::<f32>()
+    };
+    assert_eq!(run(5)?, run(5)?);
+    assert_ne!(run(5)?, run(6)?);
+    Ok(())
+}
+
+/// Each weight tensor's E[W^2] equals the calculus's variance within 5 standard errors.
+fn check_weight_moments(
+    varmap: &VarMap,
+    plan: &scalenet::calculus::Plan,
+) -> candle_core::Result<()> {
+    let measured = weight_second_moments(varmap)?;
+    let mut checked = 0;
+    for step in plan.weight_steps() {
+        let weight = step.weight().unwrap();
+        let count: usize = weight.shape.iter().product();
+        let got = measured[&format!("{}.weight", step.name)];
+        let tolerance = 5.0 * (2.0 / count as f64).sqrt();
+        let relative = got / weight.second_moment - 1.0;
+        assert!(
+            relative.abs() < tolerance,
+            "{}: measured {got}, formula {}, off by {relative:.3} > {tolerance:.3}",
+            step.name,
+            weight.second_moment
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3);
+    Ok(())
+}
+
+#[test]
+fn measured_weight_moments_match_the_formula() -> candle_core::Result<()> {
+    for seed in 0..3 {
+        let varmap = VarMap::new();
+        LeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
+        check_weight_moments(&varmap, LeNet::plan())?;
+        let varmap = VarMap::new();
+        Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
+        check_weight_moments(&varmap, Mlp::plan())?;
+    }
+    // and through candle's own (unseeded) RNG with `new`
+    let varmap = VarMap::new();
+    LeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    check_weight_moments(&varmap, LeNet::plan())
+}
+
+/// Section 7: on unit-normal input the output std is `output_std` (0.05), averaged over 16
+/// initializations (one varies by ~20%: realized moments move by O(1/sqrt(width))).
+#[test]
+fn mlp_output_std_matches_target_on_average() -> candle_core::Result<()> {
+    let stds: Vec<f64> = (0..16)
+        .map(|seed| {
+            let net = Mlp::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
+            let out = net.forward(&normal_input(&[784], 1024, 1000 + seed)?)?;
+            Ok(second_moment(&out.broadcast_sub(&out.mean_all()?)?)?.sqrt())
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let mean = stds.iter().sum::<f64>() / stds.len() as f64;
+    let sd =
+        (stds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (stds.len() - 1) as f64).sqrt();
+    println!("output std over 16 inits: mean {mean:.4}, sd {sd:.4} (target 0.05)");
+    assert!((mean / 0.05 - 1.0).abs() < 0.12, "mean output std {mean}");
+    Ok(())
+}
+
+/// Mean over 8 initializations of each named layer's weight-to-gradient ratio.
+fn mean_ratios(
+    build: impl Fn(&VarMap, u64) -> candle_core::Result<Tensor>,
+    names: &[&str],
+) -> candle_core::Result<Vec<f64>> {
+    let seeds = 8;
+    let mut sums = vec![0.0; names.len()];
+    for seed in 0..seeds {
+        let varmap = VarMap::new();
+        let output = build(&varmap, seed)?;
+        let ratios = weight_to_gradient_ratios(&varmap, &output, 500 + seed)?;
+        for (sum, name) in sums.iter_mut().zip(names) {
+            *sum += ratios[&format!("{name}.weight")] / seeds as f64;
+        }
+    }
+    Ok(sums)
+}
+
+fn spread(values: &[f64]) -> f64 {
+    values.iter().cloned().fold(0.0, f64::max)
+        / values.iter().cloned().fold(f64::INFINITY, f64::min)
+}
+
+/// Theorem 1: E[dW^2]/E[W^2] = gamma, which geometric init makes equal across layers; fan-in
+/// spreads it by n_in/n_out ratios (about 3 on this MLP). Batch-size-1 semantics over 1024
+/// samples, averaged over 8 initializations.
+#[test]
+fn mlp_weight_to_gradient_ratios_are_equal_for_geometric_not_fan_in() -> candle_core::Result<()> {
+    let names = ["fc1", "fc2", "fc3"];
+    let input = |seed| normal_input(&[784], 1024, seed);
+    let geometric = mean_ratios(
+        |varmap, seed| {
+            Mlp::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+        },
+        &names,
+    )?;
+    let fan_in = mean_ratios(
+        |varmap, seed| {
+            MlpFanIn::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+        },
+        &names,
+    )?;
+    let predicted: Vec<f64> = Mlp::plan()
+        .weight_steps()
+        .map(|s| s.gamma.unwrap())
+        .collect();
+    let predicted_fan_in: Vec<f64> = MlpFanIn::plan()
+        .weight_steps()
+        .map(|s| s.gamma.unwrap())
+        .collect();
+    println!(
+        "geometric: measured {geometric:?}, predicted {predicted:?}, spread {:.3}",
+        spread(&geometric)
+    );
+    println!(
+        "fan_in:    measured {fan_in:?}, predicted {predicted_fan_in:?}, spread {:.3}",
+        spread(&fan_in)
+    );
+    assert!(
+        spread(&geometric) < 1.3,
+        "geometric spread {}",
+        spread(&geometric)
+    );
+    assert!(spread(&fan_in) > 2.0, "fan_in spread {}", spread(&fan_in));
+    Ok(())
+}
