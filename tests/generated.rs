@@ -6,9 +6,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
-use scalenet::diagnostics::{
-    second_moment, seeded_normal, weight_second_moments, weight_to_gradient_ratios,
-};
+use scalenet::diagnostics::{second_moment, seeded_normal, weight_second_moments, weight_to_gradient_ratios};
 use scalenet::network;
 
 network! {
@@ -90,13 +88,7 @@ fn shapes_and_constants() -> candle_core::Result<()> {
     let logits = net.forward_t(&normal_input(&LeNet::INPUT_SHAPE, 4, 0)?, true)?;
     assert_eq!(logits.dims(), [4, 10]);
     let vars = varmap.data().lock().unwrap();
-    for name in [
-        "conv1.weight",
-        "conv1.bias",
-        "conv2.weight",
-        "fc1.weight",
-        "fc3.bias",
-    ] {
+    for name in ["conv1.weight", "conv1.bias", "conv2.weight", "fc1.weight", "fc3.bias"] {
         assert!(vars.contains_key(name), "{name} missing");
     }
     assert_eq!(vars["conv1.weight"].dims(), [6, 3, 5, 5]);
@@ -107,14 +99,9 @@ fn shapes_and_constants() -> candle_core::Result<()> {
 #[test]
 fn wrong_input_shape_is_a_typed_error_naming_the_network() -> candle_core::Result<()> {
     let net = Mlp::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, 0)?;
-    let error = net
-        .forward(&Tensor::zeros((2, 783), DType::F32, &Device::Cpu)?)
-        .unwrap_err();
+    let error = net.forward(&Tensor::zeros((2, 783), DType::F32, &Device::Cpu)?).unwrap_err();
     let message = error.to_string();
-    assert!(
-        message.contains("Mlp takes a batch of shape [batch, 784]"),
-        "{message}"
-    );
+    assert!(message.contains("Mlp takes a batch of shape [batch, 784]"), "{message}");
     assert!(message.contains("783"), "{message}");
     Ok(())
 }
@@ -142,8 +129,7 @@ fn every_layer_kind_runs_and_dropout_only_in_training() -> candle_core::Result<(
 fn seeded_init_is_reproducible() -> candle_core::Result<()> {
     let run = |seed| -> candle_core::Result<Vec<Vec<f32>>> {
         let net = LeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
-        net.forward(&normal_input(&LeNet::INPUT_SHAPE, 2, 9)?)?
-            .to_vec2::<f32>()
+        net.forward(&normal_input(&LeNet::INPUT_SHAPE, 2, 9)?)?.to_vec2::<f32>()
     };
     assert_eq!(run(5)?, run(5)?);
     assert_ne!(run(5)?, run(6)?);
@@ -151,10 +137,7 @@ fn seeded_init_is_reproducible() -> candle_core::Result<()> {
 }
 
 /// Each weight tensor's E[W^2] equals the calculus's variance within 5 standard errors.
-fn check_weight_moments(
-    varmap: &VarMap,
-    plan: &scalenet::calculus::Plan,
-) -> candle_core::Result<()> {
+fn check_weight_moments(varmap: &VarMap, plan: &scalenet::calculus::Plan) -> candle_core::Result<()> {
     let measured = weight_second_moments(varmap)?;
     let mut checked = 0;
     for step in plan.weight_steps() {
@@ -203,8 +186,7 @@ fn mlp_output_std_matches_target_on_average() -> candle_core::Result<()> {
         })
         .collect::<candle_core::Result<_>>()?;
     let mean = stds.iter().sum::<f64>() / stds.len() as f64;
-    let sd =
-        (stds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (stds.len() - 1) as f64).sqrt();
+    let sd = (stds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (stds.len() - 1) as f64).sqrt();
     println!("output std over 16 inits: mean {mean:.4}, sd {sd:.4} (target 0.05)");
     assert!((mean / 0.05 - 1.0).abs() < 0.12, "mean output std {mean}");
     Ok(())
@@ -229,8 +211,7 @@ fn mean_ratios(
 }
 
 fn spread(values: &[f64]) -> f64 {
-    values.iter().cloned().fold(0.0, f64::max)
-        / values.iter().cloned().fold(f64::INFINITY, f64::min)
+    values.iter().cloned().fold(0.0, f64::max) / values.iter().cloned().fold(f64::INFINITY, f64::min)
 }
 
 /// Theorem 1: E[dW^2]/E[W^2] = gamma, which geometric init makes equal across layers; fan-in
@@ -241,38 +222,18 @@ fn mlp_weight_to_gradient_ratios_are_equal_for_geometric_not_fan_in() -> candle_
     let names = ["fc1", "fc2", "fc3"];
     let input = |seed| normal_input(&[784], 1024, seed);
     let geometric = mean_ratios(
-        |varmap, seed| {
-            Mlp::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
-        },
+        |varmap, seed| Mlp::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?),
         &names,
     )?;
     let fan_in = mean_ratios(
-        |varmap, seed| {
-            MlpFanIn::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
-        },
+        |varmap, seed| MlpFanIn::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?),
         &names,
     )?;
-    let predicted: Vec<f64> = Mlp::plan()
-        .weight_steps()
-        .map(|s| s.gamma.unwrap())
-        .collect();
-    let predicted_fan_in: Vec<f64> = MlpFanIn::plan()
-        .weight_steps()
-        .map(|s| s.gamma.unwrap())
-        .collect();
-    println!(
-        "geometric: measured {geometric:?}, predicted {predicted:?}, spread {:.3}",
-        spread(&geometric)
-    );
-    println!(
-        "fan_in:    measured {fan_in:?}, predicted {predicted_fan_in:?}, spread {:.3}",
-        spread(&fan_in)
-    );
-    assert!(
-        spread(&geometric) < 1.3,
-        "geometric spread {}",
-        spread(&geometric)
-    );
+    let predicted: Vec<f64> = Mlp::plan().weight_steps().map(|s| s.gamma.unwrap()).collect();
+    let predicted_fan_in: Vec<f64> = MlpFanIn::plan().weight_steps().map(|s| s.gamma.unwrap()).collect();
+    println!("geometric: measured {geometric:?}, predicted {predicted:?}, spread {:.3}", spread(&geometric));
+    println!("fan_in:    measured {fan_in:?}, predicted {predicted_fan_in:?}, spread {:.3}", spread(&fan_in));
+    assert!(spread(&geometric) < 1.3, "geometric spread {}", spread(&geometric));
     assert!(spread(&fan_in) > 2.0, "fan_in spread {}", spread(&fan_in));
     Ok(())
 }

@@ -10,7 +10,9 @@ use crate::spec::{LayerSpec, NetworkSpec, Op, Shape};
 /// inferred all the way through.
 pub fn check(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Shape>> {
     check_network_options(spec, diagnostics);
+    let mut first_broken_layer = None;
     for (index, layer) in spec.layers.iter().enumerate() {
+        let before = diagnostics.0.len();
         reject_max_pooling(index, layer, diagnostics);
         reject_mismatched_strides(index, layer, diagnostics);
         reject_non_homogeneous_activations(index, layer, diagnostics);
@@ -19,8 +21,11 @@ pub fn check(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Sh
         check_dropout_probability(index, layer, diagnostics);
         check_leaky_relu_slope(index, layer, diagnostics);
         check_scale_factor(index, layer, diagnostics);
+        if diagnostics.0.len() > before {
+            first_broken_layer.get_or_insert(index);
+        }
     }
-    infer_shapes(spec, diagnostics)
+    infer_shapes(spec, first_broken_layer, diagnostics)
 }
 
 /// `input` is required: every moment and every fan-in follows from the input shape. The target
@@ -94,11 +99,7 @@ fn reject_mismatched_strides(index: usize, layer: &LayerSpec, diagnostics: &mut 
 /// moments by the same factor. Sigmoid, tanh, GELU, SiLU, ELU, softplus and softmax do not; their
 /// effect depends on the scale of their input. `#[allow(unscaled)]` accepts one knowingly: the
 /// calculus then treats it as the identity (its linear regime) and the report flags it.
-fn reject_non_homogeneous_activations(
-    index: usize,
-    layer: &LayerSpec,
-    diagnostics: &mut Diagnostics,
-) {
+fn reject_non_homogeneous_activations(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Unscaled(activation) = layer.op {
         if !layer.allow_unscaled {
             diagnostics.push(
@@ -131,32 +132,16 @@ fn reject_normalization(index: usize, layer: &LayerSpec, diagnostics: &mut Diagn
 fn check_positive_sizes(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     let mut require = |value: usize, field: LayerField, what: &str| {
         if value == 0 {
-            diagnostics.push(
-                Location::layer(index, field),
-                format!("{what} must be at least 1"),
-            );
+            diagnostics.push(Location::layer(index, field), format!("{what} must be at least 1"));
         }
     };
     match layer.op {
-        Op::Conv2d {
-            out_channels,
-            kernel,
-            stride,
-            ..
-        } => {
-            require(
-                out_channels,
-                LayerField::Size,
-                "the number of output channels",
-            );
+        Op::Conv2d { out_channels, kernel, stride, .. } => {
+            require(out_channels, LayerField::Size, "the number of output channels");
             require(kernel, LayerField::Kernel, "the kernel size");
             require(stride, LayerField::Stride, "the stride");
         }
-        Op::Linear { out_features, .. } => require(
-            out_features,
-            LayerField::Size,
-            "the number of output features",
-        ),
+        Op::Linear { out_features, .. } => require(out_features, LayerField::Size, "the number of output features"),
         Op::AvgPool2d { kernel, stride } | Op::MaxPool2d { kernel, stride } => {
             require(kernel, LayerField::Size, "the pooling kernel");
             require(stride, LayerField::Stride, "the stride");
@@ -172,7 +157,7 @@ fn check_dropout_probability(index: usize, layer: &LayerSpec, diagnostics: &mut 
         if !(0.0..1.0).contains(&p) {
             diagnostics.push(
                 Location::layer(index, LayerField::Probability),
-                format!("dropout probability must lie in [0, 1), got {p}; e.g. `dropout(0.5)`"),
+                format!("dropout probability must lie in [0, 1), got {p:?}; e.g. `dropout(0.5)`"),
             );
         }
     }
@@ -186,9 +171,7 @@ fn check_leaky_relu_slope(index: usize, layer: &LayerSpec, diagnostics: &mut Dia
         if !(slope.is_finite() && (0.0..1.0).contains(&slope)) {
             diagnostics.push(
                 Location::layer(index, LayerField::Slope),
-                format!(
-                    "the leaky relu slope must lie in [0, 1), got {slope}; e.g. `leaky_relu(0.01)`"
-                ),
+                format!("the leaky relu slope must lie in [0, 1), got {slope:?}; e.g. `leaky_relu(0.01)`"),
             );
         }
     }
@@ -201,7 +184,7 @@ fn check_scale_factor(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnos
         if !(factor.is_finite() && factor != 0.0) {
             diagnostics.push(
                 Location::layer(index, LayerField::Factor),
-                format!("a scale factor must be a finite nonzero number, got {factor}"),
+                format!("a scale factor must be a finite nonzero number, got {factor:?}"),
             );
         }
     }
@@ -211,14 +194,22 @@ fn check_scale_factor(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnos
 /// an output size must be an exact integer (PyTorch floors and silently drops rows, which breaks
 /// the assumption that every input entry feeds the next layer), and average pooling must tile its
 /// input exactly (candle's pooling backward is wrong otherwise). Inference stops at the first
-/// shape error, since later shapes are unknown.
-fn infer_shapes(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Shape>> {
+/// shape error, since later shapes are unknown, and before the first layer that broke another
+/// rule, so that one mistake is reported once.
+fn infer_shapes(
+    spec: &NetworkSpec,
+    first_broken_layer: Option<usize>,
+    diagnostics: &mut Diagnostics,
+) -> Option<Vec<Shape>> {
     let mut shape = spec.input?;
     if shape.dims().contains(&0) {
         return None;
     }
     let mut shapes = Vec::with_capacity(spec.layers.len());
     for (index, layer) in spec.layers.iter().enumerate() {
+        if first_broken_layer == Some(index) {
+            return None;
+        }
         match output_shape(index, &layer.op, shape, diagnostics) {
             Some(next) => shape = next,
             None => return None,
@@ -229,12 +220,7 @@ fn infer_shapes(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec
 }
 
 /// Output size of a window of `kernel` sliding by `stride` over `size` padded by `padding`.
-fn window_output(
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<usize, WindowError> {
+fn window_output(size: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize, WindowError> {
     let padded = size + 2 * padding;
     if kernel > padded {
         return Err(WindowError::KernelTooLarge { padded });
@@ -250,12 +236,7 @@ enum WindowError {
     NotIntegral { padded: usize },
 }
 
-fn output_shape(
-    index: usize,
-    op: &Op,
-    input: Shape,
-    diagnostics: &mut Diagnostics,
-) -> Option<Shape> {
+fn output_shape(index: usize, op: &Op, input: Shape, diagnostics: &mut Diagnostics) -> Option<Shape> {
     let at = |field| Location::layer(index, field);
     let needs_image = |diagnostics: &mut Diagnostics| {
         diagnostics.push(
@@ -267,13 +248,7 @@ fn output_shape(
         );
     };
     match *op {
-        Op::Conv2d {
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            ..
-        } => {
+        Op::Conv2d { out_channels, kernel, stride, padding, .. } => {
             let Shape::Image { height, width, .. } = input else {
                 needs_image(diagnostics);
                 return None;
@@ -282,19 +257,10 @@ fn output_shape(
                 return None;
             }
             let (h, w) = conv_window(index, kernel, stride, padding, height, width, diagnostics)?;
-            Some(Shape::Image {
-                channels: out_channels,
-                height: h,
-                width: w,
-            })
+            Some(Shape::Image { channels: out_channels, height: h, width: w })
         }
         Op::AvgPool2d { kernel, stride } | Op::MaxPool2d { kernel, stride } => {
-            let Shape::Image {
-                channels,
-                height,
-                width,
-            } = input
-            else {
+            let Shape::Image { channels, height, width } = input else {
                 needs_image(diagnostics);
                 return None;
             };
@@ -303,10 +269,11 @@ fn output_shape(
             }
             if matches!(op, Op::AvgPool2d { .. }) && (height % kernel != 0 || width % kernel != 0) {
                 let fits = |size: usize| size.div_ceil(kernel) * kernel;
+                let sizes = if height == width { height.to_string() } else { format!("{height} and {width}") };
                 diagnostics.push(
                     at(LayerField::Size),
                     format!(
-                        "`avg_pool({kernel})` does not tile its {height}x{width} input exactly; pad or crop the previous layer to {}x{} or pick a kernel that divides {height} and {width}",
+                        "`avg_pool({kernel})` does not tile its {height}x{width} input exactly; pad or crop the previous layer to {}x{} or pick a kernel that divides {sizes}",
                         fits(height),
                         fits(width)
                     ),
@@ -315,19 +282,10 @@ fn output_shape(
             }
             let h = window_output(height, kernel, stride, 0).ok()?;
             let w = window_output(width, kernel, stride, 0).ok()?;
-            Some(Shape::Image {
-                channels,
-                height: h,
-                width: w,
-            })
+            Some(Shape::Image { channels, height: h, width: w })
         }
         Op::Linear { out_features, .. } => {
-            if let Shape::Image {
-                channels,
-                height,
-                width,
-            } = input
-            {
+            if let Shape::Image { channels, height, width } = input {
                 diagnostics.push(
                     at(LayerField::Kind),
                     format!(
@@ -337,13 +295,9 @@ fn output_shape(
                 );
                 return None;
             }
-            (out_features > 0).then_some(Shape::Vector {
-                features: out_features,
-            })
+            (out_features > 0).then_some(Shape::Vector { features: out_features })
         }
-        Op::Flatten => Some(Shape::Vector {
-            features: input.numel(),
-        }),
+        Op::Flatten => Some(Shape::Vector { features: input.numel() }),
         Op::Relu
         | Op::LeakyRelu { .. }
         | Op::Unscaled(_)
@@ -382,22 +336,21 @@ fn conv_window(
             diagnostics.push(
                 Location::layer(index, LayerField::Stride),
                 format!(
-                    "the output size ({padded} - {kernel}) / {stride} + 1 is not an integer, so the last {} rows would be dropped; {hint}",
-                    (padded - kernel) % stride
+                    "the output size ({padded} - {kernel}) / {stride} + 1 is not an integer, so {} would be dropped; {hint}",
+                    match (padded - kernel) % stride {
+                        1 => "the last row".to_string(),
+                        rows => format!("the last {rows} rows"),
+                    }
                 ),
             )
         }
     }
     };
-    let h = window_output(height, kernel, stride, padding)
-        .map_err(|e| report(e, height))
-        .ok();
+    let h = window_output(height, kernel, stride, padding).map_err(|e| report(e, height)).ok();
     let w = if width == height {
         h
     } else {
-        window_output(width, kernel, stride, padding)
-            .map_err(|e| report(e, width))
-            .ok()
+        window_output(width, kernel, stride, padding).map_err(|e| report(e, width)).ok()
     };
     Some((h?, w?))
 }

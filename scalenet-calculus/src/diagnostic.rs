@@ -54,10 +54,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic {
-            location,
-            message: message.into(),
-        }
+        Diagnostic { location, message: message.into() }
     }
 }
 

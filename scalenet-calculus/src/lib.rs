@@ -35,11 +35,7 @@ mod spec;
 pub use diagnostic::{Diagnostic, Diagnostics, LayerField, Location, NetworkField};
 pub use moments::{Moments, WeightGeometry};
 pub use plan::{
-    analyze, most_common_kernel, weight_second_moment, ParamInit, Plan, ScaleReason, Step, StepOp,
-    WeightInit,
+    analyze, most_common_kernel, weight_second_moment, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit,
 };
 pub use report::number;
-pub use spec::{
-    InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Shape, UnscaledActivation,
-    DEFAULT_OUTPUT_STD,
-};
+pub use spec::{InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Shape, UnscaledActivation, DEFAULT_OUTPUT_STD};

@@ -24,11 +24,7 @@ pub struct Moments {
 impl Moments {
     /// Centred, symmetric data with `E[x^2] = second`: the network input of assumption 1.
     pub fn centred(second: f64) -> Self {
-        Moments {
-            second,
-            mean: 0.0,
-            nonnegative: false,
-        }
+        Moments { second, mean: 0.0, nonnegative: false }
     }
 
     pub fn variance(&self) -> f64 {
@@ -44,11 +40,7 @@ impl Moments {
         Moments {
             second: self.second * factor * factor,
             mean: self.mean * factor,
-            nonnegative: if factor >= 0.0 {
-                self.nonnegative
-            } else {
-                self.nonnegative && self.second == 0.0
-            },
+            nonnegative: if factor >= 0.0 { self.nonnegative } else { self.nonnegative && self.second == 0.0 },
         }
     }
 
@@ -71,18 +63,12 @@ pub struct Transfer {
 
 impl Transfer {
     pub fn identity(input: Moments) -> Self {
-        Transfer {
-            output: input,
-            backward_gain: 1.0,
-        }
+        Transfer { output: input, backward_gain: 1.0 }
     }
 
     /// A fixed multiplier `u`: both second moments scale by `u^2` (Appendix B, scalar multipliers).
     pub fn scale(input: Moments, factor: f64) -> Self {
-        Transfer {
-            output: input.scaled(factor),
-            backward_gain: factor * factor,
-        }
+        Transfer { output: input.scaled(factor), backward_gain: factor * factor }
     }
 }
 
@@ -108,13 +94,7 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     let sigma = input.std();
     let (positive, positive_sq, negative, negative_sq, p_positive) = if sigma == 0.0 {
         let p = if mu > 0.0 { 1.0 } else { 0.0 };
-        (
-            mu.max(0.0),
-            mu.max(0.0).powi(2),
-            (-mu).max(0.0),
-            (-mu).max(0.0).powi(2),
-            p,
-        )
+        (mu.max(0.0), mu.max(0.0).powi(2), (-mu).max(0.0), (-mu).max(0.0).powi(2), p)
     } else {
         let ratio = mu / sigma;
         let cdf = standard_normal_cdf(ratio);
@@ -160,13 +140,8 @@ pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
 ///
 /// `E[y^2] = n_in k^2 cov E[W^2] E[x^2]` (uncentred: the weights are centred, the input need not
 /// be) and `E[dx^2] = (rho_out^2 / rho_in^2) n_out k^2 cov E[W^2] E[dy^2]`.
-pub fn weight_layer(
-    input: Moments,
-    geometry: &WeightGeometry,
-    weight_second_moment: f64,
-) -> Transfer {
-    let taps =
-        (geometry.kernel * geometry.kernel) as f64 * geometry.coverage * weight_second_moment;
+pub fn weight_layer(input: Moments, geometry: &WeightGeometry, weight_second_moment: f64) -> Transfer {
+    let taps = (geometry.kernel * geometry.kernel) as f64 * geometry.coverage * weight_second_moment;
     let area_ratio = geometry.area_out as f64 / geometry.area_in as f64;
     Transfer {
         output: Moments::centred(geometry.fan_in as f64 * taps * input.second),
@@ -189,37 +164,17 @@ pub struct WeightGeometry {
 }
 
 /// Fraction of (output position, tap) pairs of a 1-d window that land inside an input of `size`.
-pub fn coverage_1d(
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    output: usize,
-) -> f64 {
+pub fn coverage_1d(size: usize, kernel: usize, stride: usize, padding: usize, output: usize) -> f64 {
     let inside: usize = (0..output)
-        .map(|o| {
-            (0..kernel)
-                .filter(|t| {
-                    (o * stride + t)
-                        .checked_sub(padding)
-                        .is_some_and(|i| i < size)
-                })
-                .count()
-        })
+        .map(|o| (0..kernel).filter(|t| (o * stride + t).checked_sub(padding).is_some_and(|i| i < size)).count())
         .sum();
     inside as f64 / (output * kernel) as f64
 }
 
 /// Ratio of activation scaling factors `sigma_out / sigma_in` across an op, eq. (1):
 /// `sigma = n rho^2 E[dx^2] E[x^2]`, and `E[dx_in^2] = backward_gain E[dy^2]`.
-pub fn scaling_ratio(
-    input: &Moments,
-    numel_in: usize,
-    transfer: &Transfer,
-    numel_out: usize,
-) -> f64 {
-    (numel_out as f64 * transfer.output.second)
-        / (numel_in as f64 * input.second * transfer.backward_gain)
+pub fn scaling_ratio(input: &Moments, numel_in: usize, transfer: &Transfer, numel_out: usize) -> f64 {
+    (numel_out as f64 * transfer.output.second) / (numel_in as f64 * input.second * transfer.backward_gain)
 }
 
 #[cfg(test)]
@@ -259,11 +214,7 @@ mod tests {
     #[test]
     fn relu_moments_match_numerical_integration_for_shifted_gaussian() {
         let (mu, sigma) = (0.4, 1.3);
-        let input = Moments {
-            second: mu * mu + sigma * sigma,
-            mean: mu,
-            nonnegative: false,
-        };
+        let input = Moments { second: mu * mu + sigma * sigma, mean: mu, nonnegative: false };
         let t = leaky_relu(input, 0.0);
         let (mut m1, mut m2, mut p) = (0.0, 0.0, 0.0);
         // Midpoint rule over z > 0 only, where the integrands are smooth.
@@ -311,19 +262,8 @@ mod tests {
 
     #[test]
     fn weight_layer_preserves_the_scaling_factor_even_with_padding() {
-        let input = Moments {
-            second: 0.3,
-            mean: 0.2,
-            nonnegative: true,
-        };
-        let geometry = WeightGeometry {
-            fan_in: 6,
-            fan_out: 16,
-            kernel: 5,
-            area_in: 256,
-            area_out: 256,
-            coverage: 0.9,
-        };
+        let input = Moments { second: 0.3, mean: 0.2, nonnegative: true };
+        let geometry = WeightGeometry { fan_in: 6, fan_out: 16, kernel: 5, area_in: 256, area_out: 256, coverage: 0.9 };
         let t = weight_layer(input, &geometry, 0.01);
         assert!((scaling_ratio(&input, 6 * 256, &t, 16 * 256) - 1.0).abs() < 1e-12);
         assert_eq!(t.output.mean, 0.0);

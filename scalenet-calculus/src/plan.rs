@@ -50,10 +50,7 @@ pub enum StepOp {
     /// A layer as declared, at `index` in the declaration.
     Declared { index: usize, op: Op },
     /// A fixed multiplier inserted by the calculus.
-    FixedScale {
-        factor: f64,
-        reasons: Vec<ScaleReason>,
-    },
+    FixedScale { factor: f64, reasons: Vec<ScaleReason> },
 }
 
 /// Initialization of a convolution or linear layer.
@@ -152,9 +149,7 @@ pub struct Plan {
 impl Plan {
     /// Predicted standard deviation of the network output.
     pub fn predicted_output_std(&self) -> f64 {
-        self.steps
-            .last()
-            .map_or(self.input_moments.std(), |step| step.forward.std())
+        self.steps.last().map_or(self.input_moments.std(), |step| step.forward.std())
     }
 
     pub fn weight_steps(&self) -> impl Iterator<Item = &Step> {
@@ -163,9 +158,7 @@ impl Plan {
 
     /// The step that implements declared layer `index`.
     pub fn step_of_layer(&self, index: usize) -> Option<&Step> {
-        self.steps
-            .iter()
-            .find(|step| step.declared_index() == Some(index))
+        self.steps.iter().find(|step| step.declared_index() == Some(index))
     }
 }
 
@@ -187,10 +180,7 @@ pub fn most_common_kernel(spec: &NetworkSpec) -> usize {
             *counts.entry(kernel).or_insert(0usize) += 1;
         }
     }
-    counts
-        .into_iter()
-        .max_by_key(|&(kernel, count)| (count, std::cmp::Reverse(kernel)))
-        .map_or(1, |(k, _)| k)
+    counts.into_iter().max_by_key(|&(kernel, count)| (count, std::cmp::Reverse(kernel))).map_or(1, |(k, _)| k)
 }
 
 /// The slope `a` whose gain `2/(1 + a^2)` `c` is chosen for: the most common among the network's
@@ -209,31 +199,16 @@ fn network_slope(spec: &NetworkSpec) -> f64 {
             None => counts.push((slope, 1)),
         }
     }
-    counts
-        .into_iter()
-        .fold(
-            (0.0, 0),
-            |best, (slope, count)| if count > best.1 { (slope, count) } else { best },
-        )
-        .0
+    counts.into_iter().fold((0.0, 0), |best, (slope, count)| if count > best.1 { (slope, count) } else { best }).0
 }
 
 /// Geometry of a weight layer from its input and output shapes.
 fn weight_geometry(op: &Op, input: Shape, output: Shape) -> Option<WeightGeometry> {
     let (kernel, coverage) = match (*op, input, output) {
         (
-            Op::Conv2d {
-                kernel,
-                stride,
-                padding,
-                ..
-            },
+            Op::Conv2d { kernel, stride, padding, .. },
             Shape::Image { height, width, .. },
-            Shape::Image {
-                height: out_h,
-                width: out_w,
-                ..
-            },
+            Shape::Image { height: out_h, width: out_w, .. },
         ) => (
             kernel,
             moments::coverage_1d(height, kernel, stride, padding, out_h)
@@ -253,12 +228,7 @@ fn weight_geometry(op: &Op, input: Shape, output: Shape) -> Option<WeightGeometr
 }
 
 /// `E[W^2]` of a weight layer under `scheme` (eqs. 3-5).
-pub fn weight_second_moment(
-    scheme: InitScheme,
-    geometry: &WeightGeometry,
-    numerator: f64,
-    gain: f64,
-) -> f64 {
+pub fn weight_second_moment(scheme: InitScheme, geometry: &WeightGeometry, numerator: f64, gain: f64) -> f64 {
     let (n_in, n_out) = (geometry.fan_in as f64, geometry.fan_out as f64);
     let k = geometry.kernel as f64;
     match scheme {
@@ -287,19 +257,10 @@ struct Insertion {
 
 impl<'a> Planner<'a> {
     fn new(spec: &'a NetworkSpec, shapes: &'a [Shape]) -> Self {
-        let typical_kernel = spec
-            .typical_kernel
-            .unwrap_or_else(|| most_common_kernel(spec));
+        let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
         let slope = network_slope(spec);
         let gain = 2.0 / (1.0 + slope * slope);
-        Planner {
-            spec,
-            shapes,
-            typical_kernel,
-            slope,
-            gain,
-            c: gain / typical_kernel as f64,
-        }
+        Planner { spec, shapes, typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
     }
 
     fn input_shape(&self, index: usize) -> Shape {
@@ -339,12 +300,9 @@ impl<'a> Planner<'a> {
                 Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => {
                     let geometry = weight_geometry(&layer.op, input, output).expect("weight layer");
                     let numerator = self.c * relative_scaling.sqrt();
-                    let second_moment =
-                        weight_second_moment(self.spec.init, &geometry, numerator, self.gain);
+                    let second_moment = weight_second_moment(self.spec.init, &geometry, numerator, self.gain);
                     let target = numerator / (geometry.fan_out as f64).sqrt();
-                    let produced = moments::weight_layer(nominal, &geometry, second_moment)
-                        .output
-                        .second;
+                    let produced = moments::weight_layer(nominal, &geometry, second_moment).output.second;
                     let factor = (target / produced).sqrt();
                     if self.spec.fixed_scalars && (factor - 1.0).abs() > 1e-9 {
                         let mut reasons = Vec::new();
@@ -352,10 +310,7 @@ impl<'a> Planner<'a> {
                             reasons.push(ScaleReason::Input);
                         }
                         if geometry.kernel != self.typical_kernel {
-                            reasons.push(ScaleReason::Kernel {
-                                kernel: geometry.kernel,
-                                typical: self.typical_kernel,
-                            });
+                            reasons.push(ScaleReason::Kernel { kernel: geometry.kernel, typical: self.typical_kernel });
                         }
                         if pooled {
                             reasons.push(ScaleReason::Pooling);
@@ -371,15 +326,10 @@ impl<'a> Planner<'a> {
                         }
                         // A standalone bias or a flatten right before the layer sees the corrected moment too.
                         let mut before = index;
-                        while before > 0 && matches!(layers[before - 1].op, Op::Bias | Op::Flatten)
-                        {
+                        while before > 0 && matches!(layers[before - 1].op, Op::Bias | Op::Flatten) {
                             before -= 1;
                         }
-                        insertions.push(Insertion {
-                            before,
-                            factor,
-                            reasons,
-                        });
+                        insertions.push(Insertion { before, factor, reasons });
                         nominal = nominal.scaled(factor);
                     }
                     weights[index] = Some(WeightInit {
@@ -414,18 +364,13 @@ impl<'a> Planner<'a> {
                     self.transfer(index, nominal, None)
                 }
             };
-            relative_scaling *=
-                moments::scaling_ratio(&nominal, self.numel(index), &transfer, output.numel());
+            relative_scaling *= moments::scaling_ratio(&nominal, self.numel(index), &transfer, output.numel());
             nominal = transfer.output;
         }
         if self.spec.fixed_scalars {
             let factor = self.spec.output_std / nominal.std();
             if factor.is_finite() && (factor - 1.0).abs() > 1e-9 {
-                insertions.push(Insertion {
-                    before: layers.len(),
-                    factor,
-                    reasons: vec![ScaleReason::Output],
-                });
+                insertions.push(Insertion { before: layers.len(), factor, reasons: vec![ScaleReason::Output] });
             }
         }
         (weights, insertions)
@@ -470,10 +415,7 @@ impl<'a> Planner<'a> {
             while let Some(insertion) = pending.next_if(|insertion| insertion.before == index) {
                 let transfer = Transfer::scale(current, insertion.factor);
                 steps.push(self.step(
-                    StepOp::FixedScale {
-                        factor: insertion.factor,
-                        reasons: insertion.reasons.clone(),
-                    },
+                    StepOp::FixedScale { factor: insertion.factor, reasons: insertion.reasons.clone() },
                     String::new(),
                     shape,
                     shape,
@@ -492,20 +434,14 @@ impl<'a> Planner<'a> {
                 Op::Scalar => Transfer::identity(current),
                 _ => self.transfer(index, current, weight),
             };
-            relative_scaling *=
-                moments::scaling_ratio(&current, shape.numel(), &transfer, output.numel());
+            relative_scaling *= moments::scaling_ratio(&current, shape.numel(), &transfer, output.numel());
             let params = match layer.op {
                 Op::Conv2d { .. } | Op::Linear { .. } => weight.cloned().map(ParamInit::Weight),
                 Op::Scalar => {
                     let numerator = self.c * relative_scaling.sqrt();
-                    Some(ParamInit::Scalar {
-                        value: numerator.sqrt(),
-                        fixed: 1.0 / numerator.sqrt(),
-                    })
+                    Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
                 }
-                Op::Bias => Some(ParamInit::Bias {
-                    channels: shape.channels(),
-                }),
+                Op::Bias => Some(ParamInit::Bias { channels: shape.channels() }),
                 _ => None,
             };
             let name = match &layer.name {
@@ -514,10 +450,7 @@ impl<'a> Planner<'a> {
                 None => String::new(),
             };
             steps.push(self.step(
-                StepOp::Declared {
-                    index,
-                    op: layer.op,
-                },
+                StepOp::Declared { index, op: layer.op },
                 name,
                 shape,
                 output,
@@ -547,13 +480,11 @@ impl<'a> Planner<'a> {
                     }
                 }
                 Some(ParamInit::Scalar { value, fixed }) => {
-                    let scalar_gradient =
-                        fixed * fixed * step.input_shape.numel() as f64 * step_input.second * dy;
+                    let scalar_gradient = fixed * fixed * step.input_shape.numel() as f64 * step_input.second * dy;
                     step.gamma = Some(scalar_gradient / (value * value));
                 }
                 Some(ParamInit::Bias { .. }) => {
-                    step.bias_gamma =
-                        Some(step.output_shape.area() as f64 * dy / step.forward.second);
+                    step.bias_gamma = Some(step.output_shape.area() as f64 * dy / step.forward.second);
                 }
                 None => {}
             }

@@ -24,19 +24,8 @@ fn describe(step: &Step) -> String {
             format!("fixed ×{} ({})", number(*factor), why.join(", "))
         }
         StepOp::Declared { op, .. } => match (op, &step.params) {
-            (
-                Op::Conv2d {
-                    kernel,
-                    stride,
-                    padding,
-                    ..
-                },
-                Some(ParamInit::Weight(w)),
-            ) => {
-                let mut text = format!(
-                    "conv {}→{} k{kernel}",
-                    w.geometry.fan_in, w.geometry.fan_out
-                );
+            (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
+                let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
                 if *stride != 1 {
                     text += &format!(" s{stride}");
                 }
@@ -49,12 +38,7 @@ fn describe(step: &Step) -> String {
                 text
             }
             (Op::Linear { bias, .. }, Some(ParamInit::Weight(w))) => {
-                format!(
-                    "linear {}→{}{}",
-                    w.geometry.fan_in,
-                    w.geometry.fan_out,
-                    if *bias { "" } else { " no-bias" }
-                )
+                format!("linear {}→{}{}", w.geometry.fan_in, w.geometry.fan_out, if *bias { "" } else { " no-bias" })
             }
             (Op::AvgPool2d { kernel, .. }, _) => format!("avg_pool {kernel}"),
             (Op::LeakyRelu { slope }, _) => format!("leaky_relu {slope}"),
@@ -82,9 +66,7 @@ impl fmt::Display for Plan {
             number(self.predicted_output_std()),
             number(self.output_std)
         )?;
-        let header = [
-            "layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "γ_bias",
-        ];
+        let header = ["layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "γ_bias"];
         let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
         rows.push([
             "input".into(),
@@ -101,11 +83,7 @@ impl fmt::Display for Plan {
         for step in &self.steps {
             let weight = step.weight();
             rows.push([
-                if step.name.is_empty() {
-                    "·".into()
-                } else {
-                    step.name.clone()
-                },
+                if step.name.is_empty() { "·".into() } else { step.name.clone() },
                 describe(step),
                 step.output_shape.to_string(),
                 weight.map_or(String::new(), |w| number(w.second_moment)),
@@ -117,14 +95,8 @@ impl fmt::Display for Plan {
                 step.bias_gamma.map_or(String::new(), number),
             ]);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| {
-                rows.iter()
-                    .map(|row| row[c].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let widths: Vec<usize> =
+            (0..header.len()).map(|c| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
         for row in &rows {
             let mut line = String::new();
             for (c, cell) in row.iter().enumerate() {
@@ -141,11 +113,7 @@ impl fmt::Display for Plan {
             writeln!(f, "{}", line.trim_end())?;
         }
         if !self.unscaled_layers.is_empty() {
-            let names: Vec<String> = self
-                .unscaled_layers
-                .iter()
-                .map(|i| format!("#{i}"))
-                .collect();
+            let names: Vec<String> = self.unscaled_layers.iter().map(|i| format!("#{i}")).collect();
             writeln!(
                 f,
                 "layers that break the calculus (kept with #[allow(unscaled)], predicted as the identity): {}",

@@ -5,14 +5,8 @@ use std::fmt;
 /// The per-sample shape of an activation: an image `[C, H, W]` or a vector `[D]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shape {
-    Image {
-        channels: usize,
-        height: usize,
-        width: usize,
-    },
-    Vector {
-        features: usize,
-    },
+    Image { channels: usize, height: usize, width: usize },
+    Vector { features: usize },
 }
 
 impl Shape {
@@ -39,11 +33,7 @@ impl Shape {
 
     pub fn dims(&self) -> Vec<usize> {
         match *self {
-            Shape::Image {
-                channels,
-                height,
-                width,
-            } => vec![channels, height, width],
+            Shape::Image { channels, height, width } => vec![channels, height, width],
             Shape::Vector { features } => vec![features],
         }
     }
@@ -52,11 +42,7 @@ impl Shape {
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Shape::Image {
-                channels,
-                height,
-                width,
-            } => write!(f, "[{channels}, {height}, {width}]"),
+            Shape::Image { channels, height, width } => write!(f, "[{channels}, {height}, {width}]"),
             Shape::Vector { features } => write!(f, "[{features}]"),
         }
     }
@@ -77,12 +63,8 @@ pub enum InitScheme {
 }
 
 impl InitScheme {
-    pub const ALL: [InitScheme; 4] = [
-        InitScheme::Geometric,
-        InitScheme::FanIn,
-        InitScheme::FanOut,
-        InitScheme::Arithmetic,
-    ];
+    pub const ALL: [InitScheme; 4] =
+        [InitScheme::Geometric, InitScheme::FanIn, InitScheme::FanOut, InitScheme::Arithmetic];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -233,10 +215,7 @@ impl Op {
 
     /// Whether the op has learnable parameters.
     pub fn has_parameters(&self) -> bool {
-        matches!(
-            self,
-            Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias
-        )
+        matches!(self, Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias)
     }
 }
 
@@ -251,19 +230,11 @@ pub struct LayerSpec {
 
 impl LayerSpec {
     pub fn new(op: Op) -> Self {
-        LayerSpec {
-            name: None,
-            op,
-            allow_unscaled: false,
-        }
+        LayerSpec { name: None, op, allow_unscaled: false }
     }
 
     pub fn named(name: impl Into<String>, op: Op) -> Self {
-        LayerSpec {
-            name: Some(name.into()),
-            op,
-            allow_unscaled: false,
-        }
+        LayerSpec { name: Some(name.into()), op, allow_unscaled: false }
     }
 }
 

@@ -3,28 +3,15 @@
 use scalenet_calculus::*;
 
 fn conv(out: usize, kernel: usize, padding: usize) -> Op {
-    Op::Conv2d {
-        out_channels: out,
-        kernel,
-        stride: 1,
-        padding,
-        bias: true,
-    }
+    Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true }
 }
 
 fn linear(out: usize) -> Op {
-    Op::Linear {
-        out_features: out,
-        bias: true,
-    }
+    Op::Linear { out_features: out, bias: true }
 }
 
 fn image(channels: usize, size: usize) -> Shape {
-    Shape::Image {
-        channels,
-        height: size,
-        width: size,
-    }
+    Shape::Image { channels, height: size, width: size }
 }
 
 fn fixed_scalars(plan: &Plan) -> Vec<(f64, Vec<ScaleReason>)> {
@@ -54,52 +41,27 @@ fn section_6_2_scalar_before_a_3x3_conv_when_typical_kernel_is_1() {
         .named("c", conv(16, 1, 0));
     let plan = analyze(&spec).unwrap();
     let scalars = fixed_scalars(&plan);
-    let before_3x3 = scalars
-        .iter()
-        .find(|(_, r)| {
-            r.contains(&ScaleReason::Kernel {
-                kernel: 3,
-                typical: 1,
-            })
-        })
-        .unwrap();
-    assert!(
-        close(before_3x3.0, (1.0f64 / 3.0).sqrt(), 1e-12),
-        "{}",
-        before_3x3.0
-    );
+    let before_3x3 = scalars.iter().find(|(_, r)| r.contains(&ScaleReason::Kernel { kernel: 3, typical: 1 })).unwrap();
+    assert!(close(before_3x3.0, (1.0f64 / 3.0).sqrt(), 1e-12), "{}", before_3x3.0);
     // The 1x1 conv after it needs no correction: the chain is back on E[y^2] = c/sqrt(n).
     let between_b_and_c = plan.steps.iter().position(|s| s.name == "c").unwrap() - 1;
-    assert!(matches!(
-        plan.steps[between_b_and_c].op,
-        StepOp::Declared { op: Op::Relu, .. }
-    ));
+    assert!(matches!(plan.steps[between_b_and_c].op, StepOp::Declared { op: Op::Relu, .. }));
 }
 
 /// Section 8.1: "the input planes are the 3 color channels and the kernel size is k = 3" gives the
 /// input scalar 1/(n0 k^2)^(1/4) = 1/27^(1/4) = 0.439 and E[x0^2] = 1/sqrt(27) = 0.19.
 #[test]
 fn section_8_1_input_scalar_for_3_channels_and_3x3_kernels() {
-    let spec = NetworkSpec::new(image(3, 32))
-        .named("conv", conv(16, 3, 0))
-        .layer(Op::Relu);
+    let spec = NetworkSpec::new(image(3, 32)).named("conv", conv(16, 3, 0)).layer(Op::Relu);
     let plan = analyze(&spec).unwrap();
     let (factor, reasons) = &fixed_scalars(&plan)[0];
     assert_eq!(reasons, &vec![ScaleReason::Input]);
     assert!(close(*factor, 27f64.powf(-0.25), 1e-12));
     assert!(close(*factor, 0.4387, 1e-3));
-    assert!(close(
-        plan.steps[0].forward.second,
-        1.0 / 27f64.sqrt(),
-        1e-12
-    ));
+    assert!(close(plan.steps[0].forward.second, 1.0 / 27f64.sqrt(), 1e-12));
     // The condition it comes from: the first layer's weight and bias gammas are equal.
     let first = plan.step_of_layer(0).unwrap();
-    assert!(close(
-        first.gamma.unwrap(),
-        first.bias_gamma.unwrap(),
-        1e-12
-    ));
+    assert!(close(first.gamma.unwrap(), first.bias_gamma.unwrap(), 1e-12));
 }
 
 /// With zero padding the input scalar also undoes the padding's loss of moment (coverage), which
@@ -109,17 +71,9 @@ fn input_scalar_accounts_for_padding_coverage() {
     let spec = NetworkSpec::new(image(3, 32)).named("conv", conv(16, 3, 1));
     let plan = analyze(&spec).unwrap();
     let coverage = (94.0f64 / 96.0).powi(2);
-    assert!(close(
-        fixed_scalars(&plan)[0].0,
-        27f64.powf(-0.25) / coverage.sqrt(),
-        1e-12
-    ));
+    assert!(close(fixed_scalars(&plan)[0].0, 27f64.powf(-0.25) / coverage.sqrt(), 1e-12));
     let first = plan.step_of_layer(0).unwrap();
-    assert!(close(
-        first.gamma.unwrap(),
-        first.bias_gamma.unwrap(),
-        1e-12
-    ));
+    assert!(close(first.gamma.unwrap(), first.bias_gamma.unwrap(), 1e-12));
 }
 
 /// Section 7, eq. (6): with geometric init, c = 2/k and all kernels equal, each conv+ReLU maps
@@ -134,11 +88,7 @@ fn section_7_telescoping_output_moment() {
     let plan = analyze(&spec.with_fixed_scalars(false)).unwrap();
     assert!(fixed_scalars(&plan).is_empty());
     let expected = (widths[0] as f64 / widths[4] as f64).sqrt(); // E[x0^2] = 1
-    assert!(close(
-        plan.steps.last().unwrap().forward.second,
-        expected,
-        1e-12
-    ));
+    assert!(close(plan.steps.last().unwrap().forward.second, expected, 1e-12));
     // and every intermediate ReLU output follows sqrt(n0/nl)
     let relu_outputs: Vec<f64> = plan
         .steps
@@ -147,11 +97,7 @@ fn section_7_telescoping_output_moment() {
         .map(|s| s.forward.second)
         .collect();
     for (l, m) in relu_outputs.iter().enumerate() {
-        assert!(close(
-            *m,
-            (widths[0] as f64 / widths[l + 1] as f64).sqrt(),
-            1e-12
-        ));
+        assert!(close(*m, (widths[0] as f64 / widths[l + 1] as f64).sqrt(), 1e-12));
     }
 }
 
@@ -165,13 +111,7 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
         .layer(Op::Relu)
         .layer(conv(16, 5, 2))
         .layer(Op::Relu)
-        .layer(Op::Conv2d {
-            out_channels: 32,
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-            bias: true,
-        })
+        .layer(Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true })
         .layer(Op::Relu)
         .layer(Op::Flatten)
         .layer(linear(100))
@@ -185,11 +125,7 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
     }
     // Biases are balanced against weights everywhere (section 8).
     for step in plan.weight_steps() {
-        assert!(
-            close(step.bias_gamma.unwrap(), gammas[0], 1e-9),
-            "{}",
-            step.name
-        );
+        assert!(close(step.bias_gamma.unwrap(), gammas[0], 1e-9), "{}", step.name);
     }
     // The output std hits the target.
     assert!(close(plan.predicted_output_std(), 0.05, 1e-12));
@@ -203,22 +139,12 @@ fn pooling_after_relu_raises_sigma_and_the_numerator_compensates() {
         .with_typical_kernel(5)
         .named("conv1", conv(6, 5, 2))
         .layer(Op::Relu)
-        .layer(Op::AvgPool2d {
-            kernel: 2,
-            stride: 2,
-        })
+        .layer(Op::AvgPool2d { kernel: 2, stride: 2 })
         .named("conv2", conv(16, 5, 0));
     let plan = analyze(&spec).unwrap();
-    let (c1, c2) = (
-        plan.step_of_layer(0).unwrap(),
-        plan.step_of_layer(3).unwrap(),
-    );
+    let (c1, c2) = (plan.step_of_layer(0).unwrap(), plan.step_of_layer(3).unwrap());
     let ratio = 1.0 + 3.0 / std::f64::consts::PI;
-    assert!(close(
-        c2.weight().unwrap().numerator / c1.weight().unwrap().numerator,
-        ratio.sqrt(),
-        1e-9
-    ));
+    assert!(close(c2.weight().unwrap().numerator / c1.weight().unwrap().numerator, ratio.sqrt(), 1e-9));
     assert!(close(c2.gamma.unwrap(), c1.gamma.unwrap(), 1e-9));
 }
 
@@ -235,37 +161,17 @@ fn fan_in_init_spreads_gamma_by_fan_ratio() {
             .layer(Op::Relu)
             .layer(linear(10))
     };
-    let gammas = |init| -> Vec<f64> {
-        analyze(&mlp(init))
-            .unwrap()
-            .weight_steps()
-            .map(|s| s.gamma.unwrap())
-            .collect()
-    };
-    let spread = |g: &[f64]| {
-        g.iter().cloned().fold(0.0, f64::max) / g.iter().cloned().fold(f64::INFINITY, f64::min)
-    };
+    let gammas = |init| -> Vec<f64> { analyze(&mlp(init)).unwrap().weight_steps().map(|s| s.gamma.unwrap()).collect() };
+    let spread = |g: &[f64]| g.iter().cloned().fold(0.0, f64::max) / g.iter().cloned().fold(f64::INFINITY, f64::min);
     let fan_in = gammas(InitScheme::FanIn);
     // gamma = sigma / (n_in n_out E[W^2]^2) = sigma n_in / (4 n_out)
-    assert!(close(
-        fan_in[1] / fan_in[0],
-        (384.0 / 64.0) / (784.0 / 384.0),
-        1e-9
-    ));
-    assert!(close(
-        fan_in[2] / fan_in[0],
-        (64.0 / 10.0) / (784.0 / 384.0),
-        1e-9
-    ));
+    assert!(close(fan_in[1] / fan_in[0], (384.0 / 64.0) / (784.0 / 384.0), 1e-9));
+    assert!(close(fan_in[2] / fan_in[0], (64.0 / 10.0) / (784.0 / 384.0), 1e-9));
     assert!(spread(&fan_in) > 3.0);
     assert!(close(spread(&gammas(InitScheme::Geometric)), 1.0, 1e-9));
     // Fan-out: gamma proportional to n_out / n_in.
     let fan_out = gammas(InitScheme::FanOut);
-    assert!(close(
-        fan_out[1] / fan_out[0],
-        (64.0 / 384.0) / (384.0 / 784.0),
-        1e-9
-    ));
+    assert!(close(fan_out[1] / fan_out[0], (64.0 / 384.0) / (384.0 / 784.0), 1e-9));
 }
 
 /// Leaky ReLU with slope a: the gain 2 becomes 2/(1 + a^2) and the chain needs no scalars.
@@ -314,13 +220,7 @@ fn scaling_factor_is_constant_through_maintaining_ops() {
         .layer(Op::Relu)
         .layer(Op::Dropout { p: 0.3 })
         .layer(Op::Scale { factor: 2.5 })
-        .layer(Op::Conv2d {
-            out_channels: 8,
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-            bias: true,
-        })
+        .layer(Op::Conv2d { out_channels: 8, kernel: 2, stride: 2, padding: 0, bias: true })
         .layer(Op::Relu)
         .layer(Op::Flatten)
         .layer(linear(10));
@@ -334,16 +234,10 @@ fn scaling_factor_is_constant_through_maintaining_ops() {
 /// A user's own `scale(f)` is never cancelled by an inserted scalar: it multiplies the output std.
 #[test]
 fn user_scale_is_kept() {
-    let base = NetworkSpec::new(Shape::Vector { features: 20 })
-        .layer(linear(30))
-        .layer(Op::Relu);
+    let base = NetworkSpec::new(Shape::Vector { features: 20 }).layer(linear(30)).layer(Op::Relu);
     let plain = analyze(&base.clone().layer(linear(5))).unwrap();
     let scaled = analyze(&base.layer(Op::Scale { factor: 3.0 }).layer(linear(5))).unwrap();
-    assert!(close(
-        scaled.predicted_output_std(),
-        3.0 * plain.predicted_output_std(),
-        1e-12
-    ));
+    assert!(close(scaled.predicted_output_std(), 3.0 * plain.predicted_output_std(), 1e-12));
 }
 
 #[test]
@@ -354,11 +248,6 @@ fn unnamed_parameter_layers_get_stable_names() {
         .layer(Op::Bias)
         .named("head", linear(2));
     let plan = analyze(&spec).unwrap();
-    let names: Vec<&str> = plan
-        .steps
-        .iter()
-        .filter(|s| s.params.is_some())
-        .map(|s| s.name.as_str())
-        .collect();
+    let names: Vec<&str> = plan.steps.iter().filter(|s| s.params.is_some()).map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["linear_0", "bias_2", "head"]);
 }

@@ -44,8 +44,6 @@ pub struct Layer {
     pub kind: Ident,
     /// `None` when written without parentheses.
     pub args: Option<Vec<Arg>>,
-    /// The whole layer, for messages about it as a unit.
-    pub span: Span,
 }
 
 pub struct Spanned<T> {

@@ -32,16 +32,11 @@ impl Errors {
 }
 
 /// The closest candidate to a misspelled word, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::damerau_levenshtein(word, candidate), candidate))
-        .filter(|&(distance, candidate)| {
-            distance <= 2.max(candidate.len() / 3) && distance < candidate.len()
-        })
+        .filter(|&(distance, candidate)| distance <= 2.max(candidate.len() / 3) && distance < candidate.len())
         .min_by_key(|&(distance, _)| distance)
         .map(|(_, candidate)| candidate)
 }

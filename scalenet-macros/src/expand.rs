@@ -17,21 +17,14 @@ fn int(value: usize) -> Literal {
 }
 
 fn shape_array(shape: Option<Shape>) -> (TokenStream, TokenStream) {
-    let dims: Vec<Literal> = shape
-        .map(|s| s.dims())
-        .unwrap_or_default()
-        .into_iter()
-        .map(int)
-        .collect();
+    let dims: Vec<Literal> = shape.map(|s| s.dims()).unwrap_or_default().into_iter().map(int).collect();
     let rank = int(dims.len());
     (quote!([usize; #rank]), quote!([#(#dims),*]))
 }
 
 /// The struct with the declared attributes and an API that type-checks, for invalid declarations.
 pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
-    let Network {
-        attrs, vis, ident, ..
-    } = network;
+    let Network { attrs, vis, ident, .. } = network;
     let (input_type, input_value) = shape_array(input);
     quote! {
         #(#attrs)*
@@ -68,9 +61,7 @@ pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
 }
 
 pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream {
-    let Network {
-        attrs, vis, ident, ..
-    } = network;
+    let Network { attrs, vis, ident, .. } = network;
     let name = ident.to_string();
     let report_doc = format!("\n\n# Scaling calculus\n\n```text\n{plan}\n```");
     let (input_type, input_value) = shape_array(Some(plan.input));
@@ -84,30 +75,14 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
         let prefix = &step.name;
         // Only steps with parameters have a (nonempty) field name.
         let field = || format_ident!("{}", step.name);
-        let docs: &[syn::Attribute] = step
-            .declared_index()
-            .map_or(&[], |i| &network.layers[i].docs);
+        let docs: &[syn::Attribute] = step.declared_index().map_or(&[], |i| &network.layers[i].docs);
         match &step.params {
             Some(ParamInit::Weight(weight)) => {
                 let field = field();
                 let g = &weight.geometry;
-                let (fan_in, fan_out, std, bias) = (
-                    int(g.fan_in),
-                    int(g.fan_out),
-                    float(weight.std()),
-                    weight.bias,
-                );
+                let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
                 match step.op {
-                    StepOp::Declared {
-                        op:
-                            Op::Conv2d {
-                                kernel,
-                                stride,
-                                padding,
-                                ..
-                            },
-                        ..
-                    } => {
+                    StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. } => {
                         let (kernel, stride, padding) = (int(kernel), int(stride), int(padding));
                         fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Conv2d));
                         constructors.push(quote! {
@@ -121,30 +96,21 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
                         });
                     }
                 }
-                forward.push(
-                    quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;),
-                );
+                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
             }
             Some(ParamInit::Scalar { value, fixed }) => {
                 let field = field();
                 let (value, fixed) = (float(*value), float(*fixed));
                 fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Scalar));
-                constructors.push(
-                    quote!(#field: ::scalenet::nn::Scalar::new(vb.pp(#prefix), #value, #fixed)?),
-                );
-                forward.push(
-                    quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;),
-                );
+                constructors.push(quote!(#field: ::scalenet::nn::Scalar::new(vb.pp(#prefix), #value, #fixed)?));
+                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
             }
             Some(ParamInit::Bias { channels }) => {
                 let field = field();
                 let channels = int(*channels);
                 fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Bias));
-                constructors
-                    .push(quote!(#field: ::scalenet::nn::Bias::new(vb.pp(#prefix), #channels)?));
-                forward.push(
-                    quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;),
-                );
+                constructors.push(quote!(#field: ::scalenet::nn::Bias::new(vb.pp(#prefix), #channels)?));
+                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
             }
             None => {
                 let statement = match &step.op {
@@ -277,12 +243,7 @@ fn stateless_forward(op: &Op) -> TokenStream {
                 quote!(let xs = ::scalenet::candle_nn::ops::softmax(&xs, 1)?;)
             }
         },
-        Op::Conv2d { .. }
-        | Op::Linear { .. }
-        | Op::Scalar
-        | Op::Bias
-        | Op::MaxPool2d { .. }
-        | Op::Normalization(_) => {
+        Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias | Op::MaxPool2d { .. } | Op::Normalization(_) => {
             unreachable!("parameter layers are expanded with their fields; rejected ops never reach expansion")
         }
     }
@@ -291,11 +252,7 @@ fn stateless_forward(op: &Op) -> TokenStream {
 fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
     let calculus = quote!(::scalenet::calculus);
     let input = match spec.input.expect("checked") {
-        Shape::Image {
-            channels,
-            height,
-            width,
-        } => {
+        Shape::Image { channels, height, width } => {
             let (c, h, w) = (int(channels), int(height), int(width));
             quote!(#calculus::Shape::Image { channels: #c, height: #h, width: #w })
         }
@@ -343,13 +300,7 @@ fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
 fn op_tokens(op: &Op) -> TokenStream {
     let op_path = quote!(::scalenet::calculus::Op);
     match *op {
-        Op::Conv2d {
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            bias,
-        } => {
+        Op::Conv2d { out_channels, kernel, stride, padding, bias } => {
             let (o, k, s, p) = (int(out_channels), int(kernel), int(stride), int(padding));
             quote!(#op_path::Conv2d { out_channels: #o, kernel: #k, stride: #s, padding: #p, bias: #bias })
         }

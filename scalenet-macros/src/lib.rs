@@ -25,19 +25,11 @@ pub fn network(input: TokenStream) -> TokenStream {
         Ok(network) => network,
         Err(error) => return error.to_compile_error().into(),
     };
-    let input_shape = network
-        .options
-        .input
-        .as_ref()
-        .and_then(|input| match input.value[..] {
-            [features] => Some(scalenet_calculus::Shape::Vector { features }),
-            [channels, height, width] => Some(scalenet_calculus::Shape::Image {
-                channels,
-                height,
-                width,
-            }),
-            _ => None,
-        });
+    let input_shape = network.options.input.as_ref().and_then(|input| match input.value[..] {
+        [features] => Some(scalenet_calculus::Shape::Vector { features }),
+        [channels, height, width] => Some(scalenet_calculus::Shape::Image { channels, height, width }),
+        _ => None,
+    });
     match expand(&network, &mut errors) {
         Ok(tokens) => tokens.into(),
         Err(error) => {
@@ -56,9 +48,7 @@ fn expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<proc_macro
         for diagnostic in diagnostics.iter() {
             errors.error(spans.at(diagnostic.location), &diagnostic.message);
         }
-        errors
-            .propagate()
-            .expect_err("analysis failed with diagnostics")
+        errors.propagate().expect_err("analysis failed with diagnostics")
     })?;
     Ok(expand::expand(network, &spec, &plan))
 }

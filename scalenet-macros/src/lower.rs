@@ -6,8 +6,8 @@ use crate::errors::{suggestion, Errors};
 use crate::parse::unknown_layer_message;
 use proc_macro2::Span;
 use scalenet_calculus::{
-    InitScheme, LayerField, LayerSpec, Location, NetworkField, NetworkSpec, Normalization, Op,
-    Shape, UnscaledActivation, DEFAULT_OUTPUT_STD,
+    InitScheme, LayerField, LayerSpec, Location, NetworkField, NetworkSpec, Normalization, Op, Shape,
+    UnscaledActivation, DEFAULT_OUTPUT_STD,
 };
 use std::collections::HashMap;
 
@@ -52,11 +52,7 @@ impl Spans {
     /// The token a diagnostic should underline: the field if it was written, else the layer's keyword.
     pub fn at(&self, location: Location) -> Span {
         match location {
-            Location::Network(field) => self
-                .network
-                .get(&field)
-                .copied()
-                .unwrap_or(self.declaration),
+            Location::Network(field) => self.network.get(&field).copied().unwrap_or(self.declaration),
             Location::Layer { index, field } => {
                 let layer = &self.layers[index];
                 layer.fields.get(&field).copied().unwrap_or(layer.kind)
@@ -67,20 +63,12 @@ impl Spans {
 
 pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     let options = &network.options;
-    let mut spans = Spans {
-        declaration: network.ident.span(),
-        network: HashMap::new(),
-        layers: Vec::new(),
-    };
+    let mut spans = Spans { declaration: network.ident.span(), network: HashMap::new(), layers: Vec::new() };
     let input = options.input.as_ref().map(|input| {
         spans.network.insert(NetworkField::Input, input.span);
         match input.value[..] {
             [features] => Shape::Vector { features },
-            [channels, height, width] => Shape::Image {
-                channels,
-                height,
-                width,
-            },
+            [channels, height, width] => Shape::Image { channels, height, width },
             _ => unreachable!("checked by the parser"),
         }
     });
@@ -118,17 +106,11 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         let mut fields = HashMap::new();
         let op = lower_op(layer, &mut fields, errors).unwrap_or(Op::Flatten);
         let name = layer.name.as_ref().map(|n| n.to_string());
-        let field_name = name.clone().or_else(|| {
-            op.has_parameters()
-                .then(|| format!("{}_{index}", op.keyword()))
-        });
+        let field_name = name.clone().or_else(|| op.has_parameters().then(|| format!("{}_{index}", op.keyword())));
         if let Some(field_name) = field_name {
             let span = layer.name.as_ref().map_or(layer.kind.span(), |n| n.span());
             if names.insert(field_name.clone(), span).is_some() {
-                errors.error(
-                    span,
-                    format!("duplicate layer name `{field_name}`; every layer name must be unique"),
-                );
+                errors.error(span, format!("duplicate layer name `{field_name}`; every layer name must be unique"));
             }
         }
         if layer.allow_unscaled && !matches!(op, Op::Unscaled(_)) {
@@ -137,24 +119,14 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
                 format!("`#[allow(unscaled)]` only applies to an activation that breaks the calculus, not to `{}`; remove it", layer.kind),
             );
         }
-        layers.push(LayerSpec {
-            name,
-            op,
-            allow_unscaled: layer.allow_unscaled,
-        });
-        spans.layers.push(LayerSpans {
-            kind: layer.kind.span(),
-            fields,
-        });
+        layers.push(LayerSpec { name, op, allow_unscaled: layer.allow_unscaled });
+        spans.layers.push(LayerSpans { kind: layer.kind.span(), fields });
     }
     let spec = NetworkSpec {
         input,
         init,
         typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
-        output_std: options
-            .output_std
-            .as_ref()
-            .map_or(DEFAULT_OUTPUT_STD, |s| s.value),
+        output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
         fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
         layers,
     };
@@ -168,6 +140,8 @@ struct Args<'a> {
     named: HashMap<String, &'a Value>,
     fields: &'a mut HashMap<LayerField, Span>,
     errors: &'a mut Errors,
+    /// A misspelled key was reported; a "missing" error for what it meant would repeat it.
+    unknown_key: bool,
 }
 
 impl<'a> Args<'a> {
@@ -182,36 +156,41 @@ impl<'a> Args<'a> {
         let kind = layer.kind.to_string();
         let mut positional = Vec::new();
         let mut named = HashMap::new();
+        let mut unknown_key = false;
         for Arg { key, value } in layer.args.iter().flatten() {
             match key {
                 None if positional.len() < positional_names.len() => positional.push(value),
-                None => errors.error(value.span, match positional_names {
-                    [] => format!("`{kind}` takes no positional argument; remove it"),
-                    [one] => format!("`{kind}` takes one positional argument ({one}); name the others, e.g. `{}`", example(&kind)),
-                    _ => format!("too many positional arguments for `{kind}`"),
-                }),
+                None => errors.error(
+                    value.span,
+                    match positional_names {
+                        [] => format!("`{kind}` takes no positional argument; remove it"),
+                        [one] => format!(
+                            "`{kind}` takes one positional argument ({one}); name the others, e.g. `{}`",
+                            example(&kind)
+                        ),
+                        _ => format!("too many positional arguments for `{kind}`"),
+                    },
+                ),
                 Some(key) => {
                     let name = key.to_string();
                     if !keys.contains(&name.as_str()) {
                         let hint = match suggestion(&name, keys.iter().copied()).as_str() {
                             "" if keys.is_empty() => format!("; `{kind}` takes no named options"),
-                            "" => format!("; `{kind}` accepts {}", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+                            "" => format!(
+                                "; `{kind}` accepts {}",
+                                keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                            ),
                             hint => hint.to_string(),
                         };
                         errors.error(key.span(), format!("unknown option `{name}` for `{kind}`{hint}"));
+                        unknown_key = true;
                     } else if named.insert(name.clone(), value).is_some() {
                         errors.error(key.span(), format!("duplicate option `{name}`; give it once"));
                     }
                 }
             }
         }
-        Args {
-            layer,
-            positional,
-            named,
-            fields,
-            errors,
-        }
+        Args { layer, positional, named, fields, errors, unknown_key }
     }
 
     fn value(&mut self, slot: Slot, field: LayerField) -> Option<&'a Value> {
@@ -228,10 +207,7 @@ impl<'a> Args<'a> {
         match value.kind {
             ValueKind::Int(v) => Some(v as usize),
             _ => {
-                self.errors.error(
-                    value.span,
-                    format!("expected a nonnegative integer for {}", slot.describe()),
-                );
+                self.errors.error(value.span, format!("expected a nonnegative integer for {}", slot.describe()));
                 Some(1)
             }
         }
@@ -240,10 +216,7 @@ impl<'a> Args<'a> {
     fn f64(&mut self, slot: Slot, field: LayerField) -> Option<f64> {
         let value = self.value(slot, field)?;
         value.as_f64().or_else(|| {
-            self.errors.error(
-                value.span,
-                format!("expected a number for {}", slot.describe()),
-            );
+            self.errors.error(value.span, format!("expected a number for {}", slot.describe()));
             Some(1.0)
         })
     }
@@ -254,8 +227,7 @@ impl<'a> Args<'a> {
             Some(value) => match value.kind {
                 ValueKind::Bool(b) => b,
                 _ => {
-                    self.errors
-                        .error(value.span, format!("`{key}` is `true` or `false`"));
+                    self.errors.error(value.span, format!("`{key}` is `true` or `false`"));
                     default
                 }
             },
@@ -268,10 +240,9 @@ impl<'a> Args<'a> {
     {
         value.unwrap_or_else(|| {
             let kind = self.layer.kind.to_string();
-            self.errors.error(
-                self.layer.span,
-                format!("`{kind}` needs {what}, e.g. `{}`", example(&kind)),
-            );
+            if !self.unknown_key {
+                self.errors.error(self.layer.kind.span(), format!("`{kind}` needs {what}, e.g. `{}`", example(&kind)));
+            }
             T::default()
         })
     }
@@ -305,46 +276,27 @@ fn example(kind: &str) -> &'static str {
     }
 }
 
-fn lower_op(
-    layer: &Layer,
-    fields: &mut HashMap<LayerField, Span>,
-    errors: &mut Errors,
-) -> Option<Op> {
+fn lower_op(layer: &Layer, fields: &mut HashMap<LayerField, Span>, errors: &mut Errors) -> Option<Op> {
     let kind = layer.kind.to_string();
     let unscaled = |activation| Some(Op::Unscaled(activation));
     let no_args = |errors: &mut Errors| {
         if let Some(args) = &layer.args {
-            let span = args.first().map_or(layer.span, |a| a.value.span);
+            let span = args.first().map_or(layer.kind.span(), |a| a.value.span);
             errors.error(span, format!("`{kind}` takes no arguments; write `{kind}`"));
         }
     };
     match kind.as_str() {
         "conv" => {
-            let mut args = Args::new(
-                layer,
-                &["output channels"],
-                &["kernel", "stride", "padding", "bias"],
-                fields,
-                errors,
-            );
+            let mut args =
+                Args::new(layer, &["output channels"], &["kernel", "stride", "padding", "bias"], fields, errors);
             let out = args.usize(Slot::Positional(0), LayerField::Size);
             let out_channels = args.required(out, "its number of output channels first");
             let kernel = args.usize(Slot::Named("kernel"), LayerField::Kernel);
             let kernel = args.required(kernel, "a kernel size");
-            let stride = args
-                .usize(Slot::Named("stride"), LayerField::Stride)
-                .unwrap_or(1);
-            let padding = args
-                .usize(Slot::Named("padding"), LayerField::Padding)
-                .unwrap_or(0);
+            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(1);
+            let padding = args.usize(Slot::Named("padding"), LayerField::Padding).unwrap_or(0);
             let bias = args.bool("bias", true);
-            Some(Op::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                bias,
-            })
+            Some(Op::Conv2d { out_channels, kernel, stride, padding, bias })
         }
         "linear" => {
             let mut args = Args::new(layer, &["output features"], &["bias"], fields, errors);
@@ -357,35 +309,23 @@ fn lower_op(
             let mut args = Args::new(layer, &["kernel size"], &["stride"], fields, errors);
             let kernel = args.usize(Slot::Positional(0), LayerField::Size);
             let kernel = args.required(kernel, "a kernel size");
-            let stride = args
-                .usize(Slot::Named("stride"), LayerField::Stride)
-                .unwrap_or(kernel);
-            Some(if kind == "avg_pool" {
-                Op::AvgPool2d { kernel, stride }
-            } else {
-                Op::MaxPool2d { kernel, stride }
-            })
+            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(kernel);
+            Some(if kind == "avg_pool" { Op::AvgPool2d { kernel, stride } } else { Op::MaxPool2d { kernel, stride } })
         }
         "leaky_relu" => {
             let mut args = Args::new(layer, &["negative slope"], &[], fields, errors);
-            let slope = args
-                .f64(Slot::Positional(0), LayerField::Slope)
-                .unwrap_or(0.01);
+            let slope = args.f64(Slot::Positional(0), LayerField::Slope).unwrap_or(0.01);
             Some(Op::LeakyRelu { slope })
         }
         "dropout" => {
             let mut args = Args::new(layer, &["drop probability"], &[], fields, errors);
-            let p = args
-                .f64(Slot::Positional(0), LayerField::Probability)
-                .unwrap_or(0.5);
+            let p = args.f64(Slot::Positional(0), LayerField::Probability).unwrap_or(0.5);
             Some(Op::Dropout { p })
         }
         "scale" => {
             let mut args = Args::new(layer, &["factor"], &[], fields, errors);
             let factor = args.f64(Slot::Positional(0), LayerField::Factor);
-            Some(Op::Scale {
-                factor: args.required(factor, "a factor"),
-            })
+            Some(Op::Scale { factor: args.required(factor, "a factor") })
         }
         // Rejected by the calculus with a message about the rule; their arguments do not matter.
         "batch_norm" => Some(Op::Normalization(Normalization::BatchNorm)),

@@ -10,13 +10,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 5] = [
-    "input",
-    "init",
-    "typical_kernel",
-    "output_std",
-    "fixed_scalars",
-];
+pub const OPTION_NAMES: [&str; 5] = ["input", "init", "typical_kernel", "output_std", "fixed_scalars"];
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
 pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
@@ -38,17 +32,9 @@ pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Ne
         )
     })?;
 
-    let mut network = Network {
-        attrs,
-        vis,
-        ident,
-        options: Options::default(),
-        layers: Vec::new(),
-    };
+    let mut network = Network { attrs, vis, ident, options: Options::default(), layers: Vec::new() };
     for entry in split_top_level_commas(body) {
-        if let Err(error) =
-            (|input: ParseStream| parse_entry(input, &mut network, errors)).parse2(entry)
-        {
+        if let Err(error) = (|input: ParseStream| parse_entry(input, &mut network, errors)).parse2(entry) {
             errors.push(error);
         }
     }
@@ -109,10 +95,7 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
         let name = key.to_string();
         if !LAYER_KEYWORDS.contains(&kind.as_str()) {
             if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("unknown option `{name}`; did you mean `{option}`?"),
-                ));
+                return Err(syn::Error::new(key.span(), format!("unknown option `{name}`; did you mean `{option}`?")));
             }
         }
     }
@@ -141,62 +124,42 @@ fn parse_layer(
         }
     }
     let kind: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
-        let expected = "expected a layer such as `relu` or `conv(16, kernel = 3)`, or an option such as `input: [3, 32, 32]`";
+        let expected =
+            "expected a layer such as `relu` or `conv(16, kernel = 3)`, or an option such as `input: [3, 32, 32]`";
         syn::Error::new(e.span(), expected)
     })?;
-    let mut span = name.as_ref().map_or(kind.span(), |n| n.span());
     let args = if input.peek(syn::token::Paren) {
         let content;
-        let paren = parenthesized!(content in input);
-        span = span.join(paren.span.join()).unwrap_or(span);
+        parenthesized!(content in input);
         let args = Punctuated::<Arg, Token![,]>::parse_terminated_with(&content, parse_arg)?;
         Some(args.into_iter().collect())
     } else {
-        span = span.join(kind.span()).unwrap_or(span);
         None
     };
     if !input.is_empty() {
         return Err(input.error("expected `,` after the layer"));
     }
-    Ok(Layer {
-        docs,
-        allow_unscaled,
-        name,
-        kind,
-        args,
-        span,
-    })
+    Ok(Layer { docs, allow_unscaled, name, kind, args })
 }
 
 fn is_allow_unscaled(attr: &Attribute) -> bool {
-    attr.parse_args::<Ident>()
-        .is_ok_and(|ident| ident == "unscaled")
+    attr.parse_args::<Ident>().is_ok_and(|ident| ident == "unscaled")
 }
 
 fn parse_arg(input: ParseStream) -> syn::Result<Arg> {
     if input.peek(Ident) && input.peek2(Token![=]) {
         let key: Ident = input.parse()?;
         input.parse::<Token![=]>()?;
-        Ok(Arg {
-            key: Some(key),
-            value: parse_value(input)?,
-        })
+        Ok(Arg { key: Some(key), value: parse_value(input)? })
     } else {
-        Ok(Arg {
-            key: None,
-            value: parse_value(input)?,
-        })
+        Ok(Arg { key: None, value: parse_value(input)? })
     }
 }
 
 fn parse_value(input: ParseStream) -> syn::Result<Value> {
     let minus: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), "expected a number or `true`/`false`"))?;
-    let span = minus.map_or(lit.span(), |m| {
-        m.span.join(lit.span()).unwrap_or(lit.span())
-    });
+    let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), "expected a number or `true`/`false`"))?;
+    let span = minus.map_or(lit.span(), |m| m.span.join(lit.span()).unwrap_or(lit.span()));
     let kind = match (&lit, minus.is_some()) {
         (Lit::Int(int), false) => ValueKind::Int(int.base10_parse()?),
         (Lit::Int(int), true) => ValueKind::NegativeInt(int.base10_parse()?),
@@ -210,12 +173,7 @@ fn parse_value(input: ParseStream) -> syn::Result<Value> {
     Ok(Value { kind, span })
 }
 
-fn parse_option(
-    key: &Ident,
-    input: ParseStream,
-    options: &mut Options,
-    errors: &mut Errors,
-) -> syn::Result<()> {
+fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: &mut Errors) -> syn::Result<()> {
     let name = key.to_string();
     let span = key.span();
     let duplicate = match name.as_str() {
@@ -232,65 +190,39 @@ fn parse_option(
         "input" => {
             let content;
             let bracket = bracketed!(content in input);
-            let dims =
-                Punctuated::<LitInt, Token![,]>::parse_terminated(&content).map_err(|e| {
-                    syn::Error::new(
-                        e.span(),
-                        "`input` lists positive integers: [C, H, W] for images or [D] for vectors",
-                    )
-                })?;
-            let dims: Vec<usize> = dims
-                .iter()
-                .map(LitInt::base10_parse)
-                .collect::<syn::Result<_>>()?;
+            let dims = Punctuated::<LitInt, Token![,]>::parse_terminated(&content).map_err(|e| {
+                syn::Error::new(e.span(), "`input` lists positive integers: [C, H, W] for images or [D] for vectors")
+            })?;
+            let dims: Vec<usize> = dims.iter().map(LitInt::base10_parse).collect::<syn::Result<_>>()?;
             let span = bracket.span.join();
             if dims.len() != 1 && dims.len() != 3 {
                 return Err(syn::Error::new(
                     span,
-                    format!(
-                        "`input` has {} dimensions; write [C, H, W] for images or [D] for vectors",
-                        dims.len()
-                    ),
+                    format!("`input` has {} dimensions; write [C, H, W] for images or [D] for vectors", dims.len()),
                 ));
             }
             options.input = Some(Spanned { value: dims, span });
         }
         "init" => {
             let scheme: Ident = input.parse()?;
-            options.init = Some(Spanned {
-                value: scheme.to_string(),
-                span: scheme.span(),
-            });
+            options.init = Some(Spanned { value: scheme.to_string(), span: scheme.span() });
         }
         "typical_kernel" => {
             let lit: LitInt = input.parse()?;
-            options.typical_kernel = Some(Spanned {
-                value: lit.base10_parse()?,
-                span: lit.span(),
-            });
+            options.typical_kernel = Some(Spanned { value: lit.base10_parse()?, span: lit.span() });
         }
         "output_std" => {
             let value = parse_value(input)?;
-            let std = value.as_f64().ok_or_else(|| {
-                syn::Error::new(value.span, "`output_std` is a number such as 0.05")
-            })?;
-            options.output_std = Some(Spanned {
-                value: std,
-                span: value.span,
-            });
+            let std =
+                value.as_f64().ok_or_else(|| syn::Error::new(value.span, "`output_std` is a number such as 0.05"))?;
+            options.output_std = Some(Spanned { value: std, span: value.span });
         }
         _ => {
             let value = parse_value(input)?;
             let ValueKind::Bool(on) = value.kind else {
-                return Err(syn::Error::new(
-                    value.span,
-                    "`fixed_scalars` is `true` or `false`",
-                ));
+                return Err(syn::Error::new(value.span, "`fixed_scalars` is `true` or `false`"));
             };
-            options.fixed_scalars = Some(Spanned {
-                value: on,
-                span: value.span,
-            });
+            options.fixed_scalars = Some(Spanned { value: on, span: value.span });
         }
     }
     if !input.is_empty() {
@@ -305,7 +237,8 @@ pub fn unknown_layer_message(kind: &str) -> String {
     format!("unknown layer `{kind}`{}", {
         let hint = suggestion(kind, all);
         if hint.is_empty() {
-            "; expected one of conv, linear, avg_pool, relu, leaky_relu, dropout, flatten, scale, scalar, bias".to_string()
+            "; expected one of conv, linear, avg_pool, relu, leaky_relu, dropout, flatten, scale, scalar, bias"
+                .to_string()
         } else {
             hint
         }

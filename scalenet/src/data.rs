@@ -11,19 +11,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read dataset {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: candle_core::Error,
-    },
+    Read { path: PathBuf, source: candle_core::Error },
     #[error("dataset {path} has no tensor `{name}`; it needs `images` [N, H, W] or [N, C, H, W] and `labels` [N]")]
     Missing { path: PathBuf, name: &'static str },
     #[error("dataset {path}: tensor `{name}` has shape {shape:?}, expected {expected}")]
-    Shape {
-        path: PathBuf,
-        name: &'static str,
-        shape: Vec<usize>,
-        expected: String,
-    },
+    Shape { path: PathBuf, name: &'static str, shape: Vec<usize>, expected: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -40,18 +32,10 @@ impl ImageDataset {
     /// Reads a safetensors file with `images` and `labels`, on the CPU.
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self, DataError> {
         let path = path.as_ref();
-        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| {
-            DataError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        let mut take = |name: &'static str| {
-            tensors.remove(name).ok_or(DataError::Missing {
-                path: path.to_path_buf(),
-                name,
-            })
-        };
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
+        let mut take =
+            |name: &'static str| tensors.remove(name).ok_or(DataError::Missing { path: path.to_path_buf(), name });
         let (images, labels) = (take("images")?, take("labels")?);
         let images = match images.rank() {
             3 => images.unsqueeze(1)?,
@@ -76,11 +60,7 @@ impl ImageDataset {
         }
         let labels = labels.to_dtype(DType::U32)?;
         let classes = labels.max(0)?.to_scalar::<u32>()? as usize + 1;
-        Ok(ImageDataset {
-            images: images.to_dtype(DType::F32)?,
-            labels,
-            classes,
-        })
+        Ok(ImageDataset { images: images.to_dtype(DType::F32)?, labels, classes })
     }
 
     pub fn len(&self) -> usize {
@@ -102,19 +82,13 @@ impl ImageDataset {
         let mean = self.images.mean_all()?.to_scalar::<f32>()? as f64;
         let centred = (&self.images - mean)?;
         let std = centred.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64;
-        Ok(ImageDataset {
-            images: (centred / std.max(1e-12))?,
-            ..self.clone()
-        })
+        Ok(ImageDataset { images: (centred / std.max(1e-12))?, ..self.clone() })
     }
 
     /// Each pixel repeated `factor x factor` times (nearest-neighbour upsampling).
     pub fn upsampled(&self, factor: usize) -> candle_core::Result<Self> {
         let [_, h, w] = self.image_shape();
-        Ok(ImageDataset {
-            images: self.images.upsample_nearest2d(h * factor, w * factor)?,
-            ..self.clone()
-        })
+        Ok(ImageDataset { images: self.images.upsample_nearest2d(h * factor, w * factor)?, ..self.clone() })
     }
 
     /// The same examples in an order drawn from `seed`.
@@ -151,17 +125,11 @@ impl ImageDataset {
     }
 
     /// Consecutive `(images, labels)` batches; the last one may be smaller.
-    pub fn batches(
-        &self,
-        batch_size: usize,
-    ) -> impl Iterator<Item = candle_core::Result<(Tensor, Tensor)>> + '_ {
+    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = candle_core::Result<(Tensor, Tensor)>> + '_ {
         let batch_size = batch_size.max(1);
         (0..self.len()).step_by(batch_size).map(move |start| {
             let len = batch_size.min(self.len() - start);
-            Ok((
-                self.images.narrow(0, start, len)?,
-                self.labels.narrow(0, start, len)?,
-            ))
+            Ok((self.images.narrow(0, start, len)?, self.labels.narrow(0, start, len)?))
         })
     }
 }
@@ -173,10 +141,7 @@ mod tests {
     #[test]
     fn missing_file_names_the_path() {
         let error = ImageDataset::from_safetensors("no/such/file.safetensors").unwrap_err();
-        assert!(
-            error.to_string().contains("no/such/file.safetensors"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("no/such/file.safetensors"), "{error}");
     }
 
     #[test]
@@ -185,15 +150,9 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("only-images.safetensors");
         let images = Tensor::zeros((2, 4, 4), DType::U8, &Device::Cpu)?;
-        candle_core::safetensors::save(
-            &std::collections::HashMap::from([("images".to_string(), images)]),
-            &path,
-        )?;
+        candle_core::safetensors::save(&std::collections::HashMap::from([("images".to_string(), images)]), &path)?;
         let error = ImageDataset::from_safetensors(&path).unwrap_err();
-        assert!(
-            matches!(error, DataError::Missing { name: "labels", .. }),
-            "{error}"
-        );
+        assert!(matches!(error, DataError::Missing { name: "labels", .. }), "{error}");
         Ok(())
     }
 }

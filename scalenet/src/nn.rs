@@ -19,43 +19,17 @@ pub fn conv2d(
     let weight = vb.get_with_hints(
         (out_channels, in_channels, kernel, kernel),
         "weight",
-        Init::Randn {
-            mean: 0.0,
-            stdev: std,
-        },
+        Init::Randn { mean: 0.0, stdev: std },
     )?;
-    let bias = bias
-        .then(|| vb.get_with_hints(out_channels, "bias", Init::Const(0.0)))
-        .transpose()?;
-    let config = Conv2dConfig {
-        padding,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
+    let bias = bias.then(|| vb.get_with_hints(out_channels, "bias", Init::Const(0.0))).transpose()?;
+    let config = Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
     Ok(Conv2d::new(weight, bias, config))
 }
 
 /// A linear layer with weight `(out, in)` drawn from `N(0, std^2)` and a zero bias.
-pub fn linear(
-    vb: VarBuilder,
-    in_features: usize,
-    out_features: usize,
-    bias: bool,
-    std: f64,
-) -> Result<Linear> {
-    let weight = vb.get_with_hints(
-        (out_features, in_features),
-        "weight",
-        Init::Randn {
-            mean: 0.0,
-            stdev: std,
-        },
-    )?;
-    let bias = bias
-        .then(|| vb.get_with_hints(out_features, "bias", Init::Const(0.0)))
-        .transpose()?;
+pub fn linear(vb: VarBuilder, in_features: usize, out_features: usize, bias: bool, std: f64) -> Result<Linear> {
+    let weight = vb.get_with_hints((out_features, in_features), "weight", Init::Randn { mean: 0.0, stdev: std })?;
+    let bias = bias.then(|| vb.get_with_hints(out_features, "bias", Init::Const(0.0))).transpose()?;
     Ok(Linear::new(weight, bias))
 }
 
@@ -71,10 +45,7 @@ pub struct Scalar {
 
 impl Scalar {
     pub fn new(vb: VarBuilder, value: f64, fixed: f64) -> Result<Self> {
-        Ok(Scalar {
-            weight: vb.get_with_hints((), "weight", Init::Const(value))?,
-            fixed,
-        })
+        Ok(Scalar { weight: vb.get_with_hints((), "weight", Init::Const(value))?, fixed })
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -97,9 +68,7 @@ pub struct Bias {
 
 impl Bias {
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
-        Ok(Bias {
-            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
-        })
+        Ok(Bias { bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))? })
     }
 
     pub fn bias(&self) -> &Tensor {
@@ -130,21 +99,13 @@ pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()>
     if dims.len() == expected.len() + 1 && dims[1..] == *expected {
         return Ok(());
     }
-    let batch = if dims.len() == expected.len() + 1 {
-        dims[0]
-    } else {
-        1
-    };
+    let batch = if dims.len() == expected.len() + 1 { dims[0] } else { 1 };
     let mut wanted = vec![batch];
     wanted.extend_from_slice(expected);
     Err(candle_core::Error::UnexpectedShape {
         msg: format!(
             "{network} takes a batch of shape [batch, {}]",
-            expected
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            expected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         ),
         expected: Shape::from(wanted),
         got: xs.shape().clone(),

@@ -1,0 +1,15 @@
+use scalenet::network;
+
+network! {
+    pub struct Net {
+        input: [784],
+        input: [784],
+        fc: linear(10),
+    }
+}
+
+fn main() {
+    // Code that uses the struct compiles against the stub: only the real error is reported.
+    let _ = Net::INPUT_SHAPE;
+    let _ = Net::report;
+}
