@@ -140,16 +140,16 @@ fn seeded_init_is_reproducible() -> candle_core::Result<()> {
 fn check_weight_moments(varmap: &VarMap, plan: &scalenet::calculus::Plan) -> candle_core::Result<()> {
     let measured = weight_second_moments(varmap)?;
     let mut checked = 0;
-    for step in plan.weight_steps() {
-        let weight = step.weight().unwrap();
+    for s in plan.weight_steps() {
+        let weight = s.step.weight().unwrap();
         let count: usize = weight.shape.iter().product();
-        let got = measured[&format!("{}.weight", step.name)];
+        let got = measured[&format!("{}.weight", s.path)];
         let tolerance = 5.0 * (2.0 / count as f64).sqrt();
         let relative = got / weight.second_moment - 1.0;
         assert!(
             relative.abs() < tolerance,
             "{}: measured {got}, formula {}, off by {relative:.3} > {tolerance:.3}",
-            step.name,
+            s.path,
             weight.second_moment
         );
         checked += 1;
@@ -229,8 +229,8 @@ fn mlp_weight_to_gradient_ratios_are_equal_for_geometric_not_fan_in() -> candle_
         |varmap, seed| MlpFanIn::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?),
         &names,
     )?;
-    let predicted: Vec<f64> = Mlp::plan().weight_steps().map(|s| s.gamma.unwrap()).collect();
-    let predicted_fan_in: Vec<f64> = MlpFanIn::plan().weight_steps().map(|s| s.gamma.unwrap()).collect();
+    let predicted: Vec<f64> = Mlp::plan().weight_steps().map(|s| s.step.gamma.unwrap()).collect();
+    let predicted_fan_in: Vec<f64> = MlpFanIn::plan().weight_steps().map(|s| s.step.gamma.unwrap()).collect();
     println!("geometric: measured {geometric:?}, predicted {predicted:?}, spread {:.3}", spread(&geometric));
     println!("fan_in:    measured {fan_in:?}, predicted {predicted_fan_in:?}, spread {:.3}", spread(&fan_in));
     assert!(spread(&geometric) < 1.3, "geometric spread {}", spread(&geometric));

@@ -6,12 +6,43 @@
 use crate::diagnostic::{Diagnostics, LayerField, Location, NetworkField};
 use crate::spec::{LayerSpec, NetworkSpec, Op, Shape};
 
-/// Runs every rule on `spec`. Returns the per-sample shape after each layer when shapes could be
+/// A declared layer with its pre-order index and inferred shapes; blocks hold their branches.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub index: usize,
+    pub name: Option<String>,
+    pub input: Shape,
+    pub output: Shape,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum NodeKind {
+    Leaf(Op),
+    Block { keyword: &'static str, alpha: f64, beta: f64, main: Vec<Node>, shortcut: Vec<Node> },
+}
+
+/// Runs every rule on `spec`. Returns the declared layers with their shapes when shapes could be
 /// inferred all the way through.
-pub fn check(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Shape>> {
+pub(crate) fn check(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Node>> {
     check_network_options(spec, diagnostics);
-    let mut first_broken_layer = None;
-    for (index, layer) in spec.layers.iter().enumerate() {
+    let mut broken = Vec::new();
+    let mut next_index = 0;
+    check_layers(&spec.layers, &mut next_index, &mut broken, diagnostics);
+    let input = spec.input?;
+    if input.dims().contains(&0) {
+        return None;
+    }
+    let mut next_index = 0;
+    infer_chain(&spec.layers, input, &mut next_index, &broken, diagnostics)
+}
+
+/// Applies the per-layer rules to `layers` and, recursively, to blocks' branches; records the
+/// indices of layers that broke a rule.
+fn check_layers(layers: &[LayerSpec], next_index: &mut usize, broken: &mut Vec<usize>, diagnostics: &mut Diagnostics) {
+    for layer in layers {
+        let index = *next_index;
+        *next_index += 1;
         let before = diagnostics.0.len();
         reject_max_pooling(index, layer, diagnostics);
         reject_mismatched_strides(index, layer, diagnostics);
@@ -21,11 +52,28 @@ pub fn check(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Option<Vec<Sh
         check_dropout_probability(index, layer, diagnostics);
         check_leaky_relu_slope(index, layer, diagnostics);
         check_scale_factor(index, layer, diagnostics);
+        check_residual_weights(index, layer, diagnostics);
         if diagnostics.0.len() > before {
-            first_broken_layer.get_or_insert(index);
+            broken.push(index);
+        }
+        if let Op::Residual(block) = &layer.op {
+            check_layers(&block.main, next_index, broken, diagnostics);
+            check_layers(block.shortcut.as_deref().unwrap_or_default(), next_index, broken, diagnostics);
         }
     }
-    infer_shapes(spec, first_broken_layer, diagnostics)
+}
+
+/// Counts `layers` and the layers inside their blocks, as `check_layers` numbers them.
+fn count_layers(layers: &[LayerSpec]) -> usize {
+    layers
+        .iter()
+        .map(|layer| match &layer.op {
+            Op::Residual(block) => {
+                1 + count_layers(&block.main) + count_layers(block.shortcut.as_deref().unwrap_or_default())
+            }
+            _ => 1,
+        })
+        .sum()
 }
 
 /// `input` is required: every moment and every fan-in follows from the input shape. The target
@@ -142,6 +190,10 @@ fn check_positive_sizes(index: usize, layer: &LayerSpec, diagnostics: &mut Diagn
             require(stride, LayerField::Stride, "the stride");
         }
         Op::Linear { out_features, .. } => require(out_features, LayerField::Size, "the number of output features"),
+        Op::Bottleneck { out_channels, stride, .. } => {
+            require(out_channels, LayerField::Size, "the number of output channels");
+            require(stride, LayerField::Stride, "the stride");
+        }
         Op::AvgPool2d { kernel, stride } | Op::MaxPool2d { kernel, stride } => {
             require(kernel, LayerField::Size, "the pooling kernel");
             require(stride, LayerField::Stride, "the stride");
@@ -190,33 +242,247 @@ fn check_scale_factor(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnos
     }
 }
 
+/// A residual block adds its branches, weighted so that `alpha^2 + beta^2 = 1` keeps the second
+/// moment (section 11, following Shao et al.): `beta` in (0, 1], `alpha` in [0, 1). Give one of
+/// them; both must agree.
+fn check_residual_weights(index: usize, layer: &LayerSpec, diagnostics: &mut Diagnostics) {
+    let (alpha, beta) = match &layer.op {
+        Op::Residual(block) => (block.alpha, block.beta),
+        Op::Bottleneck { beta, width, .. } => {
+            if *width == 0 {
+                diagnostics.push(Location::layer(index, LayerField::Width), "the bottleneck width must be at least 1");
+            }
+            (None, Some(*beta))
+        }
+        _ => return,
+    };
+    let at = |field| Location::layer(index, field);
+    if let Some(beta) = beta {
+        if !(beta > 0.0 && beta <= 1.0) {
+            diagnostics
+                .push(at(LayerField::Beta), format!("`beta` must lie in (0, 1], got {beta:?}; e.g. `beta = 0.5`"));
+        }
+    }
+    if let Some(alpha) = alpha {
+        if !(0.0..1.0).contains(&alpha) {
+            diagnostics.push(at(LayerField::Alpha), format!("`alpha` must lie in [0, 1), got {alpha:?}"));
+        }
+    }
+    match (alpha, beta) {
+        (None, None) => diagnostics.push(
+            at(LayerField::Kind),
+            "a residual block needs its branch weight; write `residual(beta = 0.5) { .. }` (alpha = sqrt(1 - beta^2) follows)",
+        ),
+        (Some(alpha), Some(beta)) if (alpha * alpha + beta * beta - 1.0).abs() > 1e-6 => diagnostics.push(
+            at(LayerField::Alpha),
+            format!(
+                "alpha^2 + beta^2 must be 1 to keep the second moment (section 11), got {:.4}; give only `beta = {beta}` and alpha = {:.4} follows",
+                alpha * alpha + beta * beta,
+                (1.0 - beta * beta).max(0.0).sqrt()
+            ),
+        ),
+        _ => {}
+    }
+}
+
 /// Shapes are inferred from `input` layer by layer, as PyTorch would compute them, but stricter:
 /// an output size must be an exact integer (PyTorch floors and silently drops rows, which breaks
 /// the assumption that every input entry feeds the next layer), and average pooling must tile its
 /// input exactly (candle's pooling backward is wrong otherwise). Inference stops at the first
 /// shape error, since later shapes are unknown, and before the first layer that broke another
-/// rule, so that one mistake is reported once.
-fn infer_shapes(
-    spec: &NetworkSpec,
-    first_broken_layer: Option<usize>,
+/// rule, so that one mistake is reported once. A residual block's branches must end in the same
+/// shape.
+fn infer_chain(
+    layers: &[LayerSpec],
+    input: Shape,
+    next_index: &mut usize,
+    broken: &[usize],
     diagnostics: &mut Diagnostics,
-) -> Option<Vec<Shape>> {
-    let mut shape = spec.input?;
-    if shape.dims().contains(&0) {
-        return None;
-    }
-    let mut shapes = Vec::with_capacity(spec.layers.len());
-    for (index, layer) in spec.layers.iter().enumerate() {
-        if first_broken_layer == Some(index) {
+) -> Option<Vec<Node>> {
+    let mut shape = input;
+    let mut nodes = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let index = *next_index;
+        *next_index += 1;
+        if broken.contains(&index) {
             return None;
         }
-        match output_shape(index, &layer.op, shape, diagnostics) {
-            Some(next) => shape = next,
-            None => return None,
-        }
-        shapes.push(shape);
+        let node = match &layer.op {
+            Op::Residual(block) => {
+                let (alpha, beta) = block.weights()?;
+                let main = infer_chain(&block.main, shape, next_index, broken, diagnostics)?;
+                let main_end = main.last().map_or(shape, |n| n.output);
+                let declared_shortcut = block.shortcut.as_deref().unwrap_or_default();
+                let shortcut = infer_chain(declared_shortcut, shape, next_index, broken, diagnostics)?;
+                let shortcut_end = shortcut.last().map_or(shape, |n| n.output);
+                if main_end != shortcut_end {
+                    report_branch_mismatch(index, block, shape, main_end, shortcut_end, diagnostics);
+                    return None;
+                }
+                Node {
+                    index,
+                    name: layer.name.clone(),
+                    input: shape,
+                    output: main_end,
+                    kind: NodeKind::Block { keyword: "residual", alpha, beta, main, shortcut },
+                }
+            }
+            Op::Bottleneck { out_channels, width, stride, beta } => {
+                let (main, shortcut) = bottleneck_branches(index, shape, *out_channels, *width, *stride, diagnostics)?;
+                // Generated layers carry the bottleneck's index: any error in them is the bottleneck's.
+                let resolve = |layers: &[LayerSpec], diagnostics: &mut Diagnostics| {
+                    let mut nodes = Vec::new();
+                    let mut current = shape;
+                    for layer in layers {
+                        let output = output_shape(index, &layer.op, current, diagnostics)?;
+                        nodes.push(Node {
+                            index,
+                            name: layer.name.clone(),
+                            input: current,
+                            output,
+                            kind: NodeKind::Leaf(layer.op.clone()),
+                        });
+                        current = output;
+                    }
+                    Some(nodes)
+                };
+                let main = resolve(&main, diagnostics)?;
+                let shortcut = resolve(&shortcut, diagnostics)?;
+                Node {
+                    index,
+                    name: layer.name.clone(),
+                    input: shape,
+                    output: main.last().map_or(shape, |n| n.output),
+                    kind: NodeKind::Block {
+                        keyword: "bottleneck",
+                        alpha: (1.0 - beta * beta).max(0.0).sqrt(),
+                        beta: *beta,
+                        main,
+                        shortcut,
+                    },
+                }
+            }
+            op => {
+                let output = output_shape(index, op, shape, diagnostics)?;
+                Node { index, name: layer.name.clone(), input: shape, output, kind: NodeKind::Leaf(op.clone()) }
+            }
+        };
+        shape = node.output;
+        nodes.push(node);
     }
-    Some(shapes)
+    Some(nodes)
+}
+
+/// The two ends of a residual block disagree: point at both and suggest a shortcut that fits.
+fn report_branch_mismatch(
+    index: usize,
+    block: &crate::spec::Residual,
+    input: Shape,
+    main_end: Shape,
+    shortcut_end: Shape,
+    diagnostics: &mut Diagnostics,
+) {
+    let suggestion = match (input, main_end) {
+        (Shape::Image { height, channels, .. }, Shape::Image { height: out_h, channels: out_c, .. }) => {
+            let mut layers = Vec::new();
+            if out_h > 0 && height > out_h && height % out_h == 0 {
+                layers.push(format!("avg_pool({})", height / out_h));
+            }
+            if out_c != channels || layers.is_empty() {
+                layers.push(format!("conv({out_c}, kernel = 1)"));
+            }
+            format!("shortcut {{ {} }}", layers.join(", "))
+        }
+        (_, Shape::Vector { features }) => format!("shortcut {{ linear({features}) }}"),
+        (_, Shape::Image { channels, .. }) => format!("shortcut {{ conv({channels}, kernel = 1) }}"),
+    };
+    let what = if block.shortcut.is_some() { "the shortcut" } else { "the identity shortcut" };
+    diagnostics.push(
+        Location::layer(index, LayerField::MainEnd),
+        format!(
+            "the main branch of this residual block ends in {main_end} but {what} gives {shortcut_end}; the branches are added, so they must agree: write `{suggestion}`"
+        ),
+    );
+    let shortcut_index =
+        index + 1 + count_layers(&block.main) + block.shortcut.as_ref().map_or(0, |s| s.len().saturating_sub(1));
+    let shortcut_location = if block.shortcut.as_ref().is_some_and(|s| !s.is_empty()) {
+        Location::layer(shortcut_index, LayerField::Kind)
+    } else {
+        Location::layer(index, LayerField::ShortcutEnd)
+    };
+    diagnostics.push(shortcut_location, format!("{what} ends in {shortcut_end} here, the main branch in {main_end}"));
+}
+
+/// The pre-activation bottleneck of section 11.1, from the input's channels to `out` channels.
+///
+/// Main branch: for each of the 1x1 (to `width`), 3x3 (`width`) and 1x1 (to `out`) convolutions,
+/// ReLU, a standalone bias and the convolution (the calculus inserts the fixed scalar between the
+/// ReLU and the bias); then a learnable scalar. Downsampling by `stride` uses average pooling
+/// before the 3x3 convolution: a 3x3 convolution of stride 2 breaks the stride rule of Table 1.
+/// Shortcut: the identity when the shape is kept, else `avg_pool(stride)`, a bias and a 1x1
+/// convolution to `out` channels.
+///
+/// The paper prints fixed constants for this block (`sqrt(2/beta)`, `sqrt(2/(3 beta))`,
+/// `sqrt(m/(beta n))`, ...), derived from eq. (6) for its own normalization of `c`. Here none is
+/// written down: the same rule that places every other fixed scalar (bias balance before each
+/// weight layer, `E[F(x)^2] = E[x^2]` at the branch end) computes them, with the mean shift of
+/// pooling after a ReLU included. The report shows the values; the tests check them by
+/// measurement.
+pub(crate) fn bottleneck_branches(
+    index: usize,
+    input: Shape,
+    out: usize,
+    width: usize,
+    stride: usize,
+    diagnostics: &mut Diagnostics,
+) -> Option<(Vec<LayerSpec>, Vec<LayerSpec>)> {
+    let Shape::Image { channels, height, width: image_width } = input else {
+        diagnostics.push(
+            Location::layer(index, LayerField::Kind),
+            format!("`bottleneck` needs an image input [C, H, W], but its input is {input}"),
+        );
+        return None;
+    };
+    if out == 0 || width == 0 {
+        return None;
+    }
+    if stride == 0 || height % stride != 0 || image_width % stride != 0 {
+        diagnostics.push(
+            Location::layer(index, LayerField::Stride),
+            format!("a bottleneck of stride {stride} needs a spatial size it divides, got {height}x{image_width}; use `stride = 1` or `stride = 2` on an even size"),
+        );
+        return None;
+    }
+    let conv = |out_channels, kernel, padding| Op::Conv2d { out_channels, kernel, stride: 1, padding, bias: false };
+    let mut main = vec![
+        LayerSpec::new(Op::Relu),
+        LayerSpec::named("bias1", Op::Bias),
+        LayerSpec::named("conv1", conv(width, 1, 0)),
+        LayerSpec::new(Op::Relu),
+    ];
+    if stride > 1 {
+        main.push(LayerSpec::new(Op::AvgPool2d { kernel: stride, stride }));
+    }
+    main.extend([
+        LayerSpec::named("bias2", Op::Bias),
+        LayerSpec::named("conv2", conv(width, 3, 1)),
+        LayerSpec::new(Op::Relu),
+        LayerSpec::named("bias3", Op::Bias),
+        LayerSpec::named("conv3", conv(out, 1, 0)),
+        LayerSpec::named("scale", Op::Scalar),
+    ]);
+    let shortcut = if stride == 1 && channels == out {
+        Vec::new()
+    } else {
+        let mut layers = Vec::new();
+        if stride > 1 {
+            layers.push(LayerSpec::new(Op::AvgPool2d { kernel: stride, stride }));
+        }
+        layers.push(LayerSpec::named("bias", Op::Bias));
+        layers.push(LayerSpec::named("conv", conv(out, 1, 0)));
+        layers
+    };
+    Some((main, shortcut))
 }
 
 /// Output size of a window of `kernel` sliding by `stride` over `size` padded by `padding`.
@@ -306,6 +572,7 @@ fn output_shape(index: usize, op: &Op, input: Shape, diagnostics: &mut Diagnosti
         | Op::Scale { .. }
         | Op::Scalar
         | Op::Bias => Some(input),
+        Op::Residual(_) | Op::Bottleneck { .. } => unreachable!("blocks are resolved by infer_chain"),
     }
 }
 

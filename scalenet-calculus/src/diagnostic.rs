@@ -19,6 +19,16 @@ pub enum LayerField {
     Slope,
     /// `scale(f)` factor.
     Factor,
+    /// A residual block's `alpha`.
+    Alpha,
+    /// A residual block's `beta`.
+    Beta,
+    /// A bottleneck's inner width.
+    Width,
+    /// The last layer of a residual block's main branch (or the block's keyword if it is empty).
+    MainEnd,
+    /// The last layer of a residual block's shortcut (or the block's keyword for the identity).
+    ShortcutEnd,
 }
 
 /// A network-level option.
@@ -36,7 +46,12 @@ pub enum NetworkField {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
     Network(NetworkField),
-    Layer { index: usize, field: LayerField },
+    /// `index` numbers the declared layers in pre-order: a block, then its main branch, then its
+    /// shortcut, then the layers after it.
+    Layer {
+        index: usize,
+        field: LayerField,
+    },
 }
 
 impl Location {

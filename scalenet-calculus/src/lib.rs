@@ -20,7 +20,7 @@
 //!     .named("fc2", Op::Linear { out_features: 10, bias: true });
 //! let plan = analyze(&spec).unwrap();
 //! // Geometric init: every weight layer has the same gamma.
-//! let gammas: Vec<f64> = plan.weight_steps().map(|s| s.gamma.unwrap()).collect();
+//! let gammas: Vec<f64> = plan.weight_steps().map(|s| s.step.gamma.unwrap()).collect();
 //! assert!((gammas[0] / gammas[1] - 1.0).abs() < 1e-9);
 //! println!("{plan}");
 //! ```
@@ -38,4 +38,6 @@ pub use plan::{
     analyze, most_common_kernel, weight_second_moment, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit,
 };
 pub use report::number;
-pub use spec::{InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Shape, UnscaledActivation, DEFAULT_OUTPUT_STD};
+pub use spec::{
+    InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Residual, Shape, UnscaledActivation, DEFAULT_OUTPUT_STD,
+};

@@ -23,6 +23,10 @@ fn describe(step: &Step) -> String {
             let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
             format!("fixed ×{} ({})", number(*factor), why.join(", "))
         }
+        StepOp::Block { keyword, alpha, beta, shortcut, .. } => {
+            let shortcut = if shortcut.is_empty() { ", identity shortcut" } else { "" };
+            format!("{keyword} α={} β={}{shortcut}", number(*alpha), number(*beta))
+        }
         StepOp::Declared { op, .. } => match (op, &step.params) {
             (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
                 let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
@@ -53,6 +57,40 @@ fn describe(step: &Step) -> String {
     }
 }
 
+/// One table row per step; branches indented under their block.
+fn rows_of(steps: &[Step], indent: &str, rows: &mut Vec<[String; 10]>) {
+    for step in steps {
+        let weight = step.weight();
+        let name = if step.name.is_empty() { "·" } else { step.name.as_str() };
+        rows.push([
+            format!("{indent}{name}"),
+            describe(step),
+            step.output_shape.to_string(),
+            weight.map_or(String::new(), |w| number(w.second_moment)),
+            weight.map_or(String::new(), |w| number(w.numerator)),
+            number(step.forward.second),
+            number(step.backward),
+            number(step.scaling),
+            step.gamma.map_or(String::new(), number),
+            step.bias_gamma.map_or(String::new(), number),
+        ]);
+        if let StepOp::Block { main, shortcut, .. } = &step.op {
+            let branch_indent = format!("{indent}  ");
+            let header = |label: &str| {
+                let mut row: [String; 10] = Default::default();
+                row[0] = format!("{branch_indent}{label}:");
+                row
+            };
+            rows.push(header("main"));
+            rows_of(main, &format!("{branch_indent}  "), rows);
+            if !shortcut.is_empty() {
+                rows.push(header("shortcut"));
+                rows_of(shortcut, &format!("{branch_indent}  "), rows);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -80,21 +118,7 @@ impl fmt::Display for Plan {
             String::new(),
             String::new(),
         ]);
-        for step in &self.steps {
-            let weight = step.weight();
-            rows.push([
-                if step.name.is_empty() { "·".into() } else { step.name.clone() },
-                describe(step),
-                step.output_shape.to_string(),
-                weight.map_or(String::new(), |w| number(w.second_moment)),
-                weight.map_or(String::new(), |w| number(w.numerator)),
-                number(step.forward.second),
-                number(step.backward),
-                number(step.scaling),
-                step.gamma.map_or(String::new(), number),
-                step.bias_gamma.map_or(String::new(), number),
-            ]);
-        }
+        rows_of(&self.steps, "", &mut rows);
         let widths: Vec<usize> =
             (0..header.len()).map(|c| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
         for row in &rows {

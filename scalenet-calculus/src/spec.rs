@@ -140,8 +140,8 @@ impl Normalization {
     }
 }
 
-/// One operation of a sequential network.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One operation of a network.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Conv2d {
         out_channels: usize,
@@ -182,6 +182,40 @@ pub enum Op {
     Scalar,
     /// A standalone learnable bias, zero at initialization.
     Bias,
+    /// `B(x) = alpha S(x) + beta F(x)` (section 11).
+    Residual(Residual),
+    /// The pre-activation bottleneck of section 11.1 from `in` to `out_channels` channels.
+    Bottleneck {
+        out_channels: usize,
+        width: usize,
+        stride: usize,
+        beta: f64,
+    },
+}
+
+/// A residual block `B(x) = alpha S(x) + beta F(x)` with `alpha^2 + beta^2 = 1` (section 11).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Residual {
+    /// Weight of the shortcut; `None`: `sqrt(1 - beta^2)`.
+    pub alpha: Option<f64>,
+    /// Weight of the main branch; `None`: `sqrt(1 - alpha^2)`.
+    pub beta: Option<f64>,
+    /// The main branch `F`.
+    pub main: Vec<LayerSpec>,
+    /// The shortcut `S`; `None` is the identity.
+    pub shortcut: Option<Vec<LayerSpec>>,
+}
+
+impl Residual {
+    /// `(alpha, beta)`, completing the missing one from `alpha^2 + beta^2 = 1`.
+    pub fn weights(&self) -> Option<(f64, f64)> {
+        match (self.alpha, self.beta) {
+            (Some(alpha), Some(beta)) => Some((alpha, beta)),
+            (None, Some(beta)) => Some(((1.0 - beta * beta).max(0.0).sqrt(), beta)),
+            (Some(alpha), None) => Some((alpha, (1.0 - alpha * alpha).max(0.0).sqrt())),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Op {
@@ -201,6 +235,8 @@ impl Op {
             Op::Scale { .. } => "scale",
             Op::Scalar => "scalar",
             Op::Bias => "bias",
+            Op::Residual(_) => "residual",
+            Op::Bottleneck { .. } => "bottleneck",
         }
     }
 
@@ -213,9 +249,14 @@ impl Op {
         }
     }
 
-    /// Whether the op has learnable parameters.
+    /// Whether the op has learnable parameters (blocks hold them in their branches).
     pub fn has_parameters(&self) -> bool {
         matches!(self, Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias)
+    }
+
+    /// Whether the op contains layers of its own and so names a parameter prefix.
+    pub fn is_block(&self) -> bool {
+        matches!(self, Op::Residual(_) | Op::Bottleneck { .. })
     }
 }
 
@@ -252,6 +293,9 @@ pub struct NetworkSpec {
     /// Insert the fixed scalars of sections 6.2, 7, 8 and 8.1 (default). Off, the network is the
     /// plain declaration with its init: useful to see what the scalars correct.
     pub fixed_scalars: bool,
+    /// Scale the init numerator of weights inside residual branches by the branch's share of the
+    /// scaling factor (`c beta`, `c alpha`; section 11). Off only to measure what it corrects.
+    pub branch_scaling: bool,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -263,6 +307,7 @@ impl NetworkSpec {
             typical_kernel: None,
             output_std: DEFAULT_OUTPUT_STD,
             fixed_scalars: true,
+            branch_scaling: true,
             layers: Vec::new(),
         }
     }
@@ -289,6 +334,11 @@ impl NetworkSpec {
 
     pub fn with_fixed_scalars(mut self, on: bool) -> Self {
         self.fixed_scalars = on;
+        self
+    }
+
+    pub fn with_branch_scaling(mut self, on: bool) -> Self {
+        self.branch_scaling = on;
         self
     }
 

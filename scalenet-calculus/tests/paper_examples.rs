@@ -118,14 +118,14 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
         .layer(Op::Relu)
         .layer(linear(10));
     let plan = analyze(&spec).unwrap();
-    let gammas: Vec<f64> = plan.weight_steps().map(|s| s.gamma.unwrap()).collect();
+    let gammas: Vec<f64> = plan.weight_steps().map(|s| s.step.gamma.unwrap()).collect();
     assert_eq!(gammas.len(), 5);
     for g in &gammas {
         assert!(close(*g, gammas[0], 1e-9), "{gammas:?}");
     }
     // Biases are balanced against weights everywhere (section 8).
-    for step in plan.weight_steps() {
-        assert!(close(step.bias_gamma.unwrap(), gammas[0], 1e-9), "{}", step.name);
+    for s in plan.weight_steps() {
+        assert!(close(s.step.bias_gamma.unwrap(), gammas[0], 1e-9), "{}", s.path);
     }
     // The output std hits the target.
     assert!(close(plan.predicted_output_std(), 0.05, 1e-12));
@@ -161,7 +161,8 @@ fn fan_in_init_spreads_gamma_by_fan_ratio() {
             .layer(Op::Relu)
             .layer(linear(10))
     };
-    let gammas = |init| -> Vec<f64> { analyze(&mlp(init)).unwrap().weight_steps().map(|s| s.gamma.unwrap()).collect() };
+    let gammas =
+        |init| -> Vec<f64> { analyze(&mlp(init)).unwrap().weight_steps().map(|s| s.step.gamma.unwrap()).collect() };
     let spread = |g: &[f64]| g.iter().cloned().fold(0.0, f64::max) / g.iter().cloned().fold(f64::INFINITY, f64::min);
     let fan_in = gammas(InitScheme::FanIn);
     // gamma = sigma / (n_in n_out E[W^2]^2) = sigma n_in / (4 n_out)
@@ -199,7 +200,7 @@ fn learnable_scalar_has_the_weights_gamma() {
         .named("u", Op::Scalar)
         .layer(linear(16));
     let plan = analyze(&spec).unwrap();
-    let scalar = plan.steps.iter().find(|s| s.name == "u").unwrap();
+    let scalar = plan.step("u").unwrap();
     match scalar.params {
         Some(ParamInit::Scalar { value, fixed }) => {
             assert!(close(value, plan.c.sqrt(), 1e-12));
@@ -207,7 +208,7 @@ fn learnable_scalar_has_the_weights_gamma() {
         }
         _ => panic!("scalar params"),
     }
-    let weight_gamma = plan.weight_steps().next().unwrap().gamma.unwrap();
+    let weight_gamma = plan.weight_steps().next().unwrap().step.gamma.unwrap();
     assert!(close(scalar.gamma.unwrap(), weight_gamma, 1e-9));
 }
 

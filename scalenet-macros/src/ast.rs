@@ -44,6 +44,30 @@ pub struct Layer {
     pub kind: Ident,
     /// `None` when written without parentheses.
     pub args: Option<Vec<Arg>>,
+    /// The braced branches of a `residual` block.
+    pub body: Option<Body>,
+}
+
+/// `{ main layers } shortcut { shortcut layers }`.
+pub struct Body {
+    pub main: Vec<Layer>,
+    /// The `shortcut` keyword and its layers; `None` is the identity.
+    pub shortcut: Option<(Ident, Vec<Layer>)>,
+}
+
+impl Layer {
+    /// This layer and the layers of its branches, in pre-order (the calculus's layer indices).
+    pub fn flatten<'a>(layers: &'a [Layer], out: &mut Vec<&'a Layer>) {
+        for layer in layers {
+            out.push(layer);
+            if let Some(body) = &layer.body {
+                Layer::flatten(&body.main, out);
+                if let Some((_, shortcut)) = &body.shortcut {
+                    Layer::flatten(shortcut, out);
+                }
+            }
+        }
+    }
 }
 
 pub struct Spanned<T> {

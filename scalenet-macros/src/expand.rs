@@ -5,7 +5,7 @@ use crate::ast::Network;
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 use scalenet_calculus::{
-    InitScheme, NetworkSpec, Normalization, Op, ParamInit, Plan, Shape, StepOp, UnscaledActivation,
+    InitScheme, LayerSpec, NetworkSpec, Normalization, Op, ParamInit, Plan, Shape, Step, StepOp, UnscaledActivation,
 };
 
 fn float(value: f64) -> Literal {
@@ -67,77 +67,29 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
     let (input_type, input_value) = shape_array(Some(plan.input));
     let (output_type, output_value) = shape_array(Some(plan.output));
 
-    let mut fields = Vec::new();
-    let mut constructors = Vec::new();
-    let mut forward = Vec::new();
-    let mut has_dropout = false;
-    for step in &plan.steps {
-        let prefix = &step.name;
-        // Only steps with parameters have a (nonempty) field name.
-        let field = || format_ident!("{}", step.name);
-        let docs: &[syn::Attribute] = step.declared_index().map_or(&[], |i| &network.layers[i].docs);
-        match &step.params {
-            Some(ParamInit::Weight(weight)) => {
-                let field = field();
-                let g = &weight.geometry;
-                let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
-                match step.op {
-                    StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. } => {
-                        let (kernel, stride, padding) = (int(kernel), int(stride), int(padding));
-                        fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Conv2d));
-                        constructors.push(quote! {
-                            #field: ::scalenet::nn::conv2d(vb.pp(#prefix), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?
-                        });
-                    }
-                    _ => {
-                        fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Linear));
-                        constructors.push(quote! {
-                            #field: ::scalenet::nn::linear(vb.pp(#prefix), #fan_in, #fan_out, #bias, #std)?
-                        });
-                    }
-                }
-                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
-            }
-            Some(ParamInit::Scalar { value, fixed }) => {
-                let field = field();
-                let (value, fixed) = (float(*value), float(*fixed));
-                fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Scalar));
-                constructors.push(quote!(#field: ::scalenet::nn::Scalar::new(vb.pp(#prefix), #value, #fixed)?));
-                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
-            }
-            Some(ParamInit::Bias { channels }) => {
-                let field = field();
-                let channels = int(*channels);
-                fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Bias));
-                constructors.push(quote!(#field: ::scalenet::nn::Bias::new(vb.pp(#prefix), #channels)?));
-                forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
-            }
-            None => {
-                let statement = match &step.op {
-                    StepOp::FixedScale { factor, .. } => {
-                        let factor = float(*factor);
-                        quote!(let xs = (&xs * #factor)?;)
-                    }
-                    StepOp::Declared { op, .. } => {
-                        has_dropout |= matches!(op, Op::Dropout { .. });
-                        stateless_forward(op)
-                    }
-                };
-                forward.push(statement);
-            }
-        }
-    }
+    let mut docs = Vec::new();
+    crate::ast::Layer::flatten(&network.layers, &mut docs);
+    let docs: Vec<&[syn::Attribute]> = docs.into_iter().map(|layer| layer.docs.as_slice()).collect();
+    let mut code = Code::default();
+    expand_chain(&plan.steps, "", vis, &docs, &mut code);
+    let Code { fields, constructors, forward, has_dropout } = code;
 
     let spec_tokens = spec_tokens(spec);
+    // One statement per top-level step: record each step's output when tracing.
+    let traced = forward.iter().map(|statement| {
+        quote! {
+            #statement
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(xs.clone());
+            }
+        }
+    });
     let module_impl = if has_dropout {
         quote! {
             impl ::scalenet::candle_nn::ModuleT for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`; dropout is active only when `train`.
                 fn forward_t(&self, xs: &::scalenet::candle_core::Tensor, train: bool) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
-                    ::scalenet::nn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
-                    let xs = xs.clone();
-                    #(#forward)*
-                    Ok(xs)
+                    self.forward_with(xs, train, None)
                 }
             }
         }
@@ -146,14 +98,12 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
             impl ::scalenet::candle_core::Module for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`.
                 fn forward(&self, xs: &::scalenet::candle_core::Tensor) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
-                    ::scalenet::nn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
-                    let xs = xs.clone();
-                    #(#forward)*
-                    Ok(xs)
+                    self.forward_with(xs, false, None)
                 }
             }
         }
     };
+    let train_unused = (!has_dropout).then(|| quote!(let _ = train;));
 
     quote! {
         #(#attrs)*
@@ -200,6 +150,31 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
                 })
             }
 
+            /// The output of every top-level step of [`Self::plan`] (`plan().steps`, fixed scalars and
+            /// whole residual blocks included), in order: for measuring what the calculus predicts.
+            pub fn forward_steps(
+                &self,
+                xs: &::scalenet::candle_core::Tensor,
+                train: bool,
+            ) -> ::scalenet::candle_core::Result<::std::vec::Vec<::scalenet::candle_core::Tensor>> {
+                let mut trace = ::std::vec::Vec::new();
+                self.forward_with(xs, train, Some(&mut trace))?;
+                Ok(trace)
+            }
+
+            fn forward_with(
+                &self,
+                xs: &::scalenet::candle_core::Tensor,
+                train: bool,
+                mut trace: Option<&mut ::std::vec::Vec<::scalenet::candle_core::Tensor>>,
+            ) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
+                #train_unused
+                ::scalenet::nn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
+                let xs = xs.clone();
+                #(#traced)*
+                Ok(xs)
+            }
+
             /// The plan as a table (`Display`), the same one as in this struct's documentation.
             pub fn report() -> ::scalenet::Report {
                 ::scalenet::Report::new(#name, Self::plan())
@@ -207,6 +182,93 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
         }
 
         #module_impl
+    }
+}
+
+/// What the steps of a network contribute to the generated code.
+#[derive(Default)]
+struct Code {
+    fields: Vec<TokenStream>,
+    constructors: Vec<TokenStream>,
+    forward: Vec<TokenStream>,
+    has_dropout: bool,
+}
+
+/// Expands `steps`, whose parameters live under `prefix` (`""` at the top, `res1.main` in a branch).
+fn expand_chain(steps: &[Step], prefix: &str, vis: &syn::Visibility, all_docs: &[&[syn::Attribute]], code: &mut Code) {
+    for step in steps {
+        let path = if prefix.is_empty() { step.name.clone() } else { format!("{prefix}.{}", step.name) };
+        // Parameter paths are dotted; the struct's fields flatten them with underscores.
+        let field = || format_ident!("{}", path.replace('.', "_"));
+        // Steps a bottleneck spells out carry its index but not its docs.
+        let docs: &[syn::Attribute] = match step.op {
+            StepOp::Declared { index, .. } if !step.name.is_empty() => all_docs.get(index).copied().unwrap_or_default(),
+            _ => &[],
+        };
+        match &step.params {
+            Some(ParamInit::Weight(weight)) => {
+                let field = field();
+                let g = &weight.geometry;
+                let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
+                match step.op {
+                    StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. } => {
+                        let (kernel, stride, padding) = (int(kernel), int(stride), int(padding));
+                        code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Conv2d));
+                        code.constructors.push(quote! {
+                            #field: ::scalenet::nn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?
+                        });
+                    }
+                    _ => {
+                        code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Linear));
+                        code.constructors.push(quote! {
+                            #field: ::scalenet::nn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?
+                        });
+                    }
+                }
+                code.forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
+            }
+            Some(ParamInit::Scalar { value, fixed }) => {
+                let field = field();
+                let (value, fixed) = (float(*value), float(*fixed));
+                code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Scalar));
+                code.constructors.push(quote!(#field: ::scalenet::nn::Scalar::new(vb.pp(#path), #value, #fixed)?));
+                code.forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
+            }
+            Some(ParamInit::Bias { channels }) => {
+                let field = field();
+                let channels = int(*channels);
+                code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Bias));
+                code.constructors.push(quote!(#field: ::scalenet::nn::Bias::new(vb.pp(#path), #channels)?));
+                code.forward.push(quote!(let xs = ::scalenet::candle_core::Module::forward(&self.#field, &xs)?;));
+            }
+            None => match &step.op {
+                StepOp::FixedScale { factor, .. } => {
+                    let factor = float(*factor);
+                    code.forward.push(quote!(let xs = (&xs * #factor)?;));
+                }
+                StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                    let branch = |steps: &[Step], name: &str, code: &mut Code| {
+                        let outer = std::mem::take(&mut code.forward);
+                        expand_chain(steps, &format!("{path}.{name}"), vis, all_docs, code);
+                        std::mem::replace(&mut code.forward, outer)
+                    };
+                    let main = branch(main, "main", code);
+                    let shortcut = branch(shortcut, "shortcut", code);
+                    let (alpha, beta) = (float(*alpha), float(*beta));
+                    code.forward.push(quote! {
+                        let xs = {
+                            let main = { let xs = xs.clone(); #(#main)* (xs * #beta)? };
+                            let shortcut = { #(#shortcut)* (xs * #alpha)? };
+                            (main + shortcut)?
+                        };
+                    });
+                }
+                StepOp::Declared { op, .. } => {
+                    code.has_dropout |= matches!(op, Op::Dropout { .. });
+                    code.forward.push(stateless_forward(op));
+                }
+            },
+        }
     }
 }
 
@@ -243,7 +305,14 @@ fn stateless_forward(op: &Op) -> TokenStream {
                 quote!(let xs = ::scalenet::candle_nn::ops::softmax(&xs, 1)?;)
             }
         },
-        Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias | Op::MaxPool2d { .. } | Op::Normalization(_) => {
+        Op::Conv2d { .. }
+        | Op::Linear { .. }
+        | Op::Scalar
+        | Op::Bias
+        | Op::MaxPool2d { .. }
+        | Op::Normalization(_)
+        | Op::Residual(_)
+        | Op::Bottleneck { .. } => {
             unreachable!("parameter layers are expanded with their fields; rejected ops never reach expansion")
         }
     }
@@ -276,15 +345,8 @@ fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
     };
     let output_std = float(spec.output_std);
     let fixed_scalars = spec.fixed_scalars;
-    let layers = spec.layers.iter().map(|layer| {
-        let name = match &layer.name {
-            Some(name) => quote!(Some(::std::string::String::from(#name))),
-            None => quote!(None),
-        };
-        let op = op_tokens(&layer.op);
-        let allow = layer.allow_unscaled;
-        quote!(#calculus::LayerSpec { name: #name, op: #op, allow_unscaled: #allow })
-    });
+    let branch_scaling = spec.branch_scaling;
+    let layers = layer_tokens(&spec.layers);
     quote! {
         #calculus::NetworkSpec {
             input: Some(#input),
@@ -292,9 +354,23 @@ fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
             typical_kernel: #typical,
             output_std: #output_std,
             fixed_scalars: #fixed_scalars,
-            layers: ::std::vec![#(#layers),*],
+            branch_scaling: #branch_scaling,
+            layers: #layers,
         }
     }
+}
+
+fn layer_tokens(layers: &[LayerSpec]) -> TokenStream {
+    let layers = layers.iter().map(|layer| {
+        let name = match &layer.name {
+            Some(name) => quote!(Some(::std::string::String::from(#name))),
+            None => quote!(None),
+        };
+        let op = op_tokens(&layer.op);
+        let allow = layer.allow_unscaled;
+        quote!(::scalenet::calculus::LayerSpec { name: #name, op: #op, allow_unscaled: #allow })
+    });
+    quote!(::std::vec![#(#layers),*])
 }
 
 fn op_tokens(op: &Op) -> TokenStream {
@@ -344,5 +420,28 @@ fn op_tokens(op: &Op) -> TokenStream {
         }
         Op::Scalar => quote!(#op_path::Scalar),
         Op::Bias => quote!(#op_path::Bias),
+        Op::Residual(ref block) => {
+            let option = |value: Option<f64>| match value {
+                Some(v) => {
+                    let v = float(v);
+                    quote!(Some(#v))
+                }
+                None => quote!(None),
+            };
+            let (alpha, beta) = (option(block.alpha), option(block.beta));
+            let main = layer_tokens(&block.main);
+            let shortcut = match &block.shortcut {
+                Some(layers) => {
+                    let layers = layer_tokens(layers);
+                    quote!(Some(#layers))
+                }
+                None => quote!(None),
+            };
+            quote!(#op_path::Residual(::scalenet::calculus::Residual { alpha: #alpha, beta: #beta, main: #main, shortcut: #shortcut }))
+        }
+        Op::Bottleneck { out_channels, width, stride, beta } => {
+            let (o, w, s, b) = (int(out_channels), int(width), int(stride), float(beta));
+            quote!(#op_path::Bottleneck { out_channels: #o, width: #w, stride: #s, beta: #b })
+        }
     }
 }

@@ -6,7 +6,7 @@ use crate::errors::{suggestion, Errors};
 use crate::parse::unknown_layer_message;
 use proc_macro2::Span;
 use scalenet_calculus::{
-    InitScheme, LayerField, LayerSpec, Location, NetworkField, NetworkSpec, Normalization, Op, Shape,
+    InitScheme, LayerField, LayerSpec, Location, NetworkField, NetworkSpec, Normalization, Op, Residual, Shape,
     UnscaledActivation, DEFAULT_OUTPUT_STD,
 };
 use std::collections::HashMap;
@@ -100,13 +100,56 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         spans.network.insert(NetworkField::OutputStd, std.span);
     }
 
-    let mut layers = Vec::with_capacity(network.layers.len());
+    let mut next_index = 0;
+    let layers = lower_chain(&network.layers, &mut spans, &mut next_index, errors);
+    let spec = NetworkSpec {
+        input,
+        init,
+        typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
+        output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
+        fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
+        branch_scaling: true,
+        layers,
+    };
+    (spec, spans)
+}
+
+/// Lowers a chain of layers, numbering them (and their branches) in pre-order as the calculus does.
+fn lower_chain(layers: &[Layer], spans: &mut Spans, next_index: &mut usize, errors: &mut Errors) -> Vec<LayerSpec> {
+    let mut lowered = Vec::with_capacity(layers.len());
     let mut names: HashMap<String, Span> = HashMap::new();
-    for (index, layer) in network.layers.iter().enumerate() {
+    for layer in layers {
+        let index = *next_index;
+        *next_index += 1;
         let mut fields = HashMap::new();
+        let slot = spans.layers.len();
+        spans.layers.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new() });
         let op = lower_op(layer, &mut fields, errors).unwrap_or(Op::Flatten);
+        let op = match (op, &layer.body) {
+            (Op::Residual(mut block), Some(body)) => {
+                fields.insert(LayerField::MainEnd, body.main.last().map_or(layer.kind.span(), |l| l.kind.span()));
+                block.main = lower_chain(&body.main, spans, next_index, errors);
+                if let Some((keyword, shortcut)) = &body.shortcut {
+                    fields.insert(LayerField::ShortcutEnd, keyword.span());
+                    block.shortcut = Some(lower_chain(shortcut, spans, next_index, errors));
+                }
+                Op::Residual(block)
+            }
+            (Op::Residual(block), None) => {
+                errors.error(layer.kind.span(), "`residual` needs its main branch in braces, e.g. `residual(beta = 0.5) { relu, conv(16, kernel = 3, padding = 1) }`");
+                Op::Residual(block)
+            }
+            (op, Some(_)) => {
+                errors.error(layer.kind.span(), format!("only `residual` takes a braced body, not `{}`", layer.kind));
+                op
+            }
+            (op, None) => op,
+        };
+        spans.layers[slot].fields = fields;
         let name = layer.name.as_ref().map(|n| n.to_string());
-        let field_name = name.clone().or_else(|| op.has_parameters().then(|| format!("{}_{index}", op.keyword())));
+        let field_name = name
+            .clone()
+            .or_else(|| (op.has_parameters() || op.is_block()).then(|| format!("{}_{index}", op.keyword())));
         if let Some(field_name) = field_name {
             let span = layer.name.as_ref().map_or(layer.kind.span(), |n| n.span());
             if names.insert(field_name.clone(), span).is_some() {
@@ -119,18 +162,9 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
                 format!("`#[allow(unscaled)]` only applies to an activation that breaks the calculus, not to `{}`; remove it", layer.kind),
             );
         }
-        layers.push(LayerSpec { name, op, allow_unscaled: layer.allow_unscaled });
-        spans.layers.push(LayerSpans { kind: layer.kind.span(), fields });
+        lowered.push(LayerSpec { name, op, allow_unscaled: layer.allow_unscaled });
     }
-    let spec = NetworkSpec {
-        input,
-        init,
-        typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
-        output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
-        fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
-        layers,
-    };
-    (spec, spans)
+    lowered
 }
 
 /// Reads a layer's arguments against what its keyword accepts.
@@ -270,6 +304,8 @@ fn example(kind: &str) -> &'static str {
         "avg_pool" => "avg_pool(2)",
         "max_pool" => "avg_pool(2)",
         "scale" => "scale(0.5)",
+        "residual" => "residual(beta = 0.5) { relu, conv(16, kernel = 3, padding = 1) }",
+        "bottleneck" => "bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)",
         "leaky_relu" => "leaky_relu(0.01)",
         "dropout" => "dropout(0.5)",
         _ => "relu",
@@ -321,6 +357,23 @@ fn lower_op(layer: &Layer, fields: &mut HashMap<LayerField, Span>, errors: &mut 
             let mut args = Args::new(layer, &["drop probability"], &[], fields, errors);
             let p = args.f64(Slot::Positional(0), LayerField::Probability).unwrap_or(0.5);
             Some(Op::Dropout { p })
+        }
+        "residual" => {
+            let mut args = Args::new(layer, &[], &["beta", "alpha"], fields, errors);
+            let beta = args.f64(Slot::Named("beta"), LayerField::Beta);
+            let alpha = args.f64(Slot::Named("alpha"), LayerField::Alpha);
+            Some(Op::Residual(Residual { alpha, beta, main: Vec::new(), shortcut: None }))
+        }
+        "bottleneck" => {
+            let mut args = Args::new(layer, &[], &["out", "width", "stride", "beta"], fields, errors);
+            let out = args.usize(Slot::Named("out"), LayerField::Size);
+            let out_channels = args.required(out, "its output channels `out`");
+            let width = args.usize(Slot::Named("width"), LayerField::Width);
+            let width = args.required(width, "its inner `width`");
+            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(1);
+            let beta = args.f64(Slot::Named("beta"), LayerField::Beta);
+            let beta = args.required(beta, "its branch weight `beta`");
+            Some(Op::Bottleneck { out_channels, width, stride, beta })
         }
         "scale" => {
             let mut args = Args::new(layer, &["factor"], &[], fields, errors);

@@ -1,7 +1,7 @@
 //! Token stream -> [`ast::Network`]. Each comma-separated entry of the struct body is parsed on
 //! its own: a bad entry records an error and parsing goes on with the next.
 
-use crate::ast::{Arg, Layer, Network, Options, Spanned, Value, ValueKind};
+use crate::ast::{Arg, Body, Layer, Network, Options, Spanned, Value, ValueKind};
 use crate::errors::{did_you_mean, suggestion, Errors};
 use crate::lower::LAYER_KEYWORDS;
 use proc_macro2::{TokenStream, TokenTree};
@@ -136,10 +136,59 @@ fn parse_layer(
     } else {
         None
     };
+    let body = if input.peek(syn::token::Brace) {
+        let content;
+        braced!(content in input);
+        let main = parse_layer_list(content.parse()?, errors);
+        let shortcut = if input.peek(Ident) {
+            let keyword: Ident = input.parse()?;
+            if keyword != "shortcut" {
+                return Err(syn::Error::new(keyword.span(), "expected `shortcut { .. }` or `,` after the main branch"));
+            }
+            let content;
+            braced!(content in input);
+            Some((keyword, parse_layer_list(content.parse()?, errors)))
+        } else {
+            None
+        };
+        Some(Body { main, shortcut })
+    } else {
+        None
+    };
     if !input.is_empty() {
         return Err(input.error("expected `,` after the layer"));
     }
-    Ok(Layer { docs, allow_unscaled, name, kind, args })
+    Ok(Layer { docs, allow_unscaled, name, kind, args, body })
+}
+
+/// The layers of a branch: named or unnamed layers, no options.
+fn parse_layer_list(tokens: TokenStream, errors: &mut Errors) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for entry in split_top_level_commas(tokens) {
+        let parsed = (|input: ParseStream| {
+            let attrs = input.call(Attribute::parse_outer)?;
+            let name = if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+                let name: Ident = input.parse()?;
+                input.parse::<Token![:]>()?;
+                if OPTION_NAMES.contains(&name.to_string().as_str()) {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("`{name}` is a network option; give it at the top of the network, not inside a block"),
+                    ));
+                }
+                Some(name)
+            } else {
+                None
+            };
+            parse_layer(input, name, attrs, errors)
+        })
+        .parse2(entry);
+        match parsed {
+            Ok(layer) => layers.push(layer),
+            Err(error) => errors.push(error),
+        }
+    }
+    layers
 }
 
 fn is_allow_unscaled(attr: &Attribute) -> bool {
