@@ -82,6 +82,7 @@ pub struct Options {
     pub typical_kernel: Option<Spanned<usize>>,
     pub output_std: Option<Spanned<f64>>,
     pub fixed_scalars: Option<Spanned<bool>>,
+    pub branch_scaling: Option<Spanned<bool>>,
 }
 
 pub struct Network {

@@ -108,7 +108,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
         output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
         fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
-        branch_scaling: true,
+        branch_scaling: options.branch_scaling.as_ref().is_none_or(|f| f.value),
         layers,
     };
     (spec, spans)

@@ -10,7 +10,8 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 5] = ["input", "init", "typical_kernel", "output_std", "fixed_scalars"];
+pub const OPTION_NAMES: [&str; 6] =
+    ["input", "init", "typical_kernel", "output_std", "fixed_scalars", "branch_scaling"];
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
 pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
@@ -230,7 +231,8 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         "init" => options.init.is_some(),
         "typical_kernel" => options.typical_kernel.is_some(),
         "output_std" => options.output_std.is_some(),
-        _ => options.fixed_scalars.is_some(),
+        "fixed_scalars" => options.fixed_scalars.is_some(),
+        _ => options.branch_scaling.is_some(),
     };
     if duplicate {
         errors.error(span, format!("duplicate option `{name}`; give it once"));
@@ -266,12 +268,13 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
                 value.as_f64().ok_or_else(|| syn::Error::new(value.span, "`output_std` is a number such as 0.05"))?;
             options.output_std = Some(Spanned { value: std, span: value.span });
         }
-        _ => {
+        flag => {
             let value = parse_value(input)?;
             let ValueKind::Bool(on) = value.kind else {
-                return Err(syn::Error::new(value.span, "`fixed_scalars` is `true` or `false`"));
+                return Err(syn::Error::new(value.span, format!("`{flag}` is `true` or `false`")));
             };
-            options.fixed_scalars = Some(Spanned { value: on, span: value.span });
+            let slot = if flag == "fixed_scalars" { &mut options.fixed_scalars } else { &mut options.branch_scaling };
+            *slot = Some(Spanned { value: on, span: value.span });
         }
     }
     if !input.is_empty() {
