@@ -3,15 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example lenet
-//! cargo run --release --example lenet -- --init fan_in --epochs 10 --lr 0.05
+//! cargo run --release --example lenet -- --init fan-in --epochs 10 --lr 0.05
 //! ```
 
-use candle_core::{DType, Device, Module, D};
-use candle_nn::{loss, Optimizer, VarMap, SGD};
+use candle_core::{DType, Device};
+use candle_nn::{ModuleT, Optimizer, VarMap, SGD};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use scalenet::data::ImageDataset;
 use scalenet::network;
+use scalenet::train::{accuracy, train_epoch};
 use std::path::PathBuf;
 
 network! {
@@ -79,16 +80,6 @@ struct Args {
     data: PathBuf,
 }
 
-fn accuracy(model: &dyn Module, data: &ImageDataset) -> candle_core::Result<f64> {
-    let mut correct = 0;
-    for batch in data.batches(256) {
-        let (images, labels) = batch?;
-        let predicted = model.forward(&images)?.argmax(D::Minus1)?;
-        correct += predicted.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()?;
-    }
-    Ok(correct as f64 / data.len() as f64)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = Device::Cpu;
@@ -97,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("digits: {} train, {} test, images {:?}", train.len(), test.len(), train.image_shape());
 
     let varmap = VarMap::new();
-    let (model, report): (Box<dyn Module>, scalenet::Report) = match args.init {
+    let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.init {
         Init::Geometric => (Box::new(LeNet::new_seeded(&varmap, DType::F32, &device, args.seed)?), LeNet::report()),
         Init::FanIn => {
             (Box::new(LeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.seed)?), LeNetFanIn::report())
@@ -106,29 +97,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{report}\n");
     let mut optimizer = SGD::new(varmap.all_vars(), args.lr)?;
 
-    let steps_per_epoch = train.len().div_ceil(args.batch_size);
-    let progress = ProgressBar::new((args.epochs * steps_per_epoch) as u64);
+    let progress = ProgressBar::new((args.epochs * train.len().div_ceil(args.batch_size)) as u64);
     progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
     for epoch in 1..=args.epochs {
-        let shuffled = train.shuffled(args.seed * 1000 + epoch as u64)?;
-        let (mut total, mut count) = (0.0, 0);
-        for batch in shuffled.batches(args.batch_size) {
-            let (images, labels) = batch?;
-            let loss = loss::cross_entropy(&model.forward(&images)?, &labels)?;
-            optimizer.backward_step(&loss)?;
-            total += loss.to_scalar::<f32>()? as f64;
-            count += 1;
-            progress.set_message(format!("epoch {epoch} loss {:.4}", total / count as f64));
+        let epoch_data = train.shuffled(args.seed * 1000 + epoch as u64)?;
+        let loss = train_epoch(model.as_ref(), &mut optimizer, &epoch_data, args.batch_size, |loss| {
+            progress.set_message(format!("epoch {epoch} loss {loss:.4}"));
             progress.inc(1);
-        }
+        })?;
         let test_accuracy = accuracy(model.as_ref(), &test)?;
         // `suspend` prints even when the bar is hidden (output not a terminal), unlike `println`.
         progress.suspend(|| {
-            println!(
-                "epoch {epoch:>2}: train loss {:.4}, test accuracy {:.1}%",
-                total / count as f64,
-                100.0 * test_accuracy
-            )
+            println!("epoch {epoch:>2}: train loss {loss:.4}, test accuracy {:.1}%", 100.0 * test_accuracy)
         });
     }
     progress.finish_and_clear();

@@ -59,5 +59,6 @@ pub mod diagnostics;
 pub mod init;
 pub mod nn;
 mod report;
+pub mod train;
 
 pub use report::Report;
