@@ -7,6 +7,12 @@
 //! after a ReLU divides `E[x^2]` by about 2, not by `k^2 = 4`. We therefore carry the first
 //! moment beside the second, with the exact moments of a rectified Gaussian, and reduce to the
 //! paper's rules whenever the mean is zero.
+//!
+//! One step further: a convolution of post-ReLU input gives each output channel a random offset
+//! `mu sum(W)`, the same at every position, carrying the input's `mean^2/E[x^2]` share of its
+//! second moment. Pooling keeps such offsets too. So we also carry the *channel-coherent* moment
+//! `E_c[m_c^2]`, the second moment of each channel's spatial mean: the part pooling cannot reduce.
+//! For i.i.d. entries it is `mean^2`.
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -17,6 +23,9 @@ pub struct Moments {
     pub second: f64,
     /// First moment `E[x]`.
     pub mean: f64,
+    /// `E_c[m_c^2]` for the spatial mean `m_c` of each channel (`>= mean^2`); for a vector, the
+    /// second moment itself.
+    pub coherent: f64,
     /// Whether every entry is `>= 0` (the output of a ReLU), so a further ReLU is the identity.
     pub nonnegative: bool,
 }
@@ -24,7 +33,7 @@ pub struct Moments {
 impl Moments {
     /// Centred, symmetric data with `E[x^2] = second`: the network input of assumption 1.
     pub fn centred(second: f64) -> Self {
-        Moments { second, mean: 0.0, nonnegative: false }
+        Moments { second, mean: 0.0, coherent: 0.0, nonnegative: false }
     }
 
     pub fn variance(&self) -> f64 {
@@ -40,17 +49,24 @@ impl Moments {
         Moments {
             second: self.second * factor * factor,
             mean: self.mean * factor,
+            coherent: self.coherent * factor * factor,
             nonnegative: if factor >= 0.0 { self.nonnegative } else { self.nonnegative && self.second == 0.0 },
         }
     }
 
-    /// `mean^2 / E[x^2]`, the part of the second moment that averaging cannot reduce.
+    /// `mean^2 / E[x^2]`.
     pub fn mean_fraction(&self) -> f64 {
         if self.second > 0.0 {
             (self.mean * self.mean / self.second).min(1.0)
         } else {
             0.0
         }
+    }
+
+    /// The same moments seen as a vector: every entry is its own channel, so all of the second
+    /// moment is coherent.
+    pub fn as_vector(self) -> Self {
+        Moments { coherent: self.second, ..self }
     }
 }
 
@@ -90,8 +106,27 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     if input.nonnegative {
         return Transfer::identity(input);
     }
-    let mu = input.mean;
-    let sigma = input.std();
+    let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
+    // Channel means m ~ N(mean, coherent - mean^2) around which entries vary with variance
+    // second - coherent; each channel's output mean is the rectified mean at m.
+    let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
+    let within = (input.second - input.coherent).max(0.0).sqrt();
+    let coherent = standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
+    Transfer {
+        output: Moments { second, mean, coherent: coherent.min(second), nonnegative: slope == 0.0 },
+        backward_gain: p_positive + slope * slope * (1.0 - p_positive),
+    }
+}
+
+/// `E[f(z)]` for standard normal `z`, by the midpoint rule on [-8, 8] (f is smooth here).
+fn standard_normal_expectation(f: impl Fn(f64) -> f64) -> f64 {
+    const STEPS: usize = 400;
+    let dz = 16.0 / STEPS as f64;
+    (0..STEPS).map(|i| -8.0 + (i as f64 + 0.5) * dz).map(|z| f(z) * standard_normal_pdf(z) * dz).sum()
+}
+
+/// Mean, second moment and `P(z > 0)` of `max(z, a z)` for `z ~ N(mu, sigma^2)`.
+fn rectified(mu: f64, sigma: f64, slope: f64) -> (f64, f64, f64) {
     let (positive, positive_sq, negative, negative_sq, p_positive) = if sigma == 0.0 {
         let p = if mu > 0.0 { 1.0 } else { 0.0 };
         (mu.max(0.0), mu.max(0.0).powi(2), (-mu).max(0.0), (-mu).max(0.0).powi(2), p)
@@ -108,26 +143,20 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
             cdf,
         )
     };
-    Transfer {
-        output: Moments {
-            second: positive_sq + slope * slope * negative_sq,
-            mean: positive - slope * negative,
-            nonnegative: slope == 0.0,
-        },
-        backward_gain: p_positive + slope * slope * (1.0 - p_positive),
-    }
+    (positive - slope * negative, positive_sq + slope * slope * negative_sq, p_positive)
 }
 
-/// Average pooling over `k x k` windows with stride `k` of independent entries: the mean is
-/// kept, the variance is divided by `k^2`. Each input feeds one output with weight `1/k^2`, so
-/// `E[dx^2] = E[dy^2] / k^4` (Appendix B).
+/// Average pooling over `k x k` windows with stride `k`: each channel's spatial mean is kept, the
+/// entries' variation around it is divided by `k^2` (independent entries). Each input feeds one
+/// output with weight `1/k^2`, so `E[dx^2] = E[dy^2] / k^4` (Appendix B).
 pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
     let window = (kernel * kernel) as f64;
-    let mean_sq = input.mean * input.mean;
+    let coherent = input.coherent.max(input.mean * input.mean).min(input.second);
     Transfer {
         output: Moments {
-            second: input.variance() / window + mean_sq,
+            second: (input.second - coherent) / window + coherent,
             mean: input.mean,
+            coherent,
             nonnegative: input.nonnegative,
         },
         backward_gain: 1.0 / (window * window),
@@ -143,8 +172,11 @@ pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
 pub fn weight_layer(input: Moments, geometry: &WeightGeometry, weight_second_moment: f64) -> Transfer {
     let taps = (geometry.kernel * geometry.kernel) as f64 * geometry.coverage * weight_second_moment;
     let area_ratio = geometry.area_out as f64 / geometry.area_in as f64;
+    let gain = geometry.fan_in as f64 * taps;
+    // Each output channel's spatial mean is the same weighted sum of the input channels' means.
+    let coherent = if geometry.area_out == 1 { gain * input.second } else { gain * input.coherent };
     Transfer {
-        output: Moments::centred(geometry.fan_in as f64 * taps * input.second),
+        output: Moments { coherent, ..Moments::centred(gain * input.second) },
         backward_gain: area_ratio * geometry.fan_out as f64 * taps,
     }
 }
@@ -214,7 +246,7 @@ mod tests {
     #[test]
     fn relu_moments_match_numerical_integration_for_shifted_gaussian() {
         let (mu, sigma) = (0.4, 1.3);
-        let input = Moments { second: mu * mu + sigma * sigma, mean: mu, nonnegative: false };
+        let input = Moments { second: mu * mu + sigma * sigma, mean: mu, coherent: mu * mu, nonnegative: false };
         let t = leaky_relu(input, 0.0);
         let (mut m1, mut m2, mut p) = (0.0, 0.0, 0.0);
         // Midpoint rule over z > 0 only, where the integrands are smooth.
@@ -252,6 +284,23 @@ mod tests {
         assert!((scaling_ratio(&input, 64, &t, 16) - (1.0 + 3.0 / PI)).abs() < 1e-12);
     }
 
+    /// After a conv of post-ReLU input, channel offsets carry the input's mean share: pooling then
+    /// keeps 1/pi of the second moment, and a ReLU of offset channels keeps more than 1/pi.
+    #[test]
+    fn channel_offsets_follow_a_conv_of_post_relu_input_and_survive_pooling() {
+        let relu_out = leaky_relu(Moments::centred(1.0), 0.0).output;
+        assert!((relu_out.coherent - relu_out.mean * relu_out.mean).abs() < 1e-9);
+        let geometry = WeightGeometry { fan_in: 8, fan_out: 8, kernel: 3, area_in: 64, area_out: 64, coverage: 1.0 };
+        let conv_out = weight_layer(relu_out, &geometry, 2.0 / (9.0 * 8.0)).output;
+        assert!((conv_out.coherent / conv_out.second - 1.0 / PI).abs() < 1e-9);
+        let pooled = avg_pool(conv_out, 2).output;
+        let expected = conv_out.second * ((1.0 - 1.0 / PI) / 4.0 + 1.0 / PI);
+        assert!((pooled.second - expected).abs() < 1e-9);
+        let relu_again = leaky_relu(conv_out, 0.0).output;
+        assert!(relu_again.coherent > relu_again.mean * relu_again.mean);
+        assert!(relu_again.coherent < relu_again.second);
+    }
+
     #[test]
     fn coverage_counts_taps_inside_the_input() {
         assert_eq!(coverage_1d(32, 5, 1, 0, 28), 1.0);
@@ -262,7 +311,7 @@ mod tests {
 
     #[test]
     fn weight_layer_preserves_the_scaling_factor_even_with_padding() {
-        let input = Moments { second: 0.3, mean: 0.2, nonnegative: true };
+        let input = Moments { second: 0.3, mean: 0.2, coherent: 0.05, nonnegative: true };
         let geometry = WeightGeometry { fan_in: 6, fan_out: 16, kernel: 5, area_in: 256, area_out: 256, coverage: 0.9 };
         let t = weight_layer(input, &geometry, 0.01);
         assert!((scaling_ratio(&input, 6 * 256, &t, 16 * 256) - 1.0).abs() < 1e-12);

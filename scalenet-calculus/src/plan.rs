@@ -320,11 +320,11 @@ pub fn weight_second_moment(scheme: InitScheme, geometry: &WeightGeometry, numer
 
 /// `alpha S + beta F` of independent branches.
 fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -> Moments {
+    let cross = 2.0 * alpha * beta * shortcut.mean * main.mean;
     Moments {
-        second: alpha * alpha * shortcut.second
-            + beta * beta * main.second
-            + 2.0 * alpha * beta * shortcut.mean * main.mean,
+        second: alpha * alpha * shortcut.second + beta * beta * main.second + cross,
         mean: alpha * shortcut.mean + beta * main.mean,
+        coherent: alpha * alpha * shortcut.coherent + beta * beta * main.coherent + cross,
         nonnegative: shortcut.nonnegative && main.nonnegative,
     }
 }
@@ -365,8 +365,9 @@ fn transfer(step: &Step, input: Moments, mode: Mode) -> Transfer {
             // Evaluation-mode dropout is the identity; in training, inverted dropout multiplies
             // both second moments by 1/(1-p), which leaves sigma unchanged and scales every gamma alike.
             Op::Dropout { .. } => Transfer::identity(input),
-            // Zero-initialized bias, scalar that starts as the identity, reshaping.
-            Op::Bias | Op::Scalar | Op::Flatten => Transfer::identity(input),
+            // Zero-initialized bias, scalar that starts as the identity.
+            Op::Bias | Op::Scalar => Transfer::identity(input),
+            Op::Flatten => Transfer::identity(input.as_vector()),
             // Kept with #[allow(unscaled)]: modelled by its linear regime, and flagged.
             Op::Unscaled(_) => Transfer::identity(input),
             Op::MaxPool2d { .. } | Op::Normalization(_) | Op::Residual(_) | Op::Bottleneck { .. } => {
