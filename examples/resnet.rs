@@ -15,13 +15,15 @@
 //! ```
 
 use candle_core::{DType, Device};
-use candle_nn::{ModuleT, Optimizer, VarMap, SGD};
+use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use scalenet::data::ImageDataset;
 use scalenet::network;
-use scalenet::train::{accuracy, train_epoch};
 use std::path::PathBuf;
+
+#[path = "support/fit.rs"]
+mod fit;
+use fit::{fit, Schedule};
 
 network! {
     /// A small pre-activation ResNet without normalization, downsampling with strided convolutions.
@@ -104,20 +106,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
     println!("{report}\n");
-    let mut optimizer = SGD::new(varmap.all_vars(), args.lr)?;
-    let progress = ProgressBar::new((args.epochs * train.len().div_ceil(args.batch_size)) as u64);
-    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
-    for epoch in 1..=args.epochs {
-        let epoch_data = train.shuffled(args.seed * 1000 + epoch as u64)?;
-        let loss = train_epoch(model.as_ref(), &mut optimizer, &epoch_data, args.batch_size, |loss| {
-            progress.set_message(format!("epoch {epoch} loss {loss:.4}"));
-            progress.inc(1);
-        })?;
-        let test_accuracy = accuracy(model.as_ref(), &test)?;
-        progress.suspend(|| {
-            println!("epoch {epoch:>2}: train loss {loss:.4}, test accuracy {:.1}%", 100.0 * test_accuracy)
-        });
-    }
-    progress.finish_and_clear();
-    Ok(())
+    let schedule = Schedule { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed };
+    fit(model.as_ref(), &varmap, &train, &test, &schedule)
 }
