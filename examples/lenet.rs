@@ -11,8 +11,6 @@ use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
 use scalenet::data::ImageDataset;
 use scalenet::network;
-use std::path::PathBuf;
-
 #[path = "support/fit.rs"]
 mod fit;
 use fit::{fit, Schedule};
@@ -69,34 +67,29 @@ enum Init {
 struct Args {
     #[arg(long, value_enum, default_value = "geometric")]
     init: Init,
-    #[arg(long, default_value_t = 8)]
-    epochs: usize,
-    #[arg(long, default_value_t = 0.1)]
-    lr: f64,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// The dataset (safetensors with `images` and `labels`).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.safetensors"))]
-    data: PathBuf,
+    #[command(flatten)]
+    schedule: Schedule,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = Device::Cpu;
-    let data = ImageDataset::from_safetensors(&args.data)?.standardized()?.upsampled(4)?.shuffled(args.seed)?;
+    let data = ImageDataset::from_safetensors(&args.schedule.data)?
+        .standardized()?
+        .upsampled(4)?
+        .shuffled(args.schedule.seed)?;
     let (train, test) = data.split(1500)?;
     println!("digits: {} train, {} test, images {:?}", train.len(), test.len(), train.image_shape());
 
     let varmap = VarMap::new();
     let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.init {
-        Init::Geometric => (Box::new(LeNet::new_seeded(&varmap, DType::F32, &device, args.seed)?), LeNet::report()),
+        Init::Geometric => {
+            (Box::new(LeNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), LeNet::report())
+        }
         Init::FanIn => {
-            (Box::new(LeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.seed)?), LeNetFanIn::report())
+            (Box::new(LeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), LeNetFanIn::report())
         }
     };
     println!("{report}\n");
-    let schedule = Schedule { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed };
-    fit(model.as_ref(), &varmap, &train, &test, &schedule)
+    fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
 }

@@ -19,8 +19,6 @@ use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
 use scalenet::data::ImageDataset;
 use scalenet::network;
-use std::path::PathBuf;
-
 #[path = "support/fit.rs"]
 mod fit;
 use fit::{fit, Schedule};
@@ -78,34 +76,29 @@ enum Variant {
 struct Args {
     #[arg(long, value_enum, default_value = "strided")]
     variant: Variant,
-    #[arg(long, default_value_t = 6)]
-    epochs: usize,
-    #[arg(long, default_value_t = 0.1)]
-    lr: f64,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.safetensors"))]
-    data: PathBuf,
+    #[command(flatten)]
+    schedule: Schedule,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = Device::Cpu;
-    let data = ImageDataset::from_safetensors(&args.data)?.standardized()?.upsampled(2)?.shuffled(args.seed)?;
+    let data = ImageDataset::from_safetensors(&args.schedule.data)?
+        .standardized()?
+        .upsampled(2)?
+        .shuffled(args.schedule.seed)?;
     let (train, test) = data.split(1500)?;
     let varmap = VarMap::new();
     let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.variant {
-        Variant::Strided => {
-            (Box::new(ResNetSmall::new_seeded(&varmap, DType::F32, &device, args.seed)?), ResNetSmall::report())
-        }
+        Variant::Strided => (
+            Box::new(ResNetSmall::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
+            ResNetSmall::report(),
+        ),
         Variant::Pooled => (
-            Box::new(ResNetSmallPooled::new_seeded(&varmap, DType::F32, &device, args.seed)?),
+            Box::new(ResNetSmallPooled::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
             ResNetSmallPooled::report(),
         ),
     };
     println!("{report}\n");
-    let schedule = Schedule { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed };
-    fit(model.as_ref(), &varmap, &train, &test, &schedule)
+    fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
 }

@@ -5,11 +5,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scalenet::data::ImageDataset;
 use scalenet::train::{accuracy, train_epoch};
 
+/// The flags every training example takes.
+#[derive(clap::Args)]
 pub struct Schedule {
+    #[arg(long, default_value_t = 8)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The dataset (safetensors with `images` and `labels`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.safetensors"))]
+    pub data: std::path::PathBuf,
 }
 
 /// Trains `model` (whose variables are in `varmap`) on `train`, printing the train loss and the

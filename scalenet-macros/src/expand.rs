@@ -51,6 +51,13 @@ pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
             pub fn report() -> ::scalenet::Report {
                 ::core::unreachable!("invalid network! declaration")
             }
+            pub fn forward_steps(
+                &self,
+                _: &::scalenet::candle_core::Tensor,
+                _: bool,
+            ) -> ::scalenet::candle_core::Result<::std::vec::Vec<::scalenet::candle_core::Tensor>> {
+                ::core::unreachable!("invalid network! declaration")
+            }
         }
         impl ::scalenet::candle_nn::ModuleT for #ident {
             fn forward_t(&self, _: &::scalenet::candle_core::Tensor, _: bool) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {

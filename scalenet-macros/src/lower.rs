@@ -174,8 +174,9 @@ struct Args<'a> {
     named: HashMap<String, &'a Value>,
     fields: &'a mut HashMap<LayerField, Span>,
     errors: &'a mut Errors,
-    /// A misspelled key was reported; a "missing" error for what it meant would repeat it.
-    unknown_key: bool,
+    /// A misspelled key or an extra positional argument was reported; a "missing" error for what
+    /// it meant would repeat it.
+    misplaced: bool,
 }
 
 impl<'a> Args<'a> {
@@ -190,21 +191,24 @@ impl<'a> Args<'a> {
         let kind = layer.kind.to_string();
         let mut positional = Vec::new();
         let mut named = HashMap::new();
-        let mut unknown_key = false;
+        let mut misplaced = false;
         for Arg { key, value } in layer.args.iter().flatten() {
             match key {
                 None if positional.len() < positional_names.len() => positional.push(value),
-                None => errors.error(
-                    value.span,
-                    match positional_names {
-                        [] => format!("`{kind}` takes no positional argument; remove it"),
-                        [one] => format!(
-                            "`{kind}` takes one positional argument ({one}); name the others, e.g. `{}`",
-                            example(&kind)
-                        ),
-                        _ => format!("too many positional arguments for `{kind}`"),
-                    },
-                ),
+                None => {
+                    misplaced = true;
+                    errors.error(
+                        value.span,
+                        match positional_names {
+                            [] => format!("`{kind}` takes no positional argument; remove it"),
+                            [one] => format!(
+                                "`{kind}` takes one positional argument ({one}); name the others, e.g. `{}`",
+                                example(&kind)
+                            ),
+                            _ => format!("too many positional arguments for `{kind}`"),
+                        },
+                    );
+                }
                 Some(key) => {
                     let name = key.to_string();
                     if !keys.contains(&name.as_str()) {
@@ -217,14 +221,14 @@ impl<'a> Args<'a> {
                             hint => hint.to_string(),
                         };
                         errors.error(key.span(), format!("unknown option `{name}` for `{kind}`{hint}"));
-                        unknown_key = true;
+                        misplaced = true;
                     } else if named.insert(name.clone(), value).is_some() {
                         errors.error(key.span(), format!("duplicate option `{name}`; give it once"));
                     }
                 }
             }
         }
-        Args { layer, positional, named, fields, errors, unknown_key }
+        Args { layer, positional, named, fields, errors, misplaced }
     }
 
     fn value(&mut self, slot: Slot, field: LayerField) -> Option<&'a Value> {
@@ -274,7 +278,7 @@ impl<'a> Args<'a> {
     {
         value.unwrap_or_else(|| {
             let kind = self.layer.kind.to_string();
-            if !self.unknown_key {
+            if !self.misplaced {
                 self.errors.error(self.layer.kind.span(), format!("`{kind}` needs {what}, e.g. `{}`", example(&kind)));
             }
             T::default()

@@ -39,13 +39,17 @@
 //!
 //! Options: `input: [C, H, W]` or `[D]` (required), `init: geometric | fan_in | fan_out |
 //! arithmetic`, `typical_kernel: k` (`k*` of `c = 2/k*`; default: the most common kernel),
-//! `output_std: 0.05`, `fixed_scalars: true`.
+//! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`.
 //!
 //! Layers, each optionally named (`conv1: conv(..)`): `conv(out, kernel = k, stride = s,
 //! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `relu`,
 //! `leaky_relu(slope)`, `dropout(p)`, `flatten`, `scale(f)`, `scalar`, `bias`. Activations that
 //! break the calculus (`sigmoid`, `tanh`, `gelu`, `silu`, `elu`, `softplus`, `softmax`) need
 //! `#[allow(unscaled)]` before them.
+//!
+//! Residual blocks (section 11): `residual(beta = 0.5) { main branch layers } shortcut { .. }`
+//! (no shortcut: the identity) and the section 11.1 pre-activation bottleneck
+//! `bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)`.
 
 extern crate self as scalenet;
 
