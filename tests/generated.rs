@@ -273,3 +273,48 @@ fn lenet_forward_moments_match_after_every_op() -> candle_core::Result<()> {
     }
     Ok(())
 }
+
+fn diagnose<N: scalenet::Network>(
+    build: impl Fn(&VarMap, u64) -> candle_core::Result<N>,
+    input_dims: &[usize],
+    samples: usize,
+    seeds: u64,
+) -> candle_core::Result<scalenet::diagnostics::Diagnosis> {
+    let all = (0..seeds)
+        .map(|seed| {
+            let varmap = VarMap::new();
+            let net = build(&varmap, seed)?;
+            scalenet::diagnostics::measure(&net, &varmap, &normal_input(input_dims, samples, 3000 + seed)?, 4000 + seed)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(scalenet::diagnostics::Diagnosis::mean(&all).expect("seeds > 0"))
+}
+
+/// Per-layer diagnostics against the calculus, with batch-size-1 semantics. On the MLP
+/// (8 initializations, 1024 samples) every weight layer's measured gamma is within 10% of the
+/// prediction (measured 0.986, 0.971, 0.953 of it). On the strided LeNet the first convolution is
+/// (0.946), but the second is not: its output goes through ReLU and 2x2 average pooling, whose
+/// backward pass copies one gradient over each window, while its input (pooled ReLU output) has
+/// mean^2 about 0.65 of E[x^2]; the cross terms sum_{p != p'} E[x_p x_p'] E[dy_p dy_p'] that
+/// assumption 2 drops then add about 1 + 3 x 0.65 x 1/2 = 2 (measured 1.8). The fully connected
+/// layers follow the forward moments, which vary a lot between seeds in this narrow network (see
+/// `lenet_forward_moments_match_after_every_op`). Both are printed, not asserted; so is the
+/// extrinsic form of eq. (2), which divides by the realized E[y^2] and so varies by O(1/sqrt(n_out))
+/// between seeds (1.11 of the measured gamma at the MLP's 10-unit output over these 8 seeds).
+#[test]
+fn diagnostics_match_the_calculus_where_its_assumptions_hold() -> candle_core::Result<()> {
+    let mlp = diagnose(|v, s| Mlp::new_seeded(v, DType::F32, &Device::Cpu, s), &[784], 1024, 8)?;
+    let lenet = diagnose(|v, s| LeNet::new_seeded(v, DType::F32, &Device::Cpu, s), &LeNet::INPUT_SHAPE, 512, 4)?;
+    println!("{mlp}\n{lenet}");
+    for step in mlp.steps.iter().filter(|s| s.gamma.is_some()) {
+        let ratio = step.gamma.unwrap().ratio();
+        assert!((ratio - 1.0).abs() < 0.10, "mlp {}: gamma ratio {ratio}", step.layer);
+    }
+    let conv1 = lenet.steps.iter().find(|s| s.layer == "conv1").unwrap();
+    assert!((conv1.gamma.unwrap().ratio() - 1.0).abs() < 0.10, "lenet conv1: {:?}", conv1.gamma);
+    // JSON carries the same numbers.
+    let json: serde_json::Value = serde_json::from_str(&mlp.to_json()).expect("valid json");
+    assert_eq!(json["steps"][1]["layer"], "fc1");
+    assert_eq!(json["steps"][1]["gamma"]["measured"].as_f64().unwrap(), mlp.steps[1].gamma.unwrap().measured);
+    Ok(())
+}

@@ -58,6 +58,14 @@ pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
             ) -> ::scalenet::candle_core::Result<::std::vec::Vec<::scalenet::candle_core::Tensor>> {
                 ::core::unreachable!("invalid network! declaration")
             }
+            pub fn forward_hooked(
+                &self,
+                _: &::scalenet::candle_core::Tensor,
+                _: bool,
+                _: Option<&mut dyn FnMut(usize, ::scalenet::candle_core::Tensor) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor>>,
+            ) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
+                ::core::unreachable!("invalid network! declaration")
+            }
         }
         impl ::scalenet::candle_nn::ModuleT for #ident {
             fn forward_t(&self, _: &::scalenet::candle_core::Tensor, _: bool) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
@@ -82,13 +90,15 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
     let Code { fields, constructors, forward, has_dropout } = code;
 
     let spec_tokens = spec_tokens(spec);
-    // One statement per top-level step: record each step's output when tracing.
-    let traced = forward.iter().map(|statement| {
+    // One statement per top-level step; the hook sees (and may replace) each step's output.
+    let hooked = forward.iter().enumerate().map(|(index, statement)| {
+        let index = int(index);
         quote! {
             #statement
-            if let Some(trace) = trace.as_deref_mut() {
-                trace.push(xs.clone());
-            }
+            let xs = match hook.as_deref_mut() {
+                Some(hook) => hook(#index, xs)?,
+                None => xs,
+            };
         }
     });
     let module_impl = if has_dropout {
@@ -96,7 +106,7 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
             impl ::scalenet::candle_nn::ModuleT for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`; dropout is active only when `train`.
                 fn forward_t(&self, xs: &::scalenet::candle_core::Tensor, train: bool) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
-                    self.forward_with(xs, train, None)
+                    self.forward_hooked(xs, train, None)
                 }
             }
         }
@@ -105,7 +115,7 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
             impl ::scalenet::candle_core::Module for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`.
                 fn forward(&self, xs: &::scalenet::candle_core::Tensor) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
-                    self.forward_with(xs, false, None)
+                    self.forward_hooked(xs, false, None)
                 }
             }
         }
@@ -165,20 +175,27 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
                 train: bool,
             ) -> ::scalenet::candle_core::Result<::std::vec::Vec<::scalenet::candle_core::Tensor>> {
                 let mut trace = ::std::vec::Vec::new();
-                self.forward_with(xs, train, Some(&mut trace))?;
+                let mut record = |_: usize, xs: ::scalenet::candle_core::Tensor| {
+                    trace.push(xs.clone());
+                    Ok(xs)
+                };
+                self.forward_hooked(xs, train, Some(&mut record))?;
                 Ok(trace)
             }
 
-            fn forward_with(
+            /// The forward pass with `hook(step, output)` called after every top-level step of
+            /// `plan().steps`; what it returns continues the pass (add a zero probe variable there
+            /// to read `dL/dx` of that activation, which candle's `GradStore` does not keep).
+            pub fn forward_hooked(
                 &self,
                 xs: &::scalenet::candle_core::Tensor,
                 train: bool,
-                mut trace: Option<&mut ::std::vec::Vec<::scalenet::candle_core::Tensor>>,
+                mut hook: Option<&mut dyn FnMut(usize, ::scalenet::candle_core::Tensor) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor>>,
             ) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
                 #train_unused
                 ::scalenet::nn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
                 let xs = xs.clone();
-                #(#traced)*
+                #(#hooked)*
                 Ok(xs)
             }
 
@@ -189,6 +206,23 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
         }
 
         #module_impl
+
+        impl ::scalenet::Network for #ident {
+            const NAME: &'static str = #name;
+
+            fn plan() -> &'static ::scalenet::calculus::Plan {
+                Self::plan()
+            }
+
+            fn forward_hooked(
+                &self,
+                xs: &::scalenet::candle_core::Tensor,
+                train: bool,
+                hook: Option<&mut dyn FnMut(usize, ::scalenet::candle_core::Tensor) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor>>,
+            ) -> ::scalenet::candle_core::Result<::scalenet::candle_core::Tensor> {
+                Self::forward_hooked(self, xs, train, hook)
+            }
+        }
     }
 }
 

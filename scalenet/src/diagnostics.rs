@@ -49,3 +49,204 @@ pub fn weight_to_gradient_ratios(varmap: &VarMap, output: &Tensor, seed: u64) ->
     }
     Ok(ratios)
 }
+
+/// A measured quantity beside the calculus's prediction.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Compared {
+    pub measured: f64,
+    pub predicted: f64,
+}
+
+impl Compared {
+    pub fn ratio(&self) -> f64 {
+        self.measured / self.predicted
+    }
+
+    fn mean(values: &[Compared]) -> Compared {
+        let n = values.len().max(1) as f64;
+        Compared {
+            measured: values.iter().map(|c| c.measured).sum::<f64>() / n,
+            predicted: values.iter().map(|c| c.predicted).sum::<f64>() / n,
+        }
+    }
+}
+
+/// One top-level step of a network, measured at initialization.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepDiagnosis {
+    pub step: usize,
+    /// Parameter path (empty for steps without parameters).
+    pub layer: String,
+    pub op: String,
+    /// `E[x^2]` of the step's output.
+    pub forward: Compared,
+    /// `E[dx^2]` of the step's output, per sample.
+    pub backward: Compared,
+    /// The activation scaling factor, eq. (1).
+    pub scaling: Compared,
+    /// `E[dW^2]/E[W^2]` (Theorem 1), for convolutions and linear layers.
+    pub gamma: Option<Compared>,
+    /// Eq. (2), second form, from the measured moments around the layer:
+    /// `n_in k^2 cov rho_out^2 E[x_in^2]^2 E[dy^2] / E[y^2]`.
+    pub extrinsic_gamma: Option<f64>,
+    /// Eq. (7): `rho_out^2 E[dy^2] / E[y^2]`, where the layer adds a bias.
+    pub bias_gamma: Option<Compared>,
+}
+
+/// Per-step measurements of a network against its plan.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Diagnosis {
+    pub network: String,
+    /// Initializations averaged.
+    pub initializations: usize,
+    pub samples: usize,
+    pub steps: Vec<StepDiagnosis>,
+}
+
+/// Measures every top-level step of `net` (whose variables are in `varmap`) on `input`, with
+/// batch-size-1 semantics: the loss is `sum(y * N)` for i.i.d. standard normal `N` drawn from
+/// `seed`, so each sample's backward signal is independent. Zero "probe" variables added after
+/// every step give `dL/dx` there (candle's `GradStore` keeps no gradient of intermediate tensors).
+/// Forward moments are measured in evaluation mode (dropout off), as the calculus predicts them.
+pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: u64) -> Result<Diagnosis> {
+    let plan = N::plan();
+    let mut outputs = Vec::with_capacity(plan.steps.len());
+    let mut probes = Vec::with_capacity(plan.steps.len());
+    let mut hook = |_: usize, xs: Tensor| -> Result<Tensor> {
+        let probe = candle_core::Var::zeros(xs.shape(), xs.dtype(), xs.device())?;
+        let probed = (&xs + probe.as_tensor())?;
+        outputs.push(xs);
+        probes.push(probe);
+        Ok(probed)
+    };
+    let output = net.forward_hooked(input, false, Some(&mut hook))?;
+    let batch = input.dim(0)? as f64;
+    let signal = seeded_normal(&output, seed)?;
+    let grads = (&output * signal)?.sum_all()?.backward()?;
+    let measured_ratios = {
+        let vars = varmap.data().lock().expect("varmap lock poisoned");
+        let mut ratios = BTreeMap::new();
+        for (name, var) in vars.iter().filter(|(name, _)| name.ends_with(".weight")) {
+            if let Some(gradient) = grads.get(var.as_tensor()) {
+                ratios.insert(name.clone(), second_moment(gradient)? / batch / second_moment(var.as_tensor())?);
+            }
+        }
+        ratios
+    };
+    let input_second = second_moment(input)?;
+    let mut rows = Vec::with_capacity(plan.steps.len());
+    for (index, step) in plan.steps.iter().enumerate() {
+        let forward = second_moment(&outputs[index])?;
+        let backward = match grads.get(probes[index].as_tensor()) {
+            Some(gradient) => second_moment(gradient)?,
+            None => 0.0,
+        };
+        let numel = step.output_shape.numel() as f64;
+        let previous = if index == 0 { input_second } else { second_moment(&outputs[index - 1])? };
+        let area_out = step.output_shape.area() as f64;
+        let weight = step.weight();
+        rows.push(StepDiagnosis {
+            step: index,
+            layer: step.name.clone(),
+            op: describe(step),
+            forward: Compared { measured: forward, predicted: step.forward.second },
+            backward: Compared { measured: backward, predicted: step.backward },
+            scaling: Compared { measured: numel * backward * forward, predicted: step.scaling },
+            gamma: weight.and_then(|_| {
+                let measured = measured_ratios.get(&format!("{}.weight", step.name))?;
+                Some(Compared { measured: *measured, predicted: step.gamma? })
+            }),
+            extrinsic_gamma: weight.map(|w| {
+                let g = &w.geometry;
+                (g.fan_in * g.kernel * g.kernel) as f64 * g.coverage * area_out * previous * previous * backward
+                    / forward
+            }),
+            bias_gamma: step
+                .bias_gamma
+                .map(|predicted| Compared { measured: area_out * backward / forward, predicted }),
+        });
+    }
+    Ok(Diagnosis { network: N::NAME.to_string(), initializations: 1, samples: input.dim(0)?, steps: rows })
+}
+
+fn describe(step: &crate::calculus::Step) -> String {
+    use crate::calculus::StepOp;
+    match &step.op {
+        StepOp::FixedScale { factor, .. } => format!("fixed ×{}", crate::calculus::number(*factor)),
+        StepOp::Declared { op, .. } => op.keyword().to_string(),
+        StepOp::Block { keyword, .. } => keyword.to_string(),
+    }
+}
+
+impl Diagnosis {
+    /// The mean of several measurements of the same network (e.g. over initializations).
+    pub fn mean(all: &[Diagnosis]) -> Option<Diagnosis> {
+        let first = all.first()?;
+        let mean_of = |pick: &dyn Fn(&StepDiagnosis) -> Option<Compared>, i: usize| -> Option<Compared> {
+            let values: Option<Vec<Compared>> = all.iter().map(|d| pick(&d.steps[i])).collect();
+            values.map(|v| Compared::mean(&v))
+        };
+        let steps = (0..first.steps.len())
+            .map(|i| StepDiagnosis {
+                forward: mean_of(&|s| Some(s.forward), i).expect("always"),
+                backward: mean_of(&|s| Some(s.backward), i).expect("always"),
+                scaling: mean_of(&|s| Some(s.scaling), i).expect("always"),
+                gamma: mean_of(&|s| s.gamma, i),
+                bias_gamma: mean_of(&|s| s.bias_gamma, i),
+                extrinsic_gamma: all
+                    .iter()
+                    .map(|d| d.steps[i].extrinsic_gamma)
+                    .sum::<Option<f64>>()
+                    .map(|s| s / all.len() as f64),
+                ..first.steps[i].clone()
+            })
+            .collect();
+        Some(Diagnosis {
+            network: first.network.clone(),
+            initializations: all.iter().map(|d| d.initializations).sum(),
+            samples: first.samples,
+            steps,
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("diagnosis serializes")
+    }
+}
+
+impl std::fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::calculus::number;
+        writeln!(
+            f,
+            "{}: measured/predicted over {} initialization(s) x {} samples (batch-size-1 semantics)",
+            self.network, self.initializations, self.samples
+        )?;
+        writeln!(
+            f,
+            "{:>4}  {:<10} {:<12} {:>10} {:>7}  {:>10} {:>7}  {:>7}  {:>10} {:>7} {:>10}  {:>7}",
+            "step", "layer", "op", "E[x²]", "ratio", "E[dx²]", "ratio", "ς ratio", "γ", "ratio", "γ extr.", "γ_b rat"
+        )?;
+        for s in &self.steps {
+            let (gamma, gamma_ratio) =
+                s.gamma.map_or((String::new(), String::new()), |g| (number(g.measured), format!("{:.3}", g.ratio())));
+            writeln!(
+                f,
+                "{:>4}  {:<10} {:<12} {:>10} {:>7.3}  {:>10} {:>7.3}  {:>7.3}  {:>10} {:>7} {:>10}  {:>7}",
+                s.step,
+                s.layer,
+                s.op,
+                number(s.forward.measured),
+                s.forward.ratio(),
+                number(s.backward.measured),
+                s.backward.ratio(),
+                s.scaling.ratio(),
+                gamma,
+                gamma_ratio,
+                s.extrinsic_gamma.map_or(String::new(), number),
+                s.bias_gamma.map_or(String::new(), |b| format!("{:.3}", b.ratio())),
+            )?;
+        }
+        Ok(())
+    }
+}
