@@ -6,6 +6,19 @@
 //! errors accumulated) -> expand the [`Plan`](scalenet_calculus::Plan) to a candle module. Between
 //! phases `errors.propagate()?` stops; an invalid declaration still emits a stub of the struct
 //! beside the errors.
+//!
+//! What the check phase gets back for `max_pool(2)`, before the macro turns it into a compile
+//! error underlining `max_pool`:
+//!
+//! ```
+//! use scalenet_calculus::{analyze, LayerField, Location, NetworkSpec, Op, Shape};
+//!
+//! let spec = NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
+//!     .layer(Op::MaxPool2d { kernel: 2, stride: 2 });
+//! let errors = analyze(&spec).unwrap_err();
+//! assert_eq!(errors.0[0].location, Location::Layer { index: 0, field: LayerField::Kind });
+//! assert!(errors.0[0].message.starts_with("max pooling does not preserve the scaling factor"));
+//! ```
 
 mod ast;
 mod errors;
