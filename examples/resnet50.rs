@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}\n", ResNet50::report());
     let varmap = VarMap::new();
     let net = ResNet50::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
+    // Counts the one calibration scalar too.
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     println!("parameters: {parameters} ({:.2} million)", parameters as f64 / 1e6);
 
@@ -64,14 +65,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mean = std.iter().sum::<f32>() / std.len() as f32;
     let std = (std.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / std.len() as f32).sqrt();
     let grads = logits.sum_all()?.backward()?;
-    let with_gradient = varmap.all_vars().iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+    // Every trainable variable, i.e. all but the output calibration (applied detached).
+    let trainable: Vec<_> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "output_calibration")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let with_gradient = trainable.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
     println!(
         "forward {:?} -> {:?} in {forward:.2?}, output std {std:.4} (target {}), backward in {:.2?}: {with_gradient}/{} parameters got a gradient",
         images.dims(),
         logits.dims(),
         ResNet50::plan().output_std,
         start.elapsed() - forward,
-        varmap.all_vars().len()
+        trainable.len()
     );
     Ok(())
 }

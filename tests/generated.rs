@@ -318,3 +318,35 @@ fn diagnostics_match_the_calculus_where_its_assumptions_hold() -> candle_core::R
     assert_eq!(json["steps"][1]["gamma"]["measured"].as_f64().unwrap(), mlp.steps[1].gamma.unwrap().measured);
     Ok(())
 }
+
+/// Section 7: calibrating the output on one batch sets its std to the target on fresh data; the
+/// calibration is saved and loaded with the weights (safetensors) and no optimizer step moves it.
+#[test]
+fn output_calibration_is_kept_with_the_model_and_never_trained() -> candle_core::Result<()> {
+    use candle_nn::Optimizer;
+    let varmap = VarMap::new();
+    let net = LeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 11)?;
+    let factor = net.calibrate_output(&varmap, &normal_input(&LeNet::INPUT_SHAPE, 512, 1)?, 0.2)?;
+    let fresh = normal_input(&LeNet::INPUT_SHAPE, 512, 2)?;
+    let std_of =
+        |out: &Tensor| -> candle_core::Result<f64> { Ok(second_moment(&out.broadcast_sub(&out.mean_all()?)?)?.sqrt()) };
+    let out = net.forward(&fresh)?;
+    println!("calibration factor {factor:.4}, output std on fresh data {:.4} (target 0.2)", std_of(&out)?);
+    assert!((std_of(&out)? / 0.2 - 1.0).abs() < 0.1);
+
+    let mut sgd = candle_nn::SGD::new(varmap.all_vars(), 0.1)?;
+    let loss = (net.forward(&fresh)? * seeded_normal(&out, 3)?)?.sum_all()?;
+    sgd.backward_step(&loss)?;
+    let calibration = net.output_calibration.to_scalar::<f32>()? as f64;
+    assert!((calibration - factor).abs() < 1e-6, "trained: {calibration} vs {factor}");
+
+    let dir = std::env::temp_dir().join(format!("scalenet-calibration-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("lenet.safetensors");
+    scalenet::nn::save_atomically(&varmap, &path)?;
+    let mut loaded = VarMap::new();
+    let copy = LeNet::new_seeded(&loaded, DType::F32, &Device::Cpu, 99)?;
+    loaded.load(&path)?;
+    assert_eq!(net.forward(&fresh)?.to_vec2::<f32>()?, copy.forward(&fresh)?.to_vec2::<f32>()?);
+    Ok(())
+}

@@ -58,6 +58,14 @@ pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
             ) -> ::scalenet::candle_core::Result<::std::vec::Vec<::scalenet::candle_core::Tensor>> {
                 ::core::unreachable!("invalid network! declaration")
             }
+            pub fn calibrate_output(
+                &self,
+                _: &::scalenet::candle_nn::VarMap,
+                _: &::scalenet::candle_core::Tensor,
+                _: f64,
+            ) -> ::scalenet::candle_core::Result<f64> {
+                ::core::unreachable!("invalid network! declaration")
+            }
             pub fn forward_hooked(
                 &self,
                 _: &::scalenet::candle_core::Tensor,
@@ -127,6 +135,10 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
         #[doc = #report_doc]
         #vis struct #ident {
             #(#fields,)*
+            /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
+            /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
+            /// applied detached so no optimizer trains it.
+            #vis output_calibration: ::scalenet::candle_core::Tensor,
         }
 
         impl #ident {
@@ -140,7 +152,10 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
             /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
             /// [`Self::new_seeded`] for reproducible runs, or load trained weights through `vb`.
             pub fn new(vb: ::scalenet::candle_nn::VarBuilder) -> ::scalenet::candle_core::Result<Self> {
-                Ok(Self { #(#constructors,)* })
+                Ok(Self {
+                    #(#constructors,)*
+                    output_calibration: vb.get_with_hints((), "output_calibration", ::scalenet::candle_nn::Init::Const(1.0))?,
+                })
             }
 
             /// Creates the parameters in `varmap`, drawn from a `rand` generator seeded with `seed`
@@ -196,7 +211,19 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
                 ::scalenet::nn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
                 let xs = xs.clone();
                 #(#hooked)*
-                Ok(xs)
+                xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+            }
+
+            /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
+            /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
+            /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
+            pub fn calibrate_output(
+                &self,
+                varmap: &::scalenet::candle_nn::VarMap,
+                xs: &::scalenet::candle_core::Tensor,
+                target_std: f64,
+            ) -> ::scalenet::candle_core::Result<f64> {
+                ::scalenet::nn::calibrate(varmap, &self.forward_hooked(xs, false, None)?, target_std)
             }
 
             /// The plan as a table (`Display`), the same one as in this struct's documentation.

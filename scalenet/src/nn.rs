@@ -112,3 +112,37 @@ pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()>
     }
     .bt())
 }
+
+/// Multiplies the `output_calibration` variable in `varmap` so that `output` (computed with the
+/// current calibration) gets standard deviation `target_std`. Returns the new calibration.
+pub fn calibrate(varmap: &candle_nn::VarMap, output: &Tensor, target_std: f64) -> Result<f64> {
+    let centred = output
+        .to_dtype(candle_core::DType::F64)?
+        .broadcast_sub(&output.to_dtype(candle_core::DType::F64)?.mean_all()?)?;
+    let std = centred.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
+    if !(std.is_finite() && std > 0.0) {
+        candle_core::bail!("cannot calibrate the output: its standard deviation on this batch is {std}")
+    }
+    let vars = varmap.data().lock().expect("varmap lock poisoned");
+    let Some(var) = vars.get("output_calibration") else {
+        candle_core::bail!(
+            "this varmap has no `output_calibration` variable; pass the varmap the network was built from"
+        )
+    };
+    let current = var.as_tensor().to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let calibrated = current * target_std / std;
+    var.set(&Tensor::new(calibrated, var.device())?.to_dtype(var.dtype())?)?;
+    Ok(calibrated)
+}
+
+/// Saves every variable of `varmap` as safetensors at `path`, atomically: a temporary file in the
+/// same folder, then a rename, so a failure never leaves a truncated checkpoint in place.
+pub fn save_atomically(varmap: &candle_nn::VarMap, path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    varmap.save(&tmp)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| candle_core::Error::Msg(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))
+}
