@@ -403,8 +403,11 @@ fn report_branch_mismatch(
             "the main branch of this residual block ends in {main_end} but {what} gives {shortcut_end}; the branches are added, so they must agree: write `{suggestion}`"
         ),
     );
+    // Pre-order index of the shortcut's last layer: the block, its main branch, the shortcut's
+    // earlier layers (nested blocks included).
+    let shortcut = block.shortcut.as_deref().unwrap_or_default();
     let shortcut_index =
-        index + 1 + count_layers(&block.main) + block.shortcut.as_ref().map_or(0, |s| s.len().saturating_sub(1));
+        index + 1 + count_layers(&block.main) + count_layers(&shortcut[..shortcut.len().saturating_sub(1)]);
     let shortcut_location = if block.shortcut.as_ref().is_some_and(|s| !s.is_empty()) {
         Location::layer(shortcut_index, LayerField::Kind)
     } else {

@@ -175,3 +175,21 @@ fn alpha_and_beta_must_agree() {
     residual.beta = Some(1.5);
     assert!(analyze(&spec(&residual)).unwrap_err().0[0].message.contains("`beta` must lie in (0, 1]"));
 }
+
+/// The second mismatch error points at the shortcut's last layer by its pre-order index, counting
+/// the layers of a block nested earlier in the shortcut.
+#[test]
+fn mismatch_points_at_the_last_shortcut_layer_after_a_nested_block() {
+    let nested = block(0.5, vec![Op::Relu, conv(8, 3, 1)], None);
+    let spec = NetworkSpec::new(Shape::Image { channels: 8, height: 8, width: 8 }).named(
+        "res",
+        block(
+            0.5,
+            vec![Op::Relu, Op::Conv2d { out_channels: 16, kernel: 2, stride: 2, padding: 0, bias: true }],
+            Some(vec![nested, conv(8, 1, 0)]),
+        ),
+    );
+    let errors = analyze(&spec).unwrap_err();
+    // Pre-order: 0 res, 1 relu, 2 conv, 3 nested block, 4 relu, 5 conv, 6 the shortcut's last conv.
+    assert_eq!(errors.0[1].location, Location::Layer { index: 6, field: LayerField::Kind }, "{errors}");
+}

@@ -36,16 +36,25 @@ pub fn weight_second_moments(varmap: &VarMap) -> Result<BTreeMap<String, f64>> {
 /// per-sample weight gradients are uncorrelated and `E[dW_batch^2] = B E[dW_sample^2]`. (The
 /// gradient of one shared quadratic loss would add the samples coherently in the last layer.)
 pub fn weight_to_gradient_ratios(varmap: &VarMap, output: &Tensor, seed: u64) -> Result<BTreeMap<String, f64>> {
-    let batch = output.dim(0)? as f64;
     let signal = seeded_normal(output, seed)?;
     let grads = (output * signal)?.sum_all()?.backward()?;
+    ratios_from_gradients(varmap, &grads, output.dim(0)?)
+}
+
+/// `E[dW^2] / batch / E[W^2]` of every `.weight` variable with a gradient in `grads`: per-sample
+/// gradients of the `sum(y * N)` loss are uncorrelated, so the batch gradient's second moment is
+/// `batch` times one sample's.
+fn ratios_from_gradients(
+    varmap: &VarMap,
+    grads: &candle_core::backprop::GradStore,
+    batch: usize,
+) -> Result<BTreeMap<String, f64>> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
     let mut ratios = BTreeMap::new();
     for (name, var) in vars.iter().filter(|(name, _)| name.ends_with(".weight")) {
-        let Some(gradient) = grads.get(var.as_tensor()) else {
-            continue;
-        };
-        ratios.insert(name.clone(), second_moment(gradient)? / batch / second_moment(var.as_tensor())?);
+        if let Some(gradient) = grads.get(var.as_tensor()) {
+            ratios.insert(name.clone(), second_moment(gradient)? / batch as f64 / second_moment(var.as_tensor())?);
+        }
     }
     Ok(ratios)
 }
@@ -120,19 +129,9 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
         Ok(probed)
     };
     let output = net.forward_hooked(input, false, Some(&mut hook))?;
-    let batch = input.dim(0)? as f64;
     let signal = seeded_normal(&output, seed)?;
     let grads = (&output * signal)?.sum_all()?.backward()?;
-    let measured_ratios = {
-        let vars = varmap.data().lock().expect("varmap lock poisoned");
-        let mut ratios = BTreeMap::new();
-        for (name, var) in vars.iter().filter(|(name, _)| name.ends_with(".weight")) {
-            if let Some(gradient) = grads.get(var.as_tensor()) {
-                ratios.insert(name.clone(), second_moment(gradient)? / batch / second_moment(var.as_tensor())?);
-            }
-        }
-        ratios
-    };
+    let measured_ratios = ratios_from_gradients(varmap, &grads, input.dim(0)?)?;
     let input_second = second_moment(input)?;
     let mut rows = Vec::with_capacity(plan.steps.len());
     for (index, step) in plan.steps.iter().enumerate() {

@@ -116,10 +116,8 @@ pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()>
 /// Multiplies the `output_calibration` variable in `varmap` so that `output` (computed with the
 /// current calibration) gets standard deviation `target_std`. Returns the new calibration.
 pub fn calibrate(varmap: &candle_nn::VarMap, output: &Tensor, target_std: f64) -> Result<f64> {
-    let centred = output
-        .to_dtype(candle_core::DType::F64)?
-        .broadcast_sub(&output.to_dtype(candle_core::DType::F64)?.mean_all()?)?;
-    let std = centred.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
+    let output = output.to_dtype(candle_core::DType::F64)?;
+    let std = crate::diagnostics::second_moment(&output.broadcast_sub(&output.mean_all()?)?)?.sqrt();
     if !(std.is_finite() && std > 0.0) {
         candle_core::bail!("cannot calibrate the output: its standard deviation on this batch is {std}")
     }
