@@ -241,6 +241,15 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
                 Self::plan()
             }
 
+            fn new_seeded(
+                varmap: &::scalenet::candle_nn::VarMap,
+                dtype: ::scalenet::candle_core::DType,
+                device: &::scalenet::candle_core::Device,
+                seed: u64,
+            ) -> ::scalenet::candle_core::Result<Self> {
+                Self::new_seeded(varmap, dtype, device, seed)
+            }
+
             fn forward_hooked(
                 &self,
                 xs: &::scalenet::candle_core::Tensor,
@@ -281,7 +290,7 @@ fn expand_chain(steps: &[Step], prefix: &str, vis: &syn::Visibility, all_docs: &
                 match step.op {
                     StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. } => {
                         let (kernel, stride, padding) = (int(kernel), int(stride), int(padding));
-                        code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::candle_nn::Conv2d));
+                        code.fields.push(quote!(#(#docs)* #vis #field: ::scalenet::nn::Conv2d));
                         code.constructors.push(quote! {
                             #field: ::scalenet::nn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?
                         });

@@ -62,6 +62,9 @@ pub mod data;
 pub mod diagnostics;
 pub mod init;
 pub mod nn;
+pub mod ops;
+#[cfg(feature = "plot")]
+pub mod plot;
 mod report;
 pub mod train;
 
@@ -75,6 +78,17 @@ pub trait Network {
 
     /// The calculus's plan for this network.
     fn plan() -> &'static calculus::Plan;
+
+    /// Creates the parameters in `varmap` from a `rand` generator seeded with `seed` (see the
+    /// generated `new_seeded`).
+    fn new_seeded(
+        varmap: &candle_nn::VarMap,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+        seed: u64,
+    ) -> candle_core::Result<Self>
+    where
+        Self: Sized;
 
     /// The forward pass, calling `hook(step, output)` after every top-level step of
     /// `plan().steps` and continuing with what it returns.

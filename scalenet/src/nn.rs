@@ -1,8 +1,47 @@
-//! The layers generated networks are made of: candle-nn's `Conv2d` and `Linear` created with the
-//! calculus's variances, plus the learnable [`Scalar`] and standalone [`Bias`] of the paper.
+//! The layers generated networks are made of: a [`Conv2d`] (on [`crate::ops::conv2d`]) and
+//! candle-nn's `Linear` created with the calculus's variances, plus the learnable [`Scalar`] and
+//! standalone [`Bias`] of the paper.
 
 use candle_core::{Module, Result, Shape, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
+
+/// A 2-d convolution (dilation 1, one group) computed by [`crate::ops::conv2d`], whose backward
+/// pass skips the input gradient where none is needed and treats stride = kernel as a matrix
+/// product.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, padding: usize, stride: usize) -> Self {
+        Conv2d { weight, bias, padding, stride }
+    }
+
+    /// `(out, in, k, k)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `(out,)`, where the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Conv2d {
+    /// `(batch, in, h, w)` to `(batch, out, (h + 2p - k)/s + 1, (w + 2p - k)/s + 1)`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = crate::ops::conv2d(xs, &self.weight, self.padding, self.stride)?;
+        match &self.bias {
+            Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
+            None => Ok(ys),
+        }
+    }
+}
 
 /// A 2-d convolution with weight `(out, in, k, k)` drawn from `N(0, std^2)` and a zero bias.
 #[allow(clippy::too_many_arguments)]
@@ -22,8 +61,7 @@ pub fn conv2d(
         Init::Randn { mean: 0.0, stdev: std },
     )?;
     let bias = bias.then(|| vb.get_with_hints(out_channels, "bias", Init::Const(0.0))).transpose()?;
-    let config = Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    Ok(Conv2d::new(weight, bias, config))
+    Ok(Conv2d::new(weight, bias, padding, stride))
 }
 
 /// A linear layer with weight `(out, in)` drawn from `N(0, std^2)` and a zero bias.

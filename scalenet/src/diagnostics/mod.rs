@@ -7,6 +7,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::BTreeMap;
 
+mod coordinate;
+mod gauss_newton;
+
+pub use coordinate::CoordinateCheck;
+pub use gauss_newton::{gauss_newton, GaussNewton};
+
 /// Element-wise mean of `t^2`, in f64.
 pub fn second_moment(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64)?.sqr()?.mean_all()?.to_scalar::<f64>()
@@ -143,7 +149,6 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
         let numel = step.output_shape.numel() as f64;
         let previous = if index == 0 { input_second } else { second_moment(&outputs[index - 1])? };
         let area_out = step.output_shape.area() as f64;
-        let weight = step.weight();
         rows.push(StepDiagnosis {
             step: index,
             layer: step.name.clone(),
@@ -151,21 +156,28 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
             forward: Compared { measured: forward, predicted: step.forward.second },
             backward: Compared { measured: backward, predicted: step.backward },
             scaling: Compared { measured: numel * backward * forward, predicted: step.scaling },
-            gamma: weight.and_then(|_| {
+            gamma: step.weight().and_then(|_| {
                 let measured = measured_ratios.get(&format!("{}.weight", step.name))?;
                 Some(Compared { measured: *measured, predicted: step.gamma? })
             }),
-            extrinsic_gamma: weight.map(|w| {
-                let g = &w.geometry;
-                (g.fan_in * g.kernel * g.kernel) as f64 * g.coverage * area_out * previous * previous * backward
-                    / forward
-            }),
+            extrinsic_gamma: step.weight().map(|_| extrinsic_gamma(step, previous, forward, backward)),
             bias_gamma: step
                 .bias_gamma
                 .map(|predicted| Compared { measured: area_out * backward / forward, predicted }),
         });
     }
     Ok(Diagnosis { network: N::NAME.to_string(), initializations: 1, samples: input.dim(0)?, steps: rows })
+}
+
+/// Eq. (2), second form, for a weight step: `n_in k^2 coverage rho_out^2 E[x_in^2]^2 E[dy^2] /
+/// E[y^2]`, from the measured second moments of its input `x`, its output `y` and the gradient
+/// `dy` at its output. `rho_out^2` is the output's spatial area; `coverage` the fraction of kernel
+/// taps that land inside the (zero-padded) input.
+pub fn extrinsic_gamma(step: &crate::calculus::Step, input: f64, output: f64, output_gradient: f64) -> f64 {
+    let Some(weight) = step.weight() else { return f64::NAN };
+    let g = &weight.geometry;
+    let area_out = step.output_shape.area() as f64;
+    (g.fan_in * g.kernel * g.kernel) as f64 * g.coverage * area_out * input * input * output_gradient / output
 }
 
 fn describe(step: &crate::calculus::Step) -> String {
@@ -248,4 +260,16 @@ impl std::fmt::Display for Diagnosis {
         }
         Ok(())
     }
+}
+
+/// The first quartile, median and third quartile of the finite values (nearest rank), or `None`
+/// when there are none.
+pub fn quartiles(values: &[f64]) -> Option<[f64; 3]> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    Some([at(0.25), at(0.5), at(0.75)])
 }

@@ -1,0 +1,169 @@
+//! Convolution with a cheaper backward pass than candle 0.11's on CPU.
+//!
+//! Two costs in candle's `conv2d` backward are avoidable for the convolutions the calculus allows
+//! (stride 1, or stride equal to the kernel):
+//!
+//! - candle computes the input gradient (a `conv_transpose2d`, a direct loop on CPU) even when the
+//!   input needs none, as for the first layer of every network: here it is skipped;
+//! - a convolution whose stride equals its kernel covers every input pixel once, so it is a matrix
+//!   product over non-overlapping patches: here it is computed that way, and its backward pass is
+//!   two matrix products instead of a transposed convolution and a convolution with a dilated
+//!   kernel.
+//!
+//! Values and gradients are those of `Tensor::conv2d` (tests below compare them).
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// `conv2d(xs, kernel)` with zero `padding` and `stride` (dilation 1, one group), as
+/// `xs.conv2d(kernel, padding, stride, 1, 1)` but with the backward pass described in the module.
+///
+/// Shapes: `xs` is `(batch, in, h, w)`, `kernel` is `(out, in, k, k)`; the result is
+/// `(batch, out, (h + 2 padding - k) / stride + 1, (w + 2 padding - k) / stride + 1)`.
+pub fn conv2d(xs: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let (_, _, k, _) = kernel.dims4()?;
+    if stride == k && padding == 0 {
+        return patch_conv2d(xs, kernel);
+    }
+    let value = xs.detach().conv2d(&kernel.detach(), padding, stride, 1, 1)?;
+    if !xs.track_op() && !kernel.track_op() {
+        return Ok(value);
+    }
+    xs.apply_op2(kernel, Conv2dGrad { value, padding, stride })
+}
+
+/// A convolution whose stride equals its kernel, as a matrix product over the non-overlapping
+/// `k x k` patches (pixels beyond the last whole patch are not seen, as in `conv2d`).
+fn patch_conv2d(xs: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+    let (batch, channels, height, width) = xs.dims4()?;
+    let (out, _, k, _) = kernel.dims4()?;
+    let (rows, cols) = (height / k, width / k);
+    let xs = if rows * k != height || cols * k != width {
+        xs.narrow(2, 0, rows * k)?.narrow(3, 0, cols * k)?
+    } else {
+        xs.clone()
+    };
+    let patches = xs
+        .reshape((batch, channels, rows, k, cols, k))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .reshape((batch * rows * cols, channels * k * k))?;
+    let ys = patches.matmul(&kernel.reshape((out, channels * k * k))?.t()?)?;
+    ys.reshape((batch, rows, cols, out))?.permute((0, 3, 1, 2))?.contiguous()
+}
+
+/// The graph node of [`conv2d`]: its value is computed beforehand by candle's `conv2d` (held in
+/// `value`), its backward pass computes only the gradients that are needed.
+struct Conv2dGrad {
+    value: Tensor,
+    padding: usize,
+    stride: usize,
+}
+
+impl CustomOp2 for Conv2dGrad {
+    fn name(&self) -> &'static str {
+        "scalenet-conv2d"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (storage, layout) = self.value.storage_and_layout();
+        match &*storage {
+            candle_core::Storage::Cpu(cpu) => Ok((cpu.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("scalenet-conv2d: the value is not on the cpu"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (storage, layout) = self.value.storage_and_layout();
+        match &*storage {
+            candle_core::Storage::Cuda(cuda) => Ok((cuda.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("scalenet-conv2d: the value is not on the cuda device"),
+        }
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (storage, layout) = self.value.storage_and_layout();
+        match &*storage {
+            candle_core::Storage::Metal(metal) => Ok((metal.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("scalenet-conv2d: the value is not on the metal device"),
+        }
+    }
+
+    fn bwd(&self, xs: &Tensor, kernel: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (padding, stride) = (self.padding, self.stride);
+        let grad_xs = if xs.track_op() {
+            let k = kernel.dim(2)?;
+            let out_size = (grad.dim(2)? - 1) * stride + k - 2 * padding;
+            let out_padding = xs.dim(2)? - out_size;
+            Some(grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)?)
+        } else {
+            None
+        };
+        let grad_kernel = if kernel.track_op() {
+            let (_, _, k0, k1) = kernel.dims4()?;
+            let full = xs.transpose(0, 1)?.conv2d(&grad.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
+            let (_, _, g0, g1) = full.dims4()?;
+            Some(if g0 != k0 || g1 != k1 { full.narrow(2, 0, k0)?.narrow(3, 0, k1)? } else { full })
+        } else {
+            None
+        };
+        Ok((grad_xs, grad_kernel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Largest absolute difference over the largest absolute value of `expected`.
+    fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
+        let diff = (actual - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = expected.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        diff / scale
+    }
+
+    /// Values and both gradients match candle's `conv2d` for stride 1 with and without padding,
+    /// stride = kernel (with a size that is not a multiple of the kernel), and an input that needs
+    /// no gradient.
+    #[test]
+    fn matches_candle_conv2d() -> Result<()> {
+        let device = Device::Cpu;
+        for (channels, out, size, k, padding, stride, input_grad) in
+            [(3, 4, 9, 3, 1, 1, true), (2, 5, 8, 5, 0, 1, true), (3, 4, 9, 2, 0, 2, true), (2, 3, 8, 3, 2, 1, false)]
+        {
+            let xs = Var::from_tensor(&Tensor::randn(0f64, 1., (2, channels, size, size), &device)?)?;
+            let kernel = Var::from_tensor(&Tensor::randn(0f64, 1., (out, channels, k, k), &device)?)?;
+            let input = if input_grad { xs.as_tensor().clone() } else { xs.as_tensor().detach() };
+            let expected = input.conv2d(kernel.as_tensor(), padding, stride, 1, 1)?;
+            let actual = conv2d(&input, kernel.as_tensor(), padding, stride)?;
+            assert_eq!(actual.dims(), expected.dims());
+            assert!(relative_error(&actual, &expected) < 1e-12);
+            let upstream = Tensor::randn(0f64, 1., expected.shape(), &device)?;
+            let expected_grads = (&expected * &upstream)?.sum_all()?.backward()?;
+            let actual_grads = (&actual * &upstream)?.sum_all()?.backward()?;
+            let kernel_grad = actual_grads.get(kernel.as_tensor()).expect("kernel gradient");
+            assert!(relative_error(kernel_grad, expected_grads.get(kernel.as_tensor()).unwrap()) < 1e-12);
+            match actual_grads.get(xs.as_tensor()) {
+                Some(g) => assert!(relative_error(g, expected_grads.get(xs.as_tensor()).unwrap()) < 1e-12),
+                None => assert!(!input_grad, "the input gradient is missing"),
+            }
+        }
+        Ok(())
+    }
+}

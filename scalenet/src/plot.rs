@@ -1,0 +1,262 @@
+//! PNG figures of the diagnostics: the paper's Fig. 1 (a histogram of ratios), Fig. 2 (heat maps
+//! of Gauss-Newton blocks) and the coordinate check (moments against width). Drawn with plotters
+//! and a bundled DejaVu Sans, so no system fonts are needed. Files are written atomically.
+
+use crate::diagnostics::{CoordinateCheck, GaussNewton};
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use std::path::Path;
+use std::sync::Once;
+
+/// Why a figure could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("cannot draw {path}: {message}")]
+    Draw { path: String, message: String },
+    #[error("cannot write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("nothing to plot in {0}")]
+    Empty(String),
+}
+
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bundled font is valid TrueType; a failure here would show as missing text, not a panic.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf"));
+    });
+}
+
+/// Draws into a temporary PNG beside `path`, then renames it over `path`.
+fn draw_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<(), PlotError> {
+    register_font();
+    let shown = path.display().to_string();
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| PlotError::Draw { path: shown.clone(), message: e.to_string() })?;
+        draw(root.clone()).map_err(|message| PlotError::Draw { path: shown.clone(), message })?;
+        root.present().map_err(|e| PlotError::Draw { path: shown.clone(), message: e.to_string() })?;
+    }
+    std::fs::rename(&tmp, path).map_err(|source| PlotError::Io { path: shown, source })
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A histogram of `values` with `bins` bins, a line at 1 (perfect agreement) and the median: the
+/// paper's Fig. 1.
+pub fn ratio_histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<(), PlotError> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let upper = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)].max(2.0) * 1.05;
+    let width = upper / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for v in &sorted {
+        counts[((v / width) as usize).min(bins - 1)] += 1;
+    }
+    let highest = *counts.iter().max().unwrap_or(&1) as f64;
+    draw_png(path, (900, 560), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..upper, 0.0..highest * 1.1)
+            .map_err(text)?;
+        chart.configure_mesh().x_desc(x_label).y_desc("count").label_style((FONT, 15)).draw().map_err(text)?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, c)| {
+                let x0 = i as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, *c as f64)], BLUE.mix(0.6).filled())
+            }))
+            .map_err(text)?;
+        chart
+            .draw_series(LineSeries::new([(1.0, 0.0), (1.0, highest * 1.1)], BLACK.stroke_width(2)))
+            .map_err(text)?
+            .label("1 (theory = measurement)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new([(median, 0.0), (median, highest * 1.1)], RED.stroke_width(2)))
+            .map_err(text)?
+            .label(format!("median {median:.3} (n = {})", sorted.len()))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(text)
+    })
+}
+
+/// Heat maps of the mean squared singular value of every Gauss-Newton block, one panel per
+/// `(title, blocks)`, on one logarithmic colour scale: the paper's Fig. 2.
+pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> Result<(), PlotError> {
+    let logs: Vec<f64> = panels
+        .iter()
+        .flat_map(|(_, g)| g.blocks.iter().flatten().copied())
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(f64::log10)
+        .collect();
+    if logs.is_empty() {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    let lo = logs.iter().copied().fold(f64::MAX, f64::min);
+    let hi = logs.iter().copied().fold(f64::MIN, f64::max).max(lo + 1e-9);
+    let columns = panels.len().min(2) as u32;
+    let rows = panels.len().div_ceil(2) as u32;
+    draw_png(path, (560 * columns + 110, 520 * rows + 50), |root| {
+        let root = root
+            .titled("Gauss-Newton blocks: mean squared singular value (log10, one scale)", (FONT, 22))
+            .map_err(text)?;
+        let (maps, bar) = root.split_horizontally(560 * columns);
+        let areas = maps.split_evenly((rows as usize, columns as usize));
+        for ((title, gn), area) in panels.iter().zip(areas) {
+            let n = gn.layers.len();
+            let names: Vec<String> = gn.layers.iter().map(|l| l.trim_end_matches(".weight").to_string()).collect();
+            let spread = gn.diagonal_spread();
+            let mut chart = ChartBuilder::on(&area)
+                .caption(format!("{title}: diagonal max/min {spread:.2}"), (FONT, 18))
+                .margin(8)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0.0..n as f64, n as f64..0.0)
+                .map_err(text)?;
+            let label = |v: &f64| {
+                let i = v.floor() as usize;
+                if (v - i as f64 - 0.5).abs() < 1e-6 && i < n {
+                    names[i].clone()
+                } else {
+                    String::new()
+                }
+            };
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(2 * n + 1)
+                .y_labels(2 * n + 1)
+                .x_label_formatter(&label)
+                .y_label_formatter(&label)
+                .x_desc("block column m")
+                .y_desc("block row l")
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(text)?;
+            chart
+                .draw_series((0..n).flat_map(|l| (0..n).map(move |m| (l, m))).map(|(l, m)| {
+                    let v = gn.blocks[l][m];
+                    let colour = if v > 0.0 {
+                        ViridisRGB::get_color_normalized(v.log10(), lo, hi)
+                    } else {
+                        RGBColor(200, 200, 200)
+                    };
+                    Rectangle::new([(m as f64, l as f64), (m as f64 + 1.0, l as f64 + 1.0)], colour.filled())
+                }))
+                .map_err(text)?;
+        }
+        // The colour bar, shared by all panels.
+        let mut chart = ChartBuilder::on(&bar)
+            .margin_top(40)
+            .margin_bottom(40)
+            .margin_right(10)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.0, lo..hi)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_desc("log10")
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(text)?;
+        let steps = 100;
+        chart
+            .draw_series((0..steps).map(|i| {
+                let a = lo + (hi - lo) * i as f64 / steps as f64;
+                let b = lo + (hi - lo) * (i + 1) as f64 / steps as f64;
+                Rectangle::new([(0.0, a), (1.0, b)], ViridisRGB::get_color_normalized(a, lo, hi).filled())
+            }))
+            .map_err(text)?;
+        Ok(())
+    })
+}
+
+/// The coordinate check: measured `E[x^2]` after every weight layer (left) and measured gamma of
+/// every weight layer (right) against width, on log-log axes, one line per layer.
+pub fn coordinate_check(path: &Path, check: &CoordinateCheck) -> Result<(), PlotError> {
+    let weight_rows: Vec<usize> =
+        (0..check.steps.len()).filter(|&i| check.gamma.iter().any(|(name, _)| *name == check.steps[i])).collect();
+    let forward: Vec<(String, Vec<f64>)> =
+        weight_rows.iter().map(|&i| (check.steps[i].clone(), check.forward[i].clone())).collect();
+    if forward.is_empty() {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    let widths: Vec<f64> = check.widths.iter().map(|w| *w as f64).collect();
+    draw_png(path, (1300, 560), |root| {
+        let root =
+            root.titled(&format!("{}: coordinate check at initialization", check.network), (FONT, 22)).map_err(text)?;
+        let (left, right) = root.split_horizontally(650);
+        line_panel(&left, "E[x²] after each weight layer", &widths, &forward)?;
+        line_panel(&right, "γ = E[dW²]/E[W²] of each weight layer", &widths, &check.gamma)
+    })
+}
+
+fn line_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    widths: &[f64],
+    lines: &[(String, Vec<f64>)],
+) -> Result<(), String> {
+    let values: Vec<f64> = lines.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| *v > 0.0).collect();
+    let lo = values.iter().copied().fold(f64::MAX, f64::min) / 2.0;
+    let hi = values.iter().copied().fold(f64::MIN, f64::max) * 2.0;
+    let (w0, w1) = (widths[0] / 1.2, widths[widths.len() - 1] * 1.2);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d((w0..w1).log_scale(), (lo..hi).log_scale())
+        .map_err(text)?;
+    chart
+        .configure_mesh()
+        .x_desc("width")
+        .label_style((FONT, 13))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()
+        .map_err(text)?;
+    for (index, (name, values)) in lines.iter().enumerate() {
+        let colour = Palette99::pick(index).to_rgba();
+        let points: Vec<(f64, f64)> =
+            widths.iter().copied().zip(values.iter().copied()).filter(|(_, v)| *v > 0.0).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(text)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(text)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(text)
+}
