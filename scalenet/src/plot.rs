@@ -103,14 +103,19 @@ pub fn ratio_histogram(path: &Path, title: &str, x_label: &str, values: &[f64], 
 }
 
 /// Heat maps of the mean squared singular value of every Gauss-Newton block, one panel per
-/// `(title, blocks)`, on one logarithmic colour scale: the paper's Fig. 2.
+/// `(title, blocks)`: the paper's Fig. 2. Each panel is divided by the geometric mean of its
+/// diagonal (the overall scale of the loss differs between inits and says nothing about
+/// conditioning), then all share one logarithmic colour scale.
 pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> Result<(), PlotError> {
-    let logs: Vec<f64> = panels
+    let relative: Vec<Vec<Vec<f64>>> = panels
         .iter()
-        .flat_map(|(_, g)| g.blocks.iter().flatten().copied())
-        .filter(|v| *v > 0.0 && v.is_finite())
-        .map(f64::log10)
+        .map(|(_, g)| {
+            let diagonal = g.diagonal();
+            let log_mean = diagonal.iter().map(|d| d.log10()).sum::<f64>() / diagonal.len().max(1) as f64;
+            g.blocks.iter().map(|row| row.iter().map(|v| v.log10() - log_mean).collect()).collect()
+        })
         .collect();
+    let logs: Vec<f64> = relative.iter().flatten().flatten().copied().filter(|v| v.is_finite()).collect();
     if logs.is_empty() {
         return Err(PlotError::Empty(path.display().to_string()));
     }
@@ -124,7 +129,7 @@ pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> R
             .map_err(text)?;
         let (maps, bar) = root.split_horizontally(560 * columns);
         let areas = maps.split_evenly((rows as usize, columns as usize));
-        for ((title, gn), area) in panels.iter().zip(areas) {
+        for (((title, gn), logs), area) in panels.iter().zip(&relative).zip(areas) {
             let n = gn.layers.len();
             let names: Vec<String> = gn.layers.iter().map(|l| l.trim_end_matches(".weight").to_string()).collect();
             let spread = gn.diagonal_spread();
@@ -157,9 +162,9 @@ pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> R
                 .map_err(text)?;
             chart
                 .draw_series((0..n).flat_map(|l| (0..n).map(move |m| (l, m))).map(|(l, m)| {
-                    let v = gn.blocks[l][m];
-                    let colour = if v > 0.0 {
-                        ViridisRGB::get_color_normalized(v.log10(), lo, hi)
+                    let v = logs[l][m];
+                    let colour = if v.is_finite() {
+                        ViridisRGB::get_color_normalized(v, lo, hi)
                     } else {
                         RGBColor(200, 200, 200)
                     };
@@ -179,7 +184,7 @@ pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> R
             .configure_mesh()
             .disable_mesh()
             .disable_x_axis()
-            .y_desc("log10")
+            .y_desc("log10 of block / diagonal geometric mean")
             .label_style((FONT, 13))
             .draw()
             .map_err(text)?;
@@ -196,54 +201,75 @@ pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> R
 }
 
 /// The coordinate check: measured `E[x^2]` after every weight layer (left) and measured gamma of
-/// every weight layer (right) against width, on log-log axes, one line per layer.
+/// every weight layer (right) against width, one line per layer, the calculus dashed.
 pub fn coordinate_check(path: &Path, check: &CoordinateCheck) -> Result<(), PlotError> {
     let weight_rows: Vec<usize> =
         (0..check.steps.len()).filter(|&i| check.gamma.iter().any(|(name, _)| *name == check.steps[i])).collect();
     let forward: Vec<(String, Vec<f64>)> =
         weight_rows.iter().map(|&i| (check.steps[i].clone(), check.forward[i].clone())).collect();
+    let forward_predicted: Vec<Vec<f64>> = weight_rows.iter().map(|&i| check.forward_predicted[i].clone()).collect();
     if forward.is_empty() {
         return Err(PlotError::Empty(path.display().to_string()));
     }
-    let widths: Vec<f64> = check.widths.iter().map(|w| *w as f64).collect();
     draw_png(path, (1300, 560), |root| {
-        let root =
-            root.titled(&format!("{}: coordinate check at initialization", check.network), (FONT, 22)).map_err(text)?;
+        let title = format!("{}: coordinate check at initialization (dashed: the calculus)", check.network);
+        let root = root.titled(&title, (FONT, 22)).map_err(text)?;
         let (left, right) = root.split_horizontally(650);
-        line_panel(&left, "E[x²] after each weight layer", &widths, &forward)?;
-        line_panel(&right, "γ = E[dW²]/E[W²] of each weight layer", &widths, &check.gamma)
+        line_panel(&left, "E[x²] after each weight layer", &check.widths, &forward, &forward_predicted)?;
+        line_panel(&right, "γ = E[dW²]/E[W²] of each weight layer", &check.widths, &check.gamma, &check.gamma_predicted)
     })
 }
 
+/// Lines against width, the widths equally spaced (sweeps double the width at each step).
 fn line_panel(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     title: &str,
-    widths: &[f64],
+    widths: &[usize],
     lines: &[(String, Vec<f64>)],
+    predicted: &[Vec<f64>],
 ) -> Result<(), String> {
-    let values: Vec<f64> = lines.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| *v > 0.0).collect();
+    let values: Vec<f64> = lines
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .chain(predicted.iter().flatten().copied())
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
     let lo = values.iter().copied().fold(f64::MAX, f64::min) / 2.0;
     let hi = values.iter().copied().fold(f64::MIN, f64::max) * 2.0;
-    let (w0, w1) = (widths[0] / 1.2, widths[widths.len() - 1] * 1.2);
+    let n = widths.len();
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 18))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d((w0..w1).log_scale(), (lo..hi).log_scale())
+        .build_cartesian_2d(-0.3..(n as f64 - 0.7), (lo..hi).log_scale())
         .map_err(text)?;
+    let width_label = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+            widths[i as usize].to_string()
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
         .x_desc("width")
         .label_style((FONT, 13))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(4 * n)
+        .x_label_formatter(&width_label)
         .y_label_formatter(&|v| format!("{v:.1e}"))
         .draw()
         .map_err(text)?;
     for (index, (name, values)) in lines.iter().enumerate() {
         let colour = Palette99::pick(index).to_rgba();
-        let points: Vec<(f64, f64)> =
-            widths.iter().copied().zip(values.iter().copied()).filter(|(_, v)| *v > 0.0).collect();
+        let at = |values: &[f64]| -> Vec<(f64, f64)> {
+            values.iter().enumerate().map(|(i, v)| (i as f64, *v)).filter(|(_, v)| *v > 0.0 && v.is_finite()).collect()
+        };
+        if let Some(expected) = predicted.get(index) {
+            chart.draw_series(DashedLineSeries::new(at(expected), 6, 4, colour.stroke_width(1))).map_err(text)?;
+        }
+        let points = at(values);
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
             .map_err(text)?

@@ -18,6 +18,8 @@ pub struct CoordinateCheck {
     pub scaling: Vec<Vec<f64>>,
     /// `[weight step][width]` measured weight-to-gradient ratio (Theorem 1), with its step's label.
     pub gamma: Vec<(String, Vec<f64>)>,
+    /// `[weight step][width]` the calculus's gamma, in the order of `gamma`.
+    pub gamma_predicted: Vec<Vec<f64>>,
 }
 
 /// Why a set of diagnoses is not one width sweep.
@@ -65,7 +67,15 @@ impl CoordinateCheck {
                 (steps[i].clone(), values)
             })
             .collect();
+        let gamma_predicted = reference
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.gamma.is_some())
+            .map(|(i, _)| sweep.iter().map(|(_, d)| d.steps[i].gamma.map_or(f64::NAN, |g| g.predicted)).collect())
+            .collect();
         Ok(CoordinateCheck {
+            gamma_predicted,
             network: network.to_string(),
             widths: sweep.iter().map(|(w, _)| *w).collect(),
             forward: per_step(&|s| s.forward.measured),
@@ -100,8 +110,9 @@ impl CoordinateCheck {
             rows("forward_predicted", step, &self.forward_predicted[i]);
             rows("scaling", step, &self.scaling[i]);
         }
-        for (step, values) in &self.gamma {
+        for ((step, values), predicted) in self.gamma.iter().zip(&self.gamma_predicted) {
             rows("gamma", step, values);
+            rows("gamma_predicted", step, predicted);
         }
         csv
     }
