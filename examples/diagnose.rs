@@ -52,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     setups: usize,
     /// Fig. 1: samples per setup.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     setup_batch: usize,
     /// Fig. 2: initializations averaged per init scheme.
     #[arg(long, default_value_t = 4)]
