@@ -125,7 +125,10 @@ pub fn gauss_newton_heat_maps(path: &Path, panels: &[(&str, &GaussNewton)]) -> R
     let rows = panels.len().div_ceil(2) as u32;
     draw_png(path, (560 * columns + 110, 520 * rows + 50), |root| {
         let root = root
-            .titled("Gauss-Newton blocks: mean squared singular value / geometric mean of the diagonal (log10)", (FONT, 22))
+            .titled(
+                "Gauss-Newton blocks: mean squared singular value / geometric mean of the diagonal (log10)",
+                (FONT, 22),
+            )
             .map_err(text)?;
         let (maps, bar) = root.split_horizontally(560 * columns);
         let areas = maps.split_evenly((rows as usize, columns as usize));
