@@ -290,28 +290,31 @@ fn diagnose<N: scalenet::Network>(
     Ok(scalenet::diagnostics::Diagnosis::mean(&all).expect("seeds > 0"))
 }
 
-/// Per-layer diagnostics against the calculus, with batch-size-1 semantics. On the MLP
-/// (8 initializations, 1024 samples) every weight layer's measured gamma is within 10% of the
-/// prediction (measured 0.986, 0.971, 0.953 of it). On the strided LeNet the first convolution is
-/// (0.946), but the second is not: its output goes through ReLU and 2x2 average pooling, whose
-/// backward pass copies one gradient over each window, while its input (pooled ReLU output) has
-/// mean^2 about 0.65 of E[x^2]; the cross terms sum_{p != p'} E[x_p x_p'] E[dy_p dy_p'] that
-/// assumption 2 drops then add about 1 + 3 x 0.65 x 1/2 = 2 (measured 1.8). The fully connected
-/// layers follow the forward moments, which vary a lot between seeds in this narrow network (see
-/// `lenet_forward_moments_match_after_every_op`). Both are printed, not asserted; so is the
-/// extrinsic form of eq. (2), which divides by the realized E[y^2] and so varies by O(1/sqrt(n_out))
-/// between seeds (1.11 of the measured gamma at the MLP's 10-unit output over these 8 seeds).
+/// Per-layer diagnostics against the calculus, with batch-size-1 semantics.
+///
+/// On the MLP (32 initializations x 128 samples) every weight layer's gamma is within 10% of the
+/// prediction (measured 0.98-1.03, standard errors 0.02-0.03 between initializations), and the
+/// weight gradient is what assumption 2 gives from the layer's own moments (`x~dy` 0.995-1.001):
+/// a fully connected layer's per-sample gradient `dy xᵀ` has `|dW|² = |dy|² |x|²` exactly.
+///
+/// On the LeNet with 2x2 average pooling the assumption fails, and the diagnostics say where:
+/// pooling's backward pass copies one gradient over each window, so conv2's output gradient is
+/// equal at neighbouring positions, whose overlapping patches share the (positive) mean of the
+/// input: the cross terms that assumption 2 drops add up, and conv2's `x~dy` is about 2.5
+/// (conv1's, 1.1). Printed and asserted, as the limit the README documents.
 #[test]
 fn diagnostics_match_the_calculus_where_its_assumptions_hold() -> candle_core::Result<()> {
-    let mlp = diagnose(|v, s| Mlp::new_seeded(v, DType::F32, &Device::Cpu, s), &[784], 1024, 8)?;
-    let lenet = diagnose(|v, s| LeNet::new_seeded(v, DType::F32, &Device::Cpu, s), &LeNet::INPUT_SHAPE, 512, 4)?;
+    let mlp = diagnose(|v, s| Mlp::new_seeded(v, DType::F32, &Device::Cpu, s), &[784], 128, 32)?;
+    let lenet = diagnose(|v, s| LeNet::new_seeded(v, DType::F32, &Device::Cpu, s), &LeNet::INPUT_SHAPE, 64, 8)?;
     println!("{mlp}\n{lenet}");
     for step in mlp.steps.iter().filter(|s| s.gamma.is_some()) {
         let ratio = step.gamma.unwrap().ratio();
         assert!((ratio - 1.0).abs() < 0.10, "mlp {}: gamma ratio {ratio}", step.layer);
+        let correlation = step.gradient_correlation.unwrap();
+        assert!((correlation - 1.0).abs() < 0.02, "mlp {}: x~dy {correlation}", step.layer);
     }
-    let conv1 = lenet.steps.iter().find(|s| s.layer == "conv1").unwrap();
-    assert!((conv1.gamma.unwrap().ratio() - 1.0).abs() < 0.10, "lenet conv1: {:?}", conv1.gamma);
+    let conv2 = lenet.steps.iter().find(|s| s.layer == "conv2").unwrap();
+    assert!(conv2.gradient_correlation.unwrap() > 1.5, "pooled lenet conv2: x~dy {:?}", conv2.gradient_correlation);
     // JSON carries the same numbers.
     let json: serde_json::Value = serde_json::from_str(&mlp.to_json()).expect("valid json");
     assert_eq!(json["steps"][1]["layer"], "fc1");

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 mod coordinate;
 mod gauss_newton;
+pub mod per_sample;
 
 pub use coordinate::CoordinateCheck;
 pub use gauss_newton::{gauss_newton, GaussNewton};
@@ -35,12 +36,14 @@ pub fn weight_second_moments(varmap: &VarMap) -> Result<BTreeMap<String, f64>> {
 }
 
 /// The weight-to-gradient ratio `E[dW^2]/E[W^2]` of every `.weight` variable (Theorem 1: it equals
-/// gamma), with batch-size-1 semantics.
+/// gamma), with batch-size-1 semantics, estimated from one batch gradient.
 ///
 /// The loss is `sum(y * N)` for i.i.d. standard normal `N` drawn from `seed`: each sample's
 /// backward signal is independent of the others' and uncorrelated with the output, so the
 /// per-sample weight gradients are uncorrelated and `E[dW_batch^2] = B E[dW_sample^2]`. (The
 /// gradient of one shared quadratic loss would add the samples coherently in the last layer.)
+/// This reaches every weight, inside residual blocks too, but the estimate is noisy for
+/// convolutions (see [`per_sample`]); [`measure`] forms each sample's gradient instead.
 pub fn weight_to_gradient_ratios(varmap: &VarMap, output: &Tensor, seed: u64) -> Result<BTreeMap<String, f64>> {
     let signal = seeded_normal(output, seed)?;
     let grads = (output * signal)?.sum_all()?.backward()?;
@@ -70,18 +73,63 @@ fn ratios_from_gradients(
 pub struct Compared {
     pub measured: f64,
     pub predicted: f64,
+    /// Standard error of `measured` between initializations (jackknife), where several are pooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standard_error: Option<f64>,
 }
 
 impl Compared {
+    pub fn new(measured: f64, predicted: f64) -> Self {
+        Compared { measured, predicted, standard_error: None }
+    }
+
     pub fn ratio(&self) -> f64 {
         self.measured / self.predicted
     }
 
-    fn mean(values: &[Compared]) -> Compared {
-        let n = values.len().max(1) as f64;
-        Compared {
-            measured: values.iter().map(|c| c.measured).sum::<f64>() / n,
-            predicted: values.iter().map(|c| c.predicted).sum::<f64>() / n,
+    /// Standard error of [`Compared::ratio`].
+    pub fn ratio_standard_error(&self) -> Option<f64> {
+        self.standard_error.map(|e| e / self.predicted.abs())
+    }
+}
+
+/// The second moments measured at one step, per sample and per entry: what every comparison with
+/// the calculus is computed from. Pooling initializations averages these, so ratios such as
+/// `E[db^2]/E[y^2]` are ratios of pooled moments, not means of noisy per-initialization ratios.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StepMoments {
+    /// `E[x^2]` of the step's input.
+    pub input: f64,
+    /// `E[y^2]` of the step's output.
+    pub output: f64,
+    /// `E[dy^2]` of the gradient at the step's output.
+    pub output_gradient: f64,
+    /// `E[W^2]`, for convolutions and linear layers.
+    pub weight: Option<f64>,
+    /// `E[dW^2]`, one sample's gradient at a time.
+    pub weight_gradient: Option<f64>,
+    /// What `E[dW^2]` would be if the gradient at the output were uncorrelated with the input, as
+    /// assumption 2 has it: `rho_out^2 coverage E[x^2] E[dy^2]` from the same batch.
+    pub uncorrelated_weight_gradient: Option<f64>,
+    /// `E[db^2]`, one sample's gradient at a time, where the step adds a bias.
+    pub bias_gradient: Option<f64>,
+}
+
+impl StepMoments {
+    fn mean(all: &[StepMoments]) -> StepMoments {
+        let n = all.len() as f64;
+        let mean = |pick: &dyn Fn(&StepMoments) -> f64| all.iter().map(pick).sum::<f64>() / n;
+        let mean_of = |pick: &dyn Fn(&StepMoments) -> Option<f64>| -> Option<f64> {
+            all.iter().map(pick).sum::<Option<f64>>().map(|s| s / n)
+        };
+        StepMoments {
+            input: mean(&|m| m.input),
+            output: mean(&|m| m.output),
+            output_gradient: mean(&|m| m.output_gradient),
+            weight: mean_of(&|m| m.weight),
+            weight_gradient: mean_of(&|m| m.weight_gradient),
+            uncorrelated_weight_gradient: mean_of(&|m| m.uncorrelated_weight_gradient),
+            bias_gradient: mean_of(&|m| m.bias_gradient),
         }
     }
 }
@@ -93,37 +141,138 @@ pub struct StepDiagnosis {
     /// Parameter path (empty for steps without parameters).
     pub layer: String,
     pub op: String,
-    /// `E[x^2]` of the step's output.
+    /// What the rows below are computed from.
+    pub moments: StepMoments,
+    /// `E[y^2]` of the step's output.
     pub forward: Compared,
-    /// `E[dx^2]` of the step's output, per sample.
+    /// `E[dy^2]` of the step's output, per sample.
     pub backward: Compared,
-    /// The activation scaling factor, eq. (1).
+    /// The activation scaling factor at the output, eq. (1).
     pub scaling: Compared,
     /// `E[dW^2]/E[W^2]` (Theorem 1), for convolutions and linear layers.
     pub gamma: Option<Compared>,
+    /// `E[dW^2]` over `rho_out^2 coverage E[x^2] E[dy^2]`: 1 when the layer's input and the gradient at
+    /// its output are uncorrelated (assumption 2, on which Theorem 1 rests); a layer's own check,
+    /// free of the moments' variation between initializations.
+    pub gradient_correlation: Option<f64>,
     /// Eq. (2), second form, from the measured moments around the layer:
     /// `n_in k^2 cov rho_out^2 E[x_in^2]^2 E[dy^2] / E[y^2]`.
     pub extrinsic_gamma: Option<f64>,
-    /// Eq. (7): `rho_out^2 E[dy^2] / E[y^2]`, where the layer adds a bias.
+    /// Eq. (7): `E[db^2]/E[y^2]`, where the layer adds a bias (`rho_out^2 E[dy^2]/E[y^2]` when the
+    /// positions' gradients are uncorrelated, as the calculus assumes).
     pub bias_gamma: Option<Compared>,
+    #[serde(skip)]
+    predicted: Predicted,
+}
+
+/// What the plan predicts at one step, and the constants that turn moments into its quantities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Predicted {
+    forward: f64,
+    backward: f64,
+    scaling: f64,
+    gamma: Option<f64>,
+    bias_gamma: Option<f64>,
+    /// Entries of the step's output per sample (eq. 1).
+    output_numel: f64,
+    /// `n_in k^2 coverage rho_out^2` of eq. (2), second form, for weight steps.
+    extrinsic_constant: Option<f64>,
+    /// `coverage rho_out^2`: the positions and taps that add to each weight's gradient.
+    gradient_terms: Option<f64>,
+}
+
+impl Predicted {
+    fn of(step: &crate::calculus::Step) -> Self {
+        Predicted {
+            forward: step.forward.second,
+            backward: step.backward,
+            scaling: step.scaling,
+            gamma: step.gamma,
+            bias_gamma: step.bias_gamma,
+            output_numel: step.output_shape.numel() as f64,
+            extrinsic_constant: step.weight().map(|_| extrinsic_gamma(step, 1.0, 1.0, 1.0)),
+            gradient_terms: step.weight().map(|w| w.geometry.coverage * step.output_shape.area() as f64),
+        }
+    }
+}
+
+impl StepDiagnosis {
+    /// The comparisons of `moments` with `predicted`.
+    fn new(step: usize, layer: String, op: String, predicted: Predicted, moments: StepMoments) -> Self {
+        let m = moments;
+        let p = predicted;
+        StepDiagnosis {
+            step,
+            layer,
+            op,
+            moments,
+            forward: Compared::new(m.output, p.forward),
+            backward: Compared::new(m.output_gradient, p.backward),
+            scaling: Compared::new(p.output_numel * m.output_gradient * m.output, p.scaling),
+            gamma: match (m.weight_gradient, m.weight, p.gamma) {
+                (Some(gradient), Some(weight), Some(gamma)) => Some(Compared::new(gradient / weight, gamma)),
+                _ => None,
+            },
+            gradient_correlation: match (m.weight_gradient, m.uncorrelated_weight_gradient) {
+                (Some(gradient), Some(uncorrelated)) => Some(gradient / uncorrelated),
+                _ => None,
+            },
+            extrinsic_gamma: p.extrinsic_constant.map(|c| c * m.input * m.input * m.output_gradient / m.output),
+            bias_gamma: match (m.bias_gradient, p.bias_gamma) {
+                (Some(gradient), Some(gamma)) => Some(Compared::new(gradient / m.output, gamma)),
+                _ => None,
+            },
+            predicted,
+        }
+    }
+
+    /// This step's comparisons recomputed from other `moments`.
+    fn with_moments(&self, moments: StepMoments) -> StepDiagnosis {
+        StepDiagnosis::new(self.step, self.layer.clone(), self.op.clone(), self.predicted, moments)
+    }
+
+    /// This step with the jackknife standard error of every measured value, from the same step
+    /// pooled over all measurements but one, for each one left out.
+    fn with_standard_errors(mut self, left_out: &[StepDiagnosis]) -> StepDiagnosis {
+        let n = left_out.len() as f64;
+        let error = |pick: &dyn Fn(&StepDiagnosis) -> Option<f64>| -> Option<f64> {
+            let values: Vec<f64> = left_out.iter().map(pick).collect::<Option<_>>()?;
+            let mean = values.iter().sum::<f64>() / n;
+            Some(((n - 1.0) / n * values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()).sqrt())
+        };
+        self.forward.standard_error = error(&|s| Some(s.forward.measured));
+        self.backward.standard_error = error(&|s| Some(s.backward.measured));
+        self.scaling.standard_error = error(&|s| Some(s.scaling.measured));
+        if let Some(gamma) = self.gamma.as_mut() {
+            gamma.standard_error = error(&|s| s.gamma.map(|g| g.measured));
+        }
+        if let Some(bias_gamma) = self.bias_gamma.as_mut() {
+            bias_gamma.standard_error = error(&|s| s.bias_gamma.map(|g| g.measured));
+        }
+        self
+    }
 }
 
 /// Per-step measurements of a network against its plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Diagnosis {
     pub network: String,
-    /// Initializations averaged.
+    /// Initializations pooled.
     pub initializations: usize,
+    /// Samples per initialization.
     pub samples: usize,
     pub steps: Vec<StepDiagnosis>,
 }
 
 /// Measures every top-level step of `net` (whose variables are in `varmap`) on `input`, with
 /// batch-size-1 semantics: the loss is `sum(y * N)` for i.i.d. standard normal `N` drawn from
-/// `seed`, so each sample's backward signal is independent. Zero "probe" variables added after
-/// every step give `dL/dx` there (candle's `GradStore` keeps no gradient of intermediate tensors).
-/// Forward moments are measured in evaluation mode (dropout off), as the calculus predicts them.
+/// `seed`, so each sample's backward signal is independent of the others and of the output, and
+/// weight and bias gradients are formed one sample at a time ([`per_sample`]). Zero "probe"
+/// variables added after every step give `dL/dx` there (candle's `GradStore` keeps no gradient of
+/// intermediate tensors). Forward moments are measured in evaluation mode (dropout off), as the
+/// calculus predicts them.
 pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: u64) -> Result<Diagnosis> {
+    use crate::calculus::{Op, StepOp};
     let plan = N::plan();
     let mut outputs = Vec::with_capacity(plan.steps.len());
     let mut probes = Vec::with_capacity(plan.steps.len());
@@ -137,34 +286,40 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
     let output = net.forward_hooked(input, false, Some(&mut hook))?;
     let signal = seeded_normal(&output, seed)?;
     let grads = (&output * signal)?.sum_all()?.backward()?;
-    let measured_ratios = ratios_from_gradients(varmap, &grads, input.dim(0)?)?;
-    let input_second = second_moment(input)?;
+    let weights = weight_second_moments(varmap)?;
     let mut rows = Vec::with_capacity(plan.steps.len());
     for (index, step) in plan.steps.iter().enumerate() {
-        let forward = second_moment(&outputs[index])?;
-        let backward = match grads.get(probes[index].as_tensor()) {
-            Some(gradient) => second_moment(gradient)?,
-            None => 0.0,
+        let step_input = if index == 0 { input } else { &outputs[index - 1] };
+        let output_gradient = match grads.get(probes[index].as_tensor()) {
+            Some(gradient) => gradient.clone(),
+            None => outputs[index].zeros_like()?,
         };
-        let numel = step.output_shape.numel() as f64;
-        let previous = if index == 0 { input_second } else { second_moment(&outputs[index - 1])? };
-        let area_out = step.output_shape.area() as f64;
-        rows.push(StepDiagnosis {
-            step: index,
-            layer: step.name.clone(),
-            op: describe(step),
-            forward: Compared { measured: forward, predicted: step.forward.second },
-            backward: Compared { measured: backward, predicted: step.backward },
-            scaling: Compared { measured: numel * backward * forward, predicted: step.scaling },
-            gamma: step.weight().and_then(|_| {
-                let measured = measured_ratios.get(&format!("{}.weight", step.name))?;
-                Some(Compared { measured: *measured, predicted: step.gamma? })
-            }),
-            extrinsic_gamma: step.weight().map(|_| extrinsic_gamma(step, previous, forward, backward)),
-            bias_gamma: step
-                .bias_gamma
-                .map(|predicted| Compared { measured: area_out * backward / forward, predicted }),
-        });
+        let weight_gradient = match &step.op {
+            StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => Some(
+                per_sample::conv2d_weight_gradient_moment(step_input, &output_gradient, *kernel, *padding, *stride)?,
+            ),
+            StepOp::Declared { op: Op::Linear { .. }, .. } => {
+                Some(per_sample::linear_weight_gradient_moment(step_input, &output_gradient)?)
+            }
+            _ => None,
+        };
+        let (input_moment, output_gradient_moment) = (second_moment(step_input)?, second_moment(&output_gradient)?);
+        let predicted = Predicted::of(step);
+        let moments = StepMoments {
+            input: input_moment,
+            output: second_moment(&outputs[index])?,
+            output_gradient: output_gradient_moment,
+            uncorrelated_weight_gradient: weight_gradient
+                .and(predicted.gradient_terms)
+                .map(|terms| terms * input_moment * output_gradient_moment),
+            weight: step.weight().and_then(|_| weights.get(&format!("{}.weight", step.name)).copied()),
+            weight_gradient,
+            bias_gradient: match step.bias_gamma {
+                Some(_) => Some(per_sample::bias_gradient_moment(&output_gradient)?),
+                None => None,
+            },
+        };
+        rows.push(StepDiagnosis::new(index, step.name.clone(), describe(step), predicted, moments));
     }
     Ok(Diagnosis { network: N::NAME.to_string(), initializations: 1, samples: input.dim(0)?, steps: rows })
 }
@@ -190,26 +345,35 @@ fn describe(step: &crate::calculus::Step) -> String {
 }
 
 impl Diagnosis {
-    /// The mean of several measurements of the same network (e.g. over initializations).
+    /// Several measurements of the same network (e.g. over initializations) pooled: every step's
+    /// moments are averaged and the comparisons recomputed from them, each measured value with its
+    /// jackknife standard error between the measurements. `None` when `all` is empty or the
+    /// measurements are not of one network.
     pub fn mean(all: &[Diagnosis]) -> Option<Diagnosis> {
         let first = all.first()?;
-        let mean_of = |pick: &dyn Fn(&StepDiagnosis) -> Option<Compared>, i: usize| -> Option<Compared> {
-            let values: Option<Vec<Compared>> = all.iter().map(|d| pick(&d.steps[i])).collect();
-            values.map(|v| Compared::mean(&v))
-        };
+        let consistent = all.iter().all(|d| {
+            d.network == first.network
+                && d.steps.len() == first.steps.len()
+                && d.steps.iter().zip(&first.steps).all(|(a, b)| a.layer == b.layer && a.op == b.op)
+        });
+        if !consistent {
+            return None;
+        }
         let steps = (0..first.steps.len())
-            .map(|i| StepDiagnosis {
-                forward: mean_of(&|s| Some(s.forward), i).expect("always"),
-                backward: mean_of(&|s| Some(s.backward), i).expect("always"),
-                scaling: mean_of(&|s| Some(s.scaling), i).expect("always"),
-                gamma: mean_of(&|s| s.gamma, i),
-                bias_gamma: mean_of(&|s| s.bias_gamma, i),
-                extrinsic_gamma: all
-                    .iter()
-                    .map(|d| d.steps[i].extrinsic_gamma)
-                    .sum::<Option<f64>>()
-                    .map(|s| s / all.len() as f64),
-                ..first.steps[i].clone()
+            .map(|i| {
+                let moments: Vec<StepMoments> = all.iter().map(|d| d.steps[i].moments).collect();
+                let pooled = first.steps[i].with_moments(StepMoments::mean(&moments));
+                if moments.len() < 2 {
+                    return pooled;
+                }
+                let left_out: Vec<StepDiagnosis> = (0..moments.len())
+                    .map(|j| {
+                        let rest: Vec<StepMoments> =
+                            moments.iter().enumerate().filter(|(k, _)| *k != j).map(|(_, m)| *m).collect();
+                        first.steps[i].with_moments(StepMoments::mean(&rest))
+                    })
+                    .collect();
+                pooled.with_standard_errors(&left_out)
             })
             .collect();
         Some(Diagnosis {
@@ -228,6 +392,7 @@ impl Diagnosis {
 impl std::fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::calculus::number;
+        let ratio = |c: Option<Compared>| c.map_or(String::new(), |c| format!("{:.3}", c.ratio()));
         writeln!(
             f,
             "{}: measured/predicted over {} initialization(s) x {} samples (batch-size-1 semantics)",
@@ -235,15 +400,17 @@ impl std::fmt::Display for Diagnosis {
         )?;
         writeln!(
             f,
-            "{:>4}  {:<10} {:<12} {:>10} {:>7}  {:>10} {:>7}  {:>7}  {:>10} {:>7} {:>10}  {:>7}",
-            "step", "layer", "op", "E[x²]", "ratio", "E[dx²]", "ratio", "ς ratio", "γ", "ratio", "γ extr.", "γ_b rat"
+            "{:>4}  {:<10} {:<12} {:>10} {:>7}  {:>10} {:>7}  {:>7}  {:>10} {:>12} {:>8} {:>10}  {:>7}",
+            "step", "layer", "op", "E[x²]", "ratio", "E[dx²]", "ratio", "ς ratio", "γ", "ratio", "x~dy", "γ extr.", "γ_b rat"
         )?;
         for s in &self.steps {
-            let (gamma, gamma_ratio) =
-                s.gamma.map_or((String::new(), String::new()), |g| (number(g.measured), format!("{:.3}", g.ratio())));
+            let gamma_ratio = s.gamma.map_or(String::new(), |g| {
+                let error = g.ratio_standard_error().map_or(String::new(), |e| format!("±{e:.3}"));
+                format!("{:.3}{error}", g.ratio())
+            });
             writeln!(
                 f,
-                "{:>4}  {:<10} {:<12} {:>10} {:>7.3}  {:>10} {:>7.3}  {:>7.3}  {:>10} {:>7} {:>10}  {:>7}",
+                "{:>4}  {:<10} {:<12} {:>10} {:>7.3}  {:>10} {:>7.3}  {:>7.3}  {:>10} {:>12} {:>8} {:>10}  {:>7}",
                 s.step,
                 s.layer,
                 s.op,
@@ -252,13 +419,18 @@ impl std::fmt::Display for Diagnosis {
                 number(s.backward.measured),
                 s.backward.ratio(),
                 s.scaling.ratio(),
-                gamma,
+                s.gamma.map_or(String::new(), |g| number(g.measured)),
                 gamma_ratio,
+                s.gradient_correlation.map_or(String::new(), |c| format!("{c:.3}")),
                 s.extrinsic_gamma.map_or(String::new(), number),
-                s.bias_gamma.map_or(String::new(), |b| format!("{:.3}", b.ratio())),
+                ratio(s.bias_gamma),
             )?;
         }
-        Ok(())
+        writeln!(
+            f,
+            "ratio: measured/predicted (± standard error between initializations); x~dy: E[dW²] over its value if the \
+             layer's input and output gradient were uncorrelated (assumption 2)"
+        )
     }
 }
 
