@@ -19,7 +19,7 @@ network! {
     }
 }
 
-/// `gauss_newton`'s blocks equal `‖Σ_b J_bᵀ R_b J_b r‖² / B / sqrt(n_l n_m)` computed from the
+/// `gauss_newton`'s blocks equal `Σ_b ‖J_bᵀ R_b J_b r‖² / B / sqrt(n_l n_m)` computed from the
 /// explicit per-sample Jacobians (central differences of every weight, in f64) and the same `R_b`
 /// and `r`. This checks the finite-difference JVP, the backward pass and the normalization.
 #[test]
@@ -65,20 +65,24 @@ fn gauss_newton_blocks_match_the_explicit_matrix() -> candle_core::Result<()> {
     let a = seeded_normal(&Tensor::zeros((batch, 3, 3), DType::F64, &device)?, seed)?.to_vec3::<f64>()?;
     for m in 0..vars.len() {
         let r = seeded_normal(vars[m].as_tensor(), seed + 1 + m as u64)?.flatten_all()?.to_vec1::<f64>()?;
-        let mut product = vec![0.0; total];
+        // Σ_b ‖(J_bᵀ R_b J_b r)_l‖², one sample's product at a time.
+        let mut norms = vec![0.0; vars.len()];
         for b in 0..batch {
+            let mut product = vec![0.0; total];
             let jr: Vec<f64> =
                 (0..3).map(|o| (0..sizes[m]).map(|p| jacobian[b][o][offsets[m] + p] * r[p]).sum()).collect();
             let u: Vec<f64> = (0..3)
                 .map(|i| (0..3).map(|j| (a[b][i][j] + a[b][j][i]) / std::f64::consts::SQRT_2 * jr[j]).sum())
                 .collect();
             for (p, value) in product.iter_mut().enumerate() {
-                *value += (0..3).map(|o| jacobian[b][o][p] * u[o]).sum::<f64>();
+                *value = (0..3).map(|o| jacobian[b][o][p] * u[o]).sum::<f64>();
+            }
+            for (l, norm) in norms.iter_mut().enumerate() {
+                *norm += product[offsets[l]..offsets[l] + sizes[l]].iter().map(|v| v * v).sum::<f64>();
             }
         }
         for l in 0..vars.len() {
-            let norm: f64 = product[offsets[l]..offsets[l] + sizes[l]].iter().map(|v| v * v).sum();
-            let expected = norm / batch as f64 / ((sizes[l] * sizes[m]) as f64).sqrt();
+            let expected = norms[l] / batch as f64 / ((sizes[l] * sizes[m]) as f64).sqrt();
             let got = measured.blocks[l][m];
             assert!((got - expected).abs() <= 1e-5 * expected.abs(), "block ({l}, {m}): {got} vs explicit {expected}");
         }

@@ -12,10 +12,14 @@
 //! 2. `J_lᵀ (R J_m r)` for every `l` at once is the weight gradient of `Σ_b u_bᵀ y_b` with the
 //!    constant `u_b = R_b (J_m r)_b`: one backward pass.
 //!
-//! Each sample gets its own `R_b`, so the per-sample products add up uncorrelated in the batch
-//! (`R_b` has zero mean and is independent of everything else): `E‖Σ_b G_b r‖² = B E‖G_b r‖²`.
-//! This is the batch-size-1 semantics the calculus is stated in, measured on a whole batch.
+//! Each sample gets its own `R_b`, and for the weight layers at the top level of the network
+//! (those the forward hook sees) each sample's product `(G_lm r)_b` is formed and squared on its
+//! own ([`super::per_sample`]), which is the batch-size-1 semantics the calculus is stated in.
+//! Inside residual blocks the batch product is squared instead: the samples still add up
+//! uncorrelated (`R_b` has zero mean and is independent of everything else), so
+//! `E‖Σ_b G_b r‖² = B E‖G_b r‖²`, but that estimate is much noisier.
 
+use super::per_sample::per_sample_weight_gradient_moment;
 use super::{extrinsic_gamma, second_moment, seeded_normal};
 use crate::Network;
 use candle_core::{Result, Tensor, Var, D};
@@ -31,7 +35,7 @@ pub struct GaussNewton {
     pub layers: Vec<String>,
     /// Number of weights in each layer.
     pub sizes: Vec<usize>,
-    /// `blocks[l][m] = ‖G_lm r‖² / sqrt(n_l n_m)` for `r` standard normal over `W_m`: an unbiased
+    /// `blocks[l][m] = E_b‖G_lm,b r‖² / sqrt(n_l n_m)` for `r` standard normal over `W_m`: an unbiased
     /// estimate of the mean squared singular value of the block, `‖G_lm‖_F² / sqrt(n_l n_m)`.
     /// On the diagonal this is the paper's `E[(G_l r)^2]` (Theorem 2).
     pub blocks: Vec<Vec<f64>>,
@@ -138,8 +142,12 @@ pub fn gauss_newton<N: Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: 
             .insert(step.name.clone(), extrinsic_gamma(step, previous, second_moment(&outputs[index])?, gradient));
     }
     let scaling = plan.weight_steps().map(|s| scaling_by_path.get(s.path).copied()).collect();
-    drop(outputs);
-    drop(probes);
+    // Weight layers at the top level, whose inputs and output gradients the probes see: their
+    // blocks are formed one sample at a time.
+    let top_level: Vec<Option<usize>> = plan
+        .weight_steps()
+        .map(|s| plan.steps.iter().position(|step| step.weight().is_some() && step.name == s.path))
+        .collect();
 
     let sizes: Vec<usize> = weights.iter().map(|(_, v)| v.elem_count()).collect();
     let count = weights.len();
@@ -154,11 +162,22 @@ pub fn gauss_newton<N: Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: 
         let jvp = ((moved?.detach() - output.detach())? / step)?;
         let grads = (&output * apply_hessians(&jvp)?)?.sum_all()?.backward()?;
         for (l, (name, var_l)) in weights.iter().enumerate() {
-            let product = grads.get(var_l.as_tensor()).ok_or_else(|| {
-                candle_core::Error::Msg(format!("`{name}` of {} gets no gradient from the output", N::NAME))
-            })?;
-            let squared_norm = second_moment(product)? * sizes[l] as f64;
-            blocks[l][m] = squared_norm / batch as f64 / ((sizes[l] * sizes[m]) as f64).sqrt();
+            let per_sample_moment = match top_level[l] {
+                Some(index) => {
+                    let layer_input = if index == 0 { input } else { &outputs[index - 1] };
+                    let gradient = grads.get(probes[index].as_tensor()).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("`{name}` of {} gets no gradient from the output", N::NAME))
+                    })?;
+                    per_sample_weight_gradient_moment(&plan.steps[index], layer_input, gradient)?
+                }
+                None => {
+                    let product = grads.get(var_l.as_tensor()).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("`{name}` of {} gets no gradient from the output", N::NAME))
+                    })?;
+                    second_moment(product)? / batch as f64
+                }
+            };
+            blocks[l][m] = per_sample_moment * sizes[l] as f64 / ((sizes[l] * sizes[m]) as f64).sqrt();
         }
     }
     Ok(GaussNewton { layers: weights.into_iter().map(|(name, _)| name).collect(), sizes, blocks, scaling })

@@ -272,7 +272,6 @@ pub struct Diagnosis {
 /// intermediate tensors). Forward moments are measured in evaluation mode (dropout off), as the
 /// calculus predicts them.
 pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: u64) -> Result<Diagnosis> {
-    use crate::calculus::{Op, StepOp};
     let plan = N::plan();
     let mut outputs = Vec::with_capacity(plan.steps.len());
     let mut probes = Vec::with_capacity(plan.steps.len());
@@ -294,14 +293,9 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
             Some(gradient) => gradient.clone(),
             None => outputs[index].zeros_like()?,
         };
-        let weight_gradient = match &step.op {
-            StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => Some(
-                per_sample::conv2d_weight_gradient_moment(step_input, &output_gradient, *kernel, *padding, *stride)?,
-            ),
-            StepOp::Declared { op: Op::Linear { .. }, .. } => {
-                Some(per_sample::linear_weight_gradient_moment(step_input, &output_gradient)?)
-            }
-            _ => None,
+        let weight_gradient = match step.weight() {
+            Some(_) => Some(per_sample::per_sample_weight_gradient_moment(step, step_input, &output_gradient)?),
+            None => None,
         };
         let (input_moment, output_gradient_moment) = (second_moment(step_input)?, second_moment(&output_gradient)?);
         let predicted = Predicted::of(step);

@@ -16,6 +16,23 @@ use candle_core::{DType, Result, Tensor, D};
 /// Patch matrices of at most this many elements are formed at once (the batch is split to fit).
 const PATCH_ELEMENTS_PER_CHUNK: usize = 1 << 24;
 
+/// `E[dW^2]` over samples and weight entries of the weight of `step` (a convolution or linear
+/// layer) from its input and the gradient at its output, one sample at a time.
+pub fn per_sample_weight_gradient_moment(
+    step: &crate::calculus::Step,
+    input: &Tensor,
+    output_gradient: &Tensor,
+) -> Result<f64> {
+    use crate::calculus::{Op, StepOp};
+    match &step.op {
+        StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
+            conv2d_weight_gradient_moment(input, output_gradient, *kernel, *padding, *stride)
+        }
+        StepOp::Declared { op: Op::Linear { .. }, .. } => linear_weight_gradient_moment(input, output_gradient),
+        _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
+    }
+}
+
 /// `E[dW^2]` over samples and weight entries of a linear layer `y = W x (+ b)`: the mean over the
 /// batch of `|dy_b|^2 |x_b|^2 / (n_in n_out)`.
 ///
