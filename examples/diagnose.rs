@@ -42,17 +42,17 @@ struct Args {
     network: Which,
     #[arg(long, default_value = "out/diagnose")]
     out: PathBuf,
-    /// Table: initializations averaged (narrow networks vary most from one init to the next).
-    #[arg(long, default_value_t = 32)]
+    /// Table: initializations pooled (narrow networks vary most from one init to the next).
+    #[arg(long, default_value_t = 128)]
     seeds: u64,
     /// Table: samples per initialization.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 32)]
     samples: usize,
     /// Fig. 1: sampled setups (width and seed).
     #[arg(long, default_value_t = 100)]
     setups: usize,
     /// Fig. 1: samples per setup.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 24)]
     setup_batch: usize,
     /// Fig. 2: initializations averaged per init scheme.
     #[arg(long, default_value_t = 4)]
@@ -60,11 +60,11 @@ struct Args {
     /// Fig. 2: samples per initialization.
     #[arg(long, default_value_t = 64)]
     block_batch: usize,
-    /// Coordinate check: initializations averaged per width.
+    /// Coordinate check: initializations averaged at the widest width (narrower widths get more).
     #[arg(long, default_value_t = 4)]
     sweep_seeds: u64,
     /// Coordinate check: samples per initialization.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 32)]
     sweep_batch: usize,
     /// Only the table, no figures.
     #[arg(long)]
@@ -203,21 +203,31 @@ fn coordinate_check(
     threads: usize,
     summary: &mut String,
 ) -> Result<(), Error> {
-    let seeds = args.sweep_seeds as usize;
-    let runs = parallel("coordinate check", variants.len() * seeds, threads, |i| {
-        (variants[i / seeds].measure)((i % seeds) as u64, args.sweep_batch)
+    // Narrow networks vary most between initializations and cost least: each width gets
+    // initializations in proportion to (widest / width)^2, at most 32 times the widest's.
+    let widest = variants.iter().map(|v| v.width).max().unwrap_or(1);
+    let seeds_of = |v: &Variant| args.sweep_seeds as usize * (widest * widest / (v.width * v.width)).clamp(1, 32);
+    let jobs: Vec<(usize, u64)> =
+        variants.iter().enumerate().flat_map(|(i, v)| (0..seeds_of(v) as u64).map(move |seed| (i, seed))).collect();
+    let runs = parallel("coordinate check", jobs.len(), threads, |j| {
+        let (variant, seed) = jobs[j];
+        (variants[variant].measure)(seed, args.sweep_batch)
     })?;
-    let sweep = runs
-        .chunks(seeds)
-        .zip(variants)
-        .map(|(chunk, v)| (v.width, Diagnosis::mean(chunk).expect("at least one seed")))
+    let mut runs = runs.into_iter();
+    let sweep = variants
+        .iter()
+        .map(|v| {
+            let chunk: Vec<Diagnosis> = runs.by_ref().take(seeds_of(v)).collect();
+            (v.width, Diagnosis::mean(&chunk).expect("at least one seed"))
+        })
         .collect();
     let check = CoordinateCheck::new(network, sweep)?;
     write_atomically(&args.out.join("coordinate_check.csv"), &check.to_csv())?;
     writeln!(
         summary,
-        "Coordinate check at widths {:?} ({seeds} inits x {} samples): gamma max/min over all layers and widths {:.2}",
+        "Coordinate check at widths {:?} ({:?} inits x {} samples): gamma max/min over all layers and widths {:.2}",
         check.widths,
+        variants.iter().map(seeds_of).collect::<Vec<_>>(),
         args.sweep_batch,
         check.gamma_spread()
     )?;
@@ -251,10 +261,18 @@ fn main() -> Result<(), Error> {
     write_atomically(&args.out.join(format!("{name}.txt")), &diagnosis.to_string())?;
     write_atomically(&args.out.join(format!("{name}.json")), &diagnosis.to_json())?;
     let gamma_ratios: Vec<String> =
-        diagnosis.steps.iter().filter_map(|s| Some(format!("{} {:.3}", s.layer, s.gamma?.ratio()))).collect();
+        diagnosis
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let gamma = s.gamma?;
+                let error = gamma.ratio_standard_error().map_or(String::new(), |e| format!("±{e:.3}"));
+                Some(format!("{} {:.3}{error}", s.layer, gamma.ratio()))
+            })
+            .collect();
     writeln!(
         summary,
-        "Table ({} inits x {} samples): gamma measured/predicted: {}",
+        "Table ({} inits x {} samples): gamma measured/predicted (± standard error): {}",
         args.seeds,
         args.samples,
         gamma_ratios.join(", ")

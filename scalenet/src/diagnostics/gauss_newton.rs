@@ -19,7 +19,7 @@
 //! uncorrelated (`R_b` has zero mean and is independent of everything else), so
 //! `E‖Σ_b G_b r‖² = B E‖G_b r‖²`, but that estimate is much noisier.
 
-use super::per_sample::per_sample_weight_gradient_moment;
+use super::per_sample::LayerInput;
 use super::{extrinsic_gamma, second_moment, seeded_normal};
 use crate::Network;
 use candle_core::{Result, Tensor, Var, D};
@@ -144,10 +144,16 @@ pub fn gauss_newton<N: Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: 
     let scaling = plan.weight_steps().map(|s| scaling_by_path.get(s.path).copied()).collect();
     // Weight layers at the top level, whose inputs and output gradients the probes see: their
     // blocks are formed one sample at a time.
-    let top_level: Vec<Option<usize>> = plan
+    let top_level: Vec<Option<(usize, LayerInput)>> = plan
         .weight_steps()
-        .map(|s| plan.steps.iter().position(|step| step.weight().is_some() && step.name == s.path))
-        .collect();
+        .map(|s| match plan.steps.iter().position(|step| step.weight().is_some() && step.name == s.path) {
+            Some(index) => {
+                let layer_input = if index == 0 { input } else { &outputs[index - 1] };
+                Ok(Some((index, LayerInput::new(&plan.steps[index], layer_input)?)))
+            }
+            None => Ok(None),
+        })
+        .collect::<Result<_>>()?;
 
     let sizes: Vec<usize> = weights.iter().map(|(_, v)| v.elem_count()).collect();
     let count = weights.len();
@@ -162,13 +168,12 @@ pub fn gauss_newton<N: Network>(net: &N, varmap: &VarMap, input: &Tensor, seed: 
         let jvp = ((moved?.detach() - output.detach())? / step)?;
         let grads = (&output * apply_hessians(&jvp)?)?.sum_all()?.backward()?;
         for (l, (name, var_l)) in weights.iter().enumerate() {
-            let per_sample_moment = match top_level[l] {
-                Some(index) => {
-                    let layer_input = if index == 0 { input } else { &outputs[index - 1] };
-                    let gradient = grads.get(probes[index].as_tensor()).ok_or_else(|| {
+            let per_sample_moment = match &top_level[l] {
+                Some((index, layer_input)) => {
+                    let gradient = grads.get(probes[*index].as_tensor()).ok_or_else(|| {
                         candle_core::Error::Msg(format!("`{name}` of {} gets no gradient from the output", N::NAME))
                     })?;
-                    per_sample_weight_gradient_moment(&plan.steps[index], layer_input, gradient)?
+                    layer_input.weight_gradient_moment(gradient)?
                 }
                 None => {
                     let product = grads.get(var_l.as_tensor()).ok_or_else(|| {

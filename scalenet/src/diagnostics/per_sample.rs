@@ -16,6 +16,95 @@ use candle_core::{DType, Result, Tensor, D};
 /// Patch matrices of at most this many elements are formed at once (the batch is split to fit).
 const PATCH_ELEMENTS_PER_CHUNK: usize = 1 << 24;
 
+/// A weight layer's input, prepared to form each sample's weight gradient against one or more
+/// gradients at the layer's output (the Gauss-Newton blocks take one per direction): a linear
+/// layer keeps `|x_b|^2`, a convolution its patch matrices (im2col), in chunks of samples.
+pub struct LayerInput {
+    kind: LayerKind,
+    batch: usize,
+}
+
+enum LayerKind {
+    Linear { squared_norms: Tensor, features: usize },
+    Conv { chunks: Vec<Tensor>, patch_len: usize },
+}
+
+impl LayerInput {
+    /// `input` of the weight `step` (a convolution or linear layer).
+    ///
+    /// Shapes: `(batch, in, h, w)` for a convolution; `(batch, n_in)` or anything that flattens to
+    /// it for a linear layer.
+    pub fn new(step: &crate::calculus::Step, input: &Tensor) -> Result<Self> {
+        use crate::calculus::{Op, StepOp};
+        match &step.op {
+            StepOp::Declared { op: Op::Linear { .. }, .. } => Self::linear(input),
+            StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
+                Self::conv2d(input, *kernel, *padding, *stride)
+            }
+            _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
+        }
+    }
+
+    /// The input of a linear layer: `(batch, n_in)` or anything that flattens to it.
+    pub fn linear(input: &Tensor) -> Result<Self> {
+        let flat = input.flatten_from(1)?.to_dtype(DType::F64)?;
+        let kind = LayerKind::Linear { squared_norms: flat.sqr()?.sum(1)?, features: flat.dim(1)? };
+        Ok(LayerInput { kind, batch: flat.dim(0)? })
+    }
+
+    /// The input `(batch, in, h, w)` of a convolution with a square `kernel`, zero `padding` and
+    /// `stride`.
+    pub fn conv2d(input: &Tensor, kernel: usize, padding: usize, stride: usize) -> Result<Self> {
+        let (batch, channels, height, width) = input.dims4()?;
+        if height + 2 * padding < kernel || width + 2 * padding < kernel || stride == 0 {
+            candle_core::bail!("per-sample conv gradient: kernel {kernel} does not fit input {height}x{width}")
+        }
+        let (rows, cols) = ((height + 2 * padding - kernel) / stride + 1, (width + 2 * padding - kernel) / stride + 1);
+        let patch_len = channels * kernel * kernel;
+        let chunk = (PATCH_ELEMENTS_PER_CHUNK / (patch_len * rows * cols).max(1)).clamp(1, batch.max(1));
+        let chunks = (0..batch)
+            .step_by(chunk)
+            .map(|start| {
+                let len = chunk.min(batch - start);
+                patches(&input.narrow(0, start, len)?, kernel, padding, stride, rows, cols)?.transpose(1, 2)?.contiguous()
+            })
+            .collect::<Result<_>>()?;
+        Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len }, batch })
+    }
+
+    /// `E[dW^2]` over samples and weight entries, for the gradient `output_gradient` at the
+    /// layer's output: `(batch, n_out)` for a linear layer, `(batch, out, h_out, w_out)` for a
+    /// convolution.
+    pub fn weight_gradient_moment(&self, output_gradient: &Tensor) -> Result<f64> {
+        let batch = output_gradient.dim(0)?;
+        if batch != self.batch {
+            candle_core::bail!("per-sample weight gradient: input batch {} but output-gradient batch {batch}", self.batch)
+        }
+        match &self.kind {
+            LayerKind::Linear { squared_norms, features } => {
+                let dy = output_gradient.flatten_from(1)?.to_dtype(DType::F64)?;
+                let entries = (features * dy.dim(1)?) as f64;
+                Ok((squared_norms * dy.sqr()?.sum(1)?)?.mean_all()?.to_scalar::<f64>()? / entries)
+            }
+            LayerKind::Conv { chunks, .. } if chunks.is_empty() => Ok(0.0),
+            LayerKind::Conv { chunks, patch_len } => {
+                let out = output_gradient.dim(1)?;
+                let dy = output_gradient.flatten_from(2)?.to_dtype(chunks[0].dtype())?;
+                let mut total = 0.0;
+                let mut start = 0;
+                for patches in chunks {
+                    let len = patches.dim(0)?;
+                    // (len, out, L) x (len, L, in k^2): each sample's kernel gradient.
+                    let per_sample = dy.narrow(0, start, len)?.matmul(patches)?;
+                    total += per_sample.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+                    start += len;
+                }
+                Ok(total / (batch * out * patch_len) as f64)
+            }
+        }
+    }
+}
+
 /// `E[dW^2]` over samples and weight entries of the weight of `step` (a convolution or linear
 /// layer) from its input and the gradient at its output, one sample at a time.
 pub fn per_sample_weight_gradient_moment(
@@ -23,59 +112,7 @@ pub fn per_sample_weight_gradient_moment(
     input: &Tensor,
     output_gradient: &Tensor,
 ) -> Result<f64> {
-    use crate::calculus::{Op, StepOp};
-    match &step.op {
-        StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
-            conv2d_weight_gradient_moment(input, output_gradient, *kernel, *padding, *stride)
-        }
-        StepOp::Declared { op: Op::Linear { .. }, .. } => linear_weight_gradient_moment(input, output_gradient),
-        _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
-    }
-}
-
-/// `E[dW^2]` over samples and weight entries of a linear layer `y = W x (+ b)`: the mean over the
-/// batch of `|dy_b|^2 |x_b|^2 / (n_in n_out)`.
-///
-/// Shapes: `input` is `(batch, n_in)` or anything that flattens to it, `output_gradient` is
-/// `(batch, n_out)`.
-pub fn linear_weight_gradient_moment(input: &Tensor, output_gradient: &Tensor) -> Result<f64> {
-    let input = input.flatten_from(1)?.to_dtype(DType::F64)?;
-    let output_gradient = output_gradient.flatten_from(1)?.to_dtype(DType::F64)?;
-    let entries = (input.dim(1)? * output_gradient.dim(1)?) as f64;
-    let per_sample = (input.sqr()?.sum(1)? * output_gradient.sqr()?.sum(1)?)?;
-    Ok(per_sample.mean_all()?.to_scalar::<f64>()? / entries)
-}
-
-/// `E[dW^2]` over samples and weight entries of a convolution with a square `kernel`, zero
-/// `padding` and `stride`: the mean over the batch of `|dW_b|^2 / (out in k^2)` where
-/// `dW_b = sum_p dy_b[:, p] x_b[patch p]^T` is sample b's own kernel gradient.
-///
-/// Shapes: `input` is `(batch, in, h, w)`, `output_gradient` is `(batch, out, h_out, w_out)` with
-/// `h_out = (h + 2 padding - kernel) / stride + 1` (likewise `w_out`).
-pub fn conv2d_weight_gradient_moment(
-    input: &Tensor,
-    output_gradient: &Tensor,
-    kernel: usize,
-    padding: usize,
-    stride: usize,
-) -> Result<f64> {
-    let (batch, channels, _, _) = input.dims4()?;
-    let (gradient_batch, out, rows, cols) = output_gradient.dims4()?;
-    if gradient_batch != batch {
-        candle_core::bail!("per-sample conv gradient: input batch {batch} but output-gradient batch {gradient_batch}")
-    }
-    let patch_len = channels * kernel * kernel;
-    let chunk = (PATCH_ELEMENTS_PER_CHUNK / (patch_len * rows * cols).max(1)).clamp(1, batch);
-    let mut total = 0.0;
-    for start in (0..batch).step_by(chunk) {
-        let len = chunk.min(batch - start);
-        let patches = patches(&input.narrow(0, start, len)?.to_dtype(DType::F64)?, kernel, padding, stride, rows, cols)?;
-        let dy = output_gradient.narrow(0, start, len)?.to_dtype(DType::F64)?.reshape((len, out, rows * cols))?;
-        // (len, out, L) x (len, L, in k^2): each sample's kernel gradient.
-        let per_sample = dy.matmul(&patches.transpose(1, 2)?.contiguous()?)?;
-        total += per_sample.sqr()?.sum_all()?.to_scalar::<f64>()?;
-    }
-    Ok(total / (batch * out * patch_len) as f64)
+    LayerInput::new(step, input)?.weight_gradient_moment(output_gradient)
 }
 
 /// The im2col matrix of every sample: `(batch, in k^2, rows cols)`, where column `p` holds the
@@ -146,7 +183,7 @@ mod tests {
             let output = conv2d(&input, kernel.as_tensor(), padding, stride)?;
             let upstream = Tensor::randn(0f64, 1., output.shape(), &device)?;
             let (weight, bias) = one_at_a_time(&input, &upstream, &kernel, padding, stride)?;
-            let fast = conv2d_weight_gradient_moment(&input, &upstream, k, padding, stride)?;
+            let fast = LayerInput::conv2d(&input, k, padding, stride)?.weight_gradient_moment(&upstream)?;
             assert!((fast - weight).abs() < 1e-10 * weight, "k {k} p {padding} s {stride}: {fast} vs {weight}");
             let fast_bias = bias_gradient_moment(&upstream)?;
             assert!((fast_bias - bias).abs() < 1e-10 * bias, "bias: {fast_bias} vs {bias}");
@@ -167,7 +204,7 @@ mod tests {
             expected += grads.get(weight.as_tensor()).unwrap().sqr()?.sum_all()?.to_scalar::<f64>()?;
         }
         expected /= (6 * 28) as f64;
-        let fast = linear_weight_gradient_moment(&input, &upstream)?;
+        let fast = LayerInput::linear(&input)?.weight_gradient_moment(&upstream)?;
         assert!((fast - expected).abs() < 1e-10 * expected, "{fast} vs {expected}");
         Ok(())
     }
