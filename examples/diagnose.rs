@@ -260,16 +260,15 @@ fn main() -> Result<(), Error> {
     let name = network.to_lowercase();
     write_atomically(&args.out.join(format!("{name}.txt")), &diagnosis.to_string())?;
     write_atomically(&args.out.join(format!("{name}.json")), &diagnosis.to_json())?;
-    let gamma_ratios: Vec<String> =
-        diagnosis
-            .steps
-            .iter()
-            .filter_map(|s| {
-                let gamma = s.gamma?;
-                let error = gamma.ratio_standard_error().map_or(String::new(), |e| format!("±{e:.3}"));
-                Some(format!("{} {:.3}{error}", s.layer, gamma.ratio()))
-            })
-            .collect();
+    let gamma_ratios: Vec<String> = diagnosis
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let gamma = s.gamma?;
+            let error = gamma.ratio_standard_error().map_or(String::new(), |e| format!("±{e:.3}"));
+            Some(format!("{} {:.3}{error}", s.layer, gamma.ratio()))
+        })
+        .collect();
     writeln!(
         summary,
         "Table ({} inits x {} samples): gamma measured/predicted (± standard error): {}",

@@ -494,7 +494,7 @@ fn window_output(size: usize, kernel: usize, stride: usize, padding: usize) -> R
     if kernel > padded {
         return Err(WindowError::KernelTooLarge { padded });
     }
-    if (padded - kernel) % stride != 0 {
+    if !(padded - kernel).is_multiple_of(stride) {
         return Err(WindowError::NotIntegral { padded });
     }
     Ok((padded - kernel) / stride + 1)
@@ -598,7 +598,7 @@ fn conv_window(
             ),
         ),
         WindowError::NotIntegral { padded } => {
-            let padding_fix = (1..=kernel).find(|extra| (padded + 2 * extra - kernel) % stride == 0);
+            let padding_fix = (1..=kernel).find(|extra| (padded + 2 * extra - kernel).is_multiple_of(stride));
             let hint = match padding_fix {
                 Some(extra) => format!("use `padding = {}`", padding + extra),
                 None => format!("pick an input size that {stride} divides"),

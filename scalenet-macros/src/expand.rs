@@ -141,6 +141,8 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
             #vis output_calibration: ::scalenet::candle_core::Tensor,
         }
 
+        // The calculus's constants are emitted as computed literals; some land near 1/√2 or √2.
+        #[allow(clippy::approx_constant)]
         impl #ident {
             /// Per-sample input shape, `[C, H, W]` or `[D]`.
             pub const INPUT_SHAPE: #input_type = #input_value;
@@ -234,6 +236,7 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
 
         #module_impl
 
+        #[allow(clippy::approx_constant)]
         impl ::scalenet::Network for #ident {
             const NAME: &'static str = #name;
 

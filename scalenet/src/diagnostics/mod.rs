@@ -395,7 +395,19 @@ impl std::fmt::Display for Diagnosis {
         writeln!(
             f,
             "{:>4}  {:<10} {:<12} {:>10} {:>7}  {:>10} {:>7}  {:>7}  {:>10} {:>12} {:>8} {:>10}  {:>7}",
-            "step", "layer", "op", "E[x²]", "ratio", "E[dx²]", "ratio", "ς ratio", "γ", "ratio", "x~dy", "γ extr.", "γ_b rat"
+            "step",
+            "layer",
+            "op",
+            "E[x²]",
+            "ratio",
+            "E[dx²]",
+            "ratio",
+            "ς ratio",
+            "γ",
+            "ratio",
+            "x~dy",
+            "γ extr.",
+            "γ_b rat"
         )?;
         for s in &self.steps {
             let gamma_ratio = s.gamma.map_or(String::new(), |g| {

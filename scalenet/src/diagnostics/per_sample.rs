@@ -66,7 +66,9 @@ impl LayerInput {
             .step_by(chunk)
             .map(|start| {
                 let len = chunk.min(batch - start);
-                patches(&input.narrow(0, start, len)?, kernel, padding, stride, rows, cols)?.transpose(1, 2)?.contiguous()
+                patches(&input.narrow(0, start, len)?, kernel, padding, stride, rows, cols)?
+                    .transpose(1, 2)?
+                    .contiguous()
             })
             .collect::<Result<_>>()?;
         Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len }, batch })
@@ -78,7 +80,10 @@ impl LayerInput {
     pub fn weight_gradient_moment(&self, output_gradient: &Tensor) -> Result<f64> {
         let batch = output_gradient.dim(0)?;
         if batch != self.batch {
-            candle_core::bail!("per-sample weight gradient: input batch {} but output-gradient batch {batch}", self.batch)
+            candle_core::bail!(
+                "per-sample weight gradient: input batch {} but output-gradient batch {batch}",
+                self.batch
+            )
         }
         match &self.kind {
             LayerKind::Linear { squared_norms, features } => {
@@ -177,7 +182,9 @@ mod tests {
     #[test]
     fn conv_moments_equal_backward_of_one_sample_at_a_time() -> Result<()> {
         let device = Device::Cpu;
-        for (channels, out, size, k, padding, stride) in [(3, 4, 9, 3, 1, 1), (2, 5, 8, 5, 0, 1), (3, 4, 9, 2, 0, 2), (2, 3, 7, 3, 2, 2)] {
+        for (channels, out, size, k, padding, stride) in
+            [(3, 4, 9, 3, 1, 1), (2, 5, 8, 5, 0, 1), (3, 4, 9, 2, 0, 2), (2, 3, 7, 3, 2, 2)]
+        {
             let input = Tensor::randn(0f64, 1., (5, channels, size, size), &device)?;
             let kernel = Var::from_tensor(&Tensor::randn(0f64, 1., (out, channels, k, k), &device)?)?;
             let output = conv2d(&input, kernel.as_tensor(), padding, stride)?;
