@@ -1,5 +1,6 @@
 //! Errors found in a declaration, each pointing at the part of the declaration at fault.
 
+use crate::spec::LayerId;
 use std::fmt;
 
 /// A part of a layer's declaration, so that a front end (the `network!` macro) can underline the
@@ -8,6 +9,8 @@ use std::fmt;
 pub enum LayerField {
     /// The layer's keyword (`conv`, `max_pool`, ...).
     Kind,
+    /// The layer's name (`conv1:`), or its keyword when it has none.
+    Name,
     /// The positional size: output channels or features, pooling kernel.
     Size,
     Kernel,
@@ -46,17 +49,15 @@ pub enum NetworkField {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
     Network(NetworkField),
-    /// `index` numbers the declared layers in pre-order: a block, then its main branch, then its
-    /// shortcut, then the layers after it.
     Layer {
-        index: usize,
+        id: LayerId,
         field: LayerField,
     },
 }
 
 impl Location {
-    pub fn layer(index: usize, field: LayerField) -> Self {
-        Location::Layer { index, field }
+    pub fn layer(id: LayerId, field: LayerField) -> Self {
+        Location::Layer { id, field }
     }
 }
 
@@ -77,8 +78,8 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
             Location::Network(field) => write!(f, "{:?}: {}", field, self.message),
-            Location::Layer { index, field } => {
-                write!(f, "layer {index} ({field:?}): {}", self.message)
+            Location::Layer { id, field } => {
+                write!(f, "layer {} ({field:?}): {}", id.0, self.message)
             }
         }
     }

@@ -25,19 +25,21 @@
 //! println!("{plan}");
 //! ```
 
-pub mod check;
+mod blocks;
 mod diagnostic;
 pub mod moments;
 mod plan;
+mod planner;
+pub mod registry;
 mod report;
+pub mod rules;
+mod shapes;
 mod spec;
 
 pub use diagnostic::{Diagnostic, Diagnostics, LayerField, Location, NetworkField};
 pub use moments::{Moments, WeightGeometry};
-pub use plan::{
-    analyze, most_common_kernel, weight_second_moment, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit,
-};
+pub use plan::{ParamInit, Plan, ScaleReason, Step, StepOp, StepRef, WeightInit};
+pub use planner::{analyze, most_common_kernel, weight_second_moment};
+pub use registry::{Normalization, Op, UnscaledActivation};
 pub use report::number;
-pub use spec::{
-    InitScheme, LayerSpec, NetworkSpec, Normalization, Op, Residual, Shape, UnscaledActivation, DEFAULT_OUTPUT_STD,
-};
+pub use spec::{InitScheme, LayerId, LayerSpec, NetworkSpec, Residual, Shape, DEFAULT_OUTPUT_STD};

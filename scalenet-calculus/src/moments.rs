@@ -150,7 +150,13 @@ fn rectified(mu: f64, sigma: f64, slope: f64) -> (f64, f64, f64) {
 /// entries' variation around it is divided by `k^2` (independent entries). Each input feeds one
 /// output with weight `1/k^2`, so `E[dx^2] = E[dy^2] / k^4` (Appendix B).
 pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
-    let window = (kernel * kernel) as f64;
+    average_window(input, kernel * kernel)
+}
+
+/// Averaging over windows of `window` entries that tile the input (a `k x k` pool, or a whole
+/// `H x W` image for global average pooling): [`avg_pool`]'s rule with `k^2 = window`.
+pub fn average_window(input: Moments, window: usize) -> Transfer {
+    let window = window as f64;
     let coherent = input.coherent.max(input.mean * input.mean).min(input.second);
     Transfer {
         output: Moments {

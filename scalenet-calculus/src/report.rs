@@ -1,7 +1,6 @@
 //! The plan as a table: what a user reads in `report()` and in the struct's rustdoc.
 
-use crate::plan::{ParamInit, Plan, Step, StepOp};
-use crate::spec::Op;
+use crate::plan::{Plan, Step, StepOp};
 use std::fmt;
 
 /// Formats a positive quantity with 4 significant digits, switching to scientific notation
@@ -27,33 +26,7 @@ fn describe(step: &Step) -> String {
             let shortcut = if shortcut.is_empty() { ", identity shortcut" } else { "" };
             format!("{keyword} α={} β={}{shortcut}", number(*alpha), number(*beta))
         }
-        StepOp::Declared { op, .. } => match (op, &step.params) {
-            (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
-                let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
-                if *stride != 1 {
-                    text += &format!(" s{stride}");
-                }
-                if *padding != 0 {
-                    text += &format!(" p{padding}");
-                }
-                if !w.bias {
-                    text += " no-bias";
-                }
-                text
-            }
-            (Op::Linear { bias, .. }, Some(ParamInit::Weight(w))) => {
-                format!("linear {}→{}{}", w.geometry.fan_in, w.geometry.fan_out, if *bias { "" } else { " no-bias" })
-            }
-            (Op::AvgPool2d { kernel, .. }, _) => format!("avg_pool {kernel}"),
-            (Op::LeakyRelu { slope }, _) => format!("leaky_relu {slope}"),
-            (Op::Dropout { p }, _) => format!("dropout {p}"),
-            (Op::Scale { factor }, _) => format!("scale ×{}", number(*factor)),
-            (Op::Scalar, Some(ParamInit::Scalar { value, fixed })) => {
-                format!("scalar u₀={} ×{}", number(*value), number(*fixed))
-            }
-            (Op::Unscaled(activation), _) => format!("{} (unscaled!)", activation.name()),
-            (op, _) => op.keyword().to_string(),
-        },
+        StepOp::Declared { op, .. } => (op.def().describe)(op, step),
     }
 }
 
@@ -137,7 +110,7 @@ impl fmt::Display for Plan {
             writeln!(f, "{}", line.trim_end())?;
         }
         if !self.unscaled_layers.is_empty() {
-            let names: Vec<String> = self.unscaled_layers.iter().map(|i| format!("#{i}")).collect();
+            let names: Vec<String> = self.unscaled_layers.iter().map(ToString::to_string).collect();
             writeln!(
                 f,
                 "layers that break the calculus (kept with #[allow(unscaled)], predicted as the identity): {}",

@@ -1,5 +1,6 @@
 //! What a user declares: the network's input, its options and its layers, as plain values.
 
+use crate::registry::Op;
 use std::fmt;
 
 /// The per-sample shape of an activation: an image `[C, H, W]` or a vector `[D]`.
@@ -86,113 +87,6 @@ impl fmt::Display for InitScheme {
     }
 }
 
-/// Activations that are not positively homogeneous of degree 1: they break the calculus (Table 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UnscaledActivation {
-    Sigmoid,
-    Tanh,
-    Gelu,
-    Silu,
-    Elu,
-    Softplus,
-    Softmax,
-}
-
-impl UnscaledActivation {
-    pub const ALL: [UnscaledActivation; 7] = [
-        UnscaledActivation::Sigmoid,
-        UnscaledActivation::Tanh,
-        UnscaledActivation::Gelu,
-        UnscaledActivation::Silu,
-        UnscaledActivation::Elu,
-        UnscaledActivation::Softplus,
-        UnscaledActivation::Softmax,
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            UnscaledActivation::Sigmoid => "sigmoid",
-            UnscaledActivation::Tanh => "tanh",
-            UnscaledActivation::Gelu => "gelu",
-            UnscaledActivation::Silu => "silu",
-            UnscaledActivation::Elu => "elu",
-            UnscaledActivation::Softplus => "softplus",
-            UnscaledActivation::Softmax => "softmax",
-        }
-    }
-}
-
-/// Normalization layers: the calculus designs networks that do without them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Normalization {
-    BatchNorm,
-    LayerNorm,
-    GroupNorm,
-}
-
-impl Normalization {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Normalization::BatchNorm => "batch_norm",
-            Normalization::LayerNorm => "layer_norm",
-            Normalization::GroupNorm => "group_norm",
-        }
-    }
-}
-
-/// One operation of a network.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    Conv2d {
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-    },
-    Linear {
-        out_features: usize,
-        bias: bool,
-    },
-    AvgPool2d {
-        kernel: usize,
-        stride: usize,
-    },
-    /// Declared only to be rejected with a helpful message.
-    MaxPool2d {
-        kernel: usize,
-        stride: usize,
-    },
-    Relu,
-    LeakyRelu {
-        slope: f64,
-    },
-    Unscaled(UnscaledActivation),
-    /// Declared only to be rejected with a helpful message.
-    Normalization(Normalization),
-    Dropout {
-        p: f64,
-    },
-    Flatten,
-    /// A fixed multiplier the user asked for; the calculus never cancels it.
-    Scale {
-        factor: f64,
-    },
-    /// A learnable scalar, initialized per Appendix E.
-    Scalar,
-    /// A standalone learnable bias, zero at initialization.
-    Bias,
-    /// `B(x) = alpha S(x) + beta F(x)` (section 11).
-    Residual(Residual),
-    /// The pre-activation bottleneck of section 11.1 from `in` to `out_channels` channels.
-    Bottleneck {
-        out_channels: usize,
-        width: usize,
-        stride: usize,
-        beta: f64,
-    },
-}
-
 /// A residual block `B(x) = alpha S(x) + beta F(x)` with `alpha^2 + beta^2 = 1` (section 11).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Residual {
@@ -218,51 +112,30 @@ impl Residual {
     }
 }
 
-impl Op {
-    /// The keyword a user writes for this op in `network!`.
-    pub fn keyword(&self) -> &'static str {
-        match self {
-            Op::Conv2d { .. } => "conv",
-            Op::Linear { .. } => "linear",
-            Op::AvgPool2d { .. } => "avg_pool",
-            Op::MaxPool2d { .. } => "max_pool",
-            Op::Relu => "relu",
-            Op::LeakyRelu { .. } => "leaky_relu",
-            Op::Unscaled(activation) => activation.name(),
-            Op::Normalization(norm) => norm.name(),
-            Op::Dropout { .. } => "dropout",
-            Op::Flatten => "flatten",
-            Op::Scale { .. } => "scale",
-            Op::Scalar => "scalar",
-            Op::Bias => "bias",
-            Op::Residual(_) => "residual",
-            Op::Bottleneck { .. } => "bottleneck",
-        }
-    }
+/// The identity of a declared layer: its position in pre-order (a block, then its main branch,
+/// then its shortcut, then the layers after it), assigned once by
+/// [`NetworkSpec::assign_layer_ids`] and carried by checks, diagnostics, the plan and the macro's
+/// spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LayerId(pub usize);
 
-    /// Kernel size of a weight layer (1 for linear), `None` for everything else.
-    pub fn weight_kernel(&self) -> Option<usize> {
-        match *self {
-            Op::Conv2d { kernel, .. } => Some(kernel),
-            Op::Linear { .. } => Some(1),
-            _ => None,
-        }
+impl From<usize> for LayerId {
+    fn from(position: usize) -> Self {
+        LayerId(position)
     }
+}
 
-    /// Whether the op has learnable parameters (blocks hold them in their branches).
-    pub fn has_parameters(&self) -> bool {
-        matches!(self, Op::Conv2d { .. } | Op::Linear { .. } | Op::Scalar | Op::Bias)
-    }
-
-    /// Whether the op contains layers of its own and so names a parameter prefix.
-    pub fn is_block(&self) -> bool {
-        matches!(self, Op::Residual(_) | Op::Bottleneck { .. })
+impl fmt::Display for LayerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
     }
 }
 
 /// A declared layer: an optional name and an op.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
+    /// Pre-order position, set by [`NetworkSpec::assign_layer_ids`].
+    pub id: LayerId,
     pub name: Option<String>,
     pub op: Op,
     /// `#[allow(unscaled)]`: accept an activation that breaks the calculus.
@@ -271,11 +144,28 @@ pub struct LayerSpec {
 
 impl LayerSpec {
     pub fn new(op: Op) -> Self {
-        LayerSpec { name: None, op, allow_unscaled: false }
+        LayerSpec { id: LayerId::default(), name: None, op, allow_unscaled: false }
     }
 
     pub fn named(name: impl Into<String>, op: Op) -> Self {
-        LayerSpec { name: Some(name.into()), op, allow_unscaled: false }
+        LayerSpec { id: LayerId::default(), name: Some(name.into()), op, allow_unscaled: false }
+    }
+
+    /// The parameter prefix of this layer within its chain: its declared name, or
+    /// `<keyword>_<id>` for an unnamed layer that holds parameters (or branches); `None` for an
+    /// unnamed stateless op. The one place default names are made.
+    pub fn field_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| {
+            (self.op.has_parameters() || self.op.is_block()).then(|| format!("{}_{}", self.op.keyword(), self.id.0))
+        })
+    }
+
+    /// The branches of a residual block (main, then shortcut); empty for other layers.
+    pub fn branches(&self) -> [&[LayerSpec]; 2] {
+        match &self.op {
+            Op::Residual(block) => [&block.main, block.shortcut.as_deref().unwrap_or_default()],
+            _ => [&[], &[]],
+        }
     }
 }
 
@@ -285,6 +175,7 @@ pub const DEFAULT_OUTPUT_STD: f64 = 0.05;
 /// A whole sequential network as declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
+    /// `None` only while a front end reports a missing `input`; [`NetworkSpec::new`] sets it.
     pub input: Option<Shape>,
     pub init: InitScheme,
     /// `k*` in `c = 2/k*`; `None` picks the most common kernel among weight layers.
@@ -314,12 +205,49 @@ impl NetworkSpec {
 
     pub fn layer(mut self, op: Op) -> Self {
         self.layers.push(LayerSpec::new(op));
+        self.assign_layer_ids();
         self
     }
 
     pub fn named(mut self, name: &str, op: Op) -> Self {
         self.layers.push(LayerSpec::named(name, op));
+        self.assign_layer_ids();
         self
+    }
+
+    /// Numbers every layer in pre-order: the only place layer ids are made.
+    pub fn assign_layer_ids(&mut self) {
+        fn number(layers: &mut [LayerSpec], next: &mut usize) {
+            for layer in layers {
+                layer.id = LayerId(*next);
+                *next += 1;
+                if let Op::Residual(block) = &mut layer.op {
+                    number(&mut block.main, next);
+                    number(block.shortcut.as_deref_mut().unwrap_or_default(), next);
+                }
+            }
+        }
+        number(&mut self.layers, &mut 0);
+    }
+
+    /// Every declared layer in pre-order (the order of their [`LayerId`]s): a block, its main
+    /// branch, its shortcut, then the layers after it.
+    pub fn walk(&self) -> impl Iterator<Item = &LayerSpec> {
+        let mut stack: Vec<std::slice::Iter<'_, LayerSpec>> = vec![self.layers.iter()];
+        std::iter::from_fn(move || loop {
+            let top = stack.last_mut()?;
+            match top.next() {
+                Some(layer) => {
+                    let [main, shortcut] = layer.branches();
+                    stack.push(shortcut.iter());
+                    stack.push(main.iter());
+                    return Some(layer);
+                }
+                None => {
+                    stack.pop();
+                }
+            }
+        })
     }
 
     pub fn with_init(mut self, init: InitScheme) -> Self {

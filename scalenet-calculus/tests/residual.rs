@@ -160,8 +160,8 @@ fn mismatched_branches_are_reported_with_a_fitting_shortcut() {
     let errors = analyze(&spec).unwrap_err();
     let messages: Vec<String> = errors.iter().map(|d| d.message.clone()).collect();
     assert!(messages[0].contains("shortcut { avg_pool(2), conv(16, kernel = 1) }"), "{messages:?}");
-    assert_eq!(errors.0[0].location, Location::Layer { index: 0, field: LayerField::MainEnd });
-    assert_eq!(errors.0[1].location, Location::Layer { index: 0, field: LayerField::ShortcutEnd });
+    assert_eq!(errors.0[0].location, Location::Layer { id: LayerId(0), field: LayerField::MainEnd });
+    assert_eq!(errors.0[1].location, Location::Layer { id: LayerId(0), field: LayerField::ShortcutEnd });
 }
 
 #[test]
@@ -191,5 +191,5 @@ fn mismatch_points_at_the_last_shortcut_layer_after_a_nested_block() {
     );
     let errors = analyze(&spec).unwrap_err();
     // Pre-order: 0 res, 1 relu, 2 conv, 3 nested block, 4 relu, 5 conv, 6 the shortcut's last conv.
-    assert_eq!(errors.0[1].location, Location::Layer { index: 6, field: LayerField::Kind }, "{errors}");
+    assert_eq!(errors.0[1].location, Location::Layer { id: LayerId(6), field: LayerField::Kind }, "{errors}");
 }

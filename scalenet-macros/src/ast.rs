@@ -55,20 +55,6 @@ pub struct Body {
     pub shortcut: Option<(Ident, Vec<Layer>)>,
 }
 
-impl Layer {
-    /// This layer and the layers of its branches, in pre-order (the calculus's layer indices).
-    pub fn flatten<'a>(layers: &'a [Layer], out: &mut Vec<&'a Layer>) {
-        for layer in layers {
-            out.push(layer);
-            if let Some(body) = &layer.body {
-                Layer::flatten(&body.main, out);
-                if let Some((_, shortcut)) = &body.shortcut {
-                    Layer::flatten(shortcut, out);
-                }
-            }
-        }
-    }
-}
 
 pub struct Spanned<T> {
     pub value: T,
@@ -91,4 +77,23 @@ pub struct Network {
     pub ident: Ident,
     pub options: Options,
     pub layers: Vec<Layer>,
+}
+
+impl Network {
+    /// The doc comments of every declared layer, indexed by layer id (pre-order, as lowering
+    /// visits them).
+    pub fn layer_docs(&self) -> Vec<&[Attribute]> {
+        fn visit<'a>(layers: &'a [Layer], out: &mut Vec<&'a [Attribute]>) {
+            for layer in layers {
+                out.push(&layer.docs);
+                if let Some(body) = &layer.body {
+                    visit(&body.main, out);
+                    visit(body.shortcut.as_ref().map_or(&[][..], |(_, layers)| layers), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        visit(&self.layers, &mut out);
+        out
+    }
 }

@@ -11,49 +11,58 @@
 //! error underlining `max_pool`:
 //!
 //! ```
-//! use scalenet_calculus::{analyze, LayerField, Location, NetworkSpec, Op, Shape};
+//! use scalenet_calculus::{analyze, LayerField, LayerId, Location, NetworkSpec, Op, Shape};
 //!
 //! let spec = NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
 //!     .layer(Op::MaxPool2d { kernel: 2, stride: 2 });
 //! let errors = analyze(&spec).unwrap_err();
-//! assert_eq!(errors.0[0].location, Location::Layer { index: 0, field: LayerField::Kind });
+//! assert_eq!(errors.0[0].location, Location::Layer { id: LayerId(0), field: LayerField::Kind });
 //! assert!(errors.0[0].message.starts_with("max pooling does not preserve the scaling factor"));
 //! ```
 
 mod ast;
 mod errors;
-mod expand;
 mod lower;
+mod module;
 mod parse;
+mod spec_tokens;
+mod steps;
+#[cfg(test)]
+mod tests;
 
 use errors::Errors;
-use proc_macro::TokenStream;
+use proc_macro2::TokenStream;
 
 /// Declares a ReLU network designed by the scaling calculus. See the `scalenet` crate for the
 /// syntax and the generated API.
 #[proc_macro]
-pub fn network(input: TokenStream) -> TokenStream {
+pub fn network(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    expand_network(input.into()).into()
+}
+
+/// The whole pipeline on `proc_macro2` tokens, so tests can run it in process.
+fn expand_network(input: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let network = match parse::parse_network(input.into(), &mut errors) {
+    let network = match parse::parse_network(input, &mut errors) {
         Ok(network) => network,
-        Err(error) => return error.to_compile_error().into(),
+        Err(error) => return error.to_compile_error(),
     };
     let input_shape = network.options.input.as_ref().and_then(|input| match input.value[..] {
         [features] => Some(scalenet_calculus::Shape::Vector { features }),
         [channels, height, width] => Some(scalenet_calculus::Shape::Image { channels, height, width }),
         _ => None,
     });
-    match expand(&network, &mut errors) {
-        Ok(tokens) => tokens.into(),
+    match check_and_expand(&network, &mut errors) {
+        Ok(tokens) => tokens,
         Err(error) => {
-            let mut tokens = expand::stub(&network, input_shape);
+            let mut tokens = module::stub(&network, input_shape);
             tokens.extend(error.to_compile_error());
-            tokens.into()
+            tokens
         }
     }
 }
 
-fn expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<proc_macro2::TokenStream> {
+fn check_and_expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<TokenStream> {
     errors.propagate()?;
     let (spec, spans) = lower::lower(network, errors);
     errors.propagate()?;
@@ -63,5 +72,5 @@ fn expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<proc_macro
         }
         errors.propagate().expect_err("analysis failed with diagnostics")
     })?;
-    Ok(expand::expand(network, &spec, &plan))
+    Ok(module::expand(network, &spec, &plan))
 }

@@ -1,46 +1,21 @@
 //! [`ast::Network`] -> [`NetworkSpec`] of the calculus, plus the table that maps every calculus
-//! [`Location`] back to the token a user wrote.
+//! [`Location`] back to the token a user wrote. Every layer's arguments are validated against
+//! its kind's [`OpDef`] in the calculus's registry: nothing here is specific to a layer kind.
 
 use crate::ast::{Arg, Layer, Network, Value, ValueKind};
 use crate::errors::{suggestion, Errors};
-use crate::parse::unknown_layer_message;
 use proc_macro2::Span;
+use scalenet_calculus::registry::{self, ArgValue, Args, OpDef, Param, ParamKind, Params};
 use scalenet_calculus::{
-    InitScheme, LayerField, LayerSpec, Location, NetworkField, NetworkSpec, Normalization, Op, Residual, Shape,
-    UnscaledActivation, DEFAULT_OUTPUT_STD,
+    InitScheme, LayerField, LayerId, LayerSpec, Location, NetworkField, NetworkSpec, Op, Shape, DEFAULT_OUTPUT_STD,
 };
 use std::collections::HashMap;
-
-pub const LAYER_KEYWORDS: &[&str] = &[
-    "conv",
-    "linear",
-    "avg_pool",
-    "relu",
-    "leaky_relu",
-    "dropout",
-    "flatten",
-    "scale",
-    "scalar",
-    "bias",
-    "max_pool",
-    "sigmoid",
-    "tanh",
-    "gelu",
-    "silu",
-    "swish",
-    "elu",
-    "softplus",
-    "softmax",
-    "batch_norm",
-    "layer_norm",
-    "group_norm",
-];
 
 /// Where each part of the declaration was written.
 pub struct Spans {
     declaration: Span,
     network: HashMap<NetworkField, Span>,
-    layers: Vec<LayerSpans>,
+    layers: HashMap<LayerId, LayerSpans>,
 }
 
 struct LayerSpans {
@@ -53,17 +28,17 @@ impl Spans {
     pub fn at(&self, location: Location) -> Span {
         match location {
             Location::Network(field) => self.network.get(&field).copied().unwrap_or(self.declaration),
-            Location::Layer { index, field } => {
-                let layer = &self.layers[index];
-                layer.fields.get(&field).copied().unwrap_or(layer.kind)
-            }
+            Location::Layer { id, field } => match self.layers.get(&id) {
+                Some(layer) => layer.fields.get(&field).copied().unwrap_or(layer.kind),
+                None => self.declaration,
+            },
         }
     }
 }
 
 pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     let options = &network.options;
-    let mut spans = Spans { declaration: network.ident.span(), network: HashMap::new(), layers: Vec::new() };
+    let mut spans = Spans { declaration: network.ident.span(), network: HashMap::new(), layers: HashMap::new() };
     let input = options.input.as_ref().map(|input| {
         spans.network.insert(NetworkField::Input, input.span);
         match input.value[..] {
@@ -100,9 +75,9 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         spans.network.insert(NetworkField::OutputStd, std.span);
     }
 
-    let mut next_index = 0;
-    let layers = lower_chain(&network.layers, &mut spans, &mut next_index, errors);
-    let spec = NetworkSpec {
+    let mut layer_spans = Vec::new();
+    let layers = lower_chain(&network.layers, &mut layer_spans, errors);
+    let mut spec = NetworkSpec {
         input,
         init,
         typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
@@ -111,107 +86,128 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         branch_scaling: options.branch_scaling.as_ref().is_none_or(|f| f.value),
         layers,
     };
+    // Lowering visits layers in pre-order, the order the calculus numbers them in.
+    spec.assign_layer_ids();
+    let ids: Vec<LayerId> = spec.walk().map(|layer| layer.id).collect();
+    debug_assert_eq!(ids.len(), layer_spans.len());
+    spans.layers = ids.into_iter().zip(layer_spans).collect();
     (spec, spans)
 }
 
-/// Lowers a chain of layers, numbering them (and their branches) in pre-order as the calculus does.
-fn lower_chain(layers: &[Layer], spans: &mut Spans, next_index: &mut usize, errors: &mut Errors) -> Vec<LayerSpec> {
+/// Lowers a chain of layers (and their branches), recording each layer's spans in pre-order.
+fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Errors) -> Vec<LayerSpec> {
     let mut lowered = Vec::with_capacity(layers.len());
-    let mut names: HashMap<String, Span> = HashMap::new();
     for layer in layers {
-        let index = *next_index;
-        *next_index += 1;
         let mut fields = HashMap::new();
-        let slot = spans.layers.len();
-        spans.layers.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new() });
-        let op = lower_op(layer, &mut fields, errors).unwrap_or(Op::Flatten);
+        if let Some(name) = &layer.name {
+            fields.insert(LayerField::Name, name.span());
+        }
+        let slot = spans.len();
+        spans.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new() });
+        let def = registry::lookup(&layer.kind.to_string());
+        let op = match def {
+            Some(def) => lower_op(def, layer, &mut fields, errors),
+            None => {
+                errors.error(layer.kind.span(), unknown_layer_message(&layer.kind.to_string()));
+                Op::Flatten
+            }
+        };
         let op = match (op, &layer.body) {
             (Op::Residual(mut block), Some(body)) => {
                 fields.insert(LayerField::MainEnd, body.main.last().map_or(layer.kind.span(), |l| l.kind.span()));
-                block.main = lower_chain(&body.main, spans, next_index, errors);
+                block.main = lower_chain(&body.main, spans, errors);
                 if let Some((keyword, shortcut)) = &body.shortcut {
                     fields.insert(LayerField::ShortcutEnd, keyword.span());
-                    block.shortcut = Some(lower_chain(shortcut, spans, next_index, errors));
+                    block.shortcut = Some(lower_chain(shortcut, spans, errors));
                 }
                 Op::Residual(block)
             }
-            (Op::Residual(block), None) => {
-                errors.error(layer.kind.span(), "`residual` needs its main branch in braces, e.g. `residual(beta = 0.5) { relu, conv(16, kernel = 3, padding = 1) }`");
-                Op::Residual(block)
+            (op, None) if def.is_some_and(|def| def.branches) => {
+                errors.error(
+                    layer.kind.span(),
+                    format!("`{}` needs its main branch in braces, e.g. `{}`", layer.kind, op.def().example),
+                );
+                op
             }
             (op, Some(_)) => {
-                errors.error(layer.kind.span(), format!("only `residual` takes a braced body, not `{}`", layer.kind));
+                let takes = registry::REGISTRY.iter().filter(|def| def.branches).map(|def| format!("`{}`", def.keyword));
+                let takes: Vec<String> = takes.collect();
+                errors.error(
+                    layer.kind.span(),
+                    format!("only {} takes a braced body, not `{}`", takes.join(", "), layer.kind),
+                );
                 op
             }
             (op, None) => op,
         };
-        spans.layers[slot].fields = fields;
-        let name = layer.name.as_ref().map(|n| n.to_string());
-        let field_name = name
-            .clone()
-            .or_else(|| (op.has_parameters() || op.is_block()).then(|| format!("{}_{index}", op.keyword())));
-        if let Some(field_name) = field_name {
-            let span = layer.name.as_ref().map_or(layer.kind.span(), |n| n.span());
-            if names.insert(field_name.clone(), span).is_some() {
-                errors.error(span, format!("duplicate layer name `{field_name}`; every layer name must be unique"));
-            }
-        }
-        if layer.allow_unscaled && !matches!(op, Op::Unscaled(_)) {
-            errors.error(
-                layer.kind.span(),
-                format!("`#[allow(unscaled)]` only applies to an activation that breaks the calculus, not to `{}`; remove it", layer.kind),
-            );
-        }
-        lowered.push(LayerSpec { name, op, allow_unscaled: layer.allow_unscaled });
+        spans[slot].fields = fields;
+        let mut spec = LayerSpec::new(op);
+        spec.name = layer.name.as_ref().map(|n| n.to_string());
+        spec.allow_unscaled = layer.allow_unscaled;
+        lowered.push(spec);
     }
     lowered
 }
 
-/// Reads a layer's arguments against what its keyword accepts.
-struct Args<'a> {
-    layer: &'a Layer,
-    positional: Vec<&'a Value>,
-    named: HashMap<String, &'a Value>,
-    fields: &'a mut HashMap<LayerField, Span>,
-    errors: &'a mut Errors,
-    /// A misspelled key or an extra positional argument was reported; a "missing" error for what
-    /// it meant would repeat it.
-    misplaced: bool,
+/// The message for a word that is neither a layer nor an option.
+pub fn unknown_layer_message(kind: &str) -> String {
+    let hint = suggestion(kind, registry::keywords());
+    if hint.is_empty() {
+        let kept: Vec<&str> = registry::REGISTRY.iter().filter(|def| def.is_kept()).map(|def| def.keyword).collect();
+        format!("unknown layer `{kind}`; expected one of {}", kept.join(", "))
+    } else {
+        format!("unknown layer `{kind}`{hint}")
+    }
 }
 
-impl<'a> Args<'a> {
-    /// Validates keys and counts: unknown and duplicate keys, too many positional arguments.
-    fn new(
-        layer: &'a Layer,
-        positional_names: &[&str],
-        keys: &[&str],
-        fields: &'a mut HashMap<LayerField, Span>,
-        errors: &'a mut Errors,
-    ) -> Self {
-        let kind = layer.kind.to_string();
-        let mut positional = Vec::new();
-        let mut named = HashMap::new();
-        let mut misplaced = false;
-        for Arg { key, value } in layer.args.iter().flatten() {
-            match key {
-                None if positional.len() < positional_names.len() => positional.push(value),
-                None => {
-                    misplaced = true;
-                    errors.error(
-                        value.span,
-                        match positional_names {
-                            [] => format!("`{kind}` takes no positional argument; remove it"),
-                            [one] => format!(
-                                "`{kind}` takes one positional argument ({one}); name the others, e.g. `{}`",
-                                example(&kind)
-                            ),
-                            _ => format!("too many positional arguments for `{kind}`"),
-                        },
-                    );
-                }
-                Some(key) => {
-                    let name = key.to_string();
-                    if !keys.contains(&name.as_str()) {
+/// Reads a layer's arguments against its kind's parameters: unknown and duplicate keys, too many
+/// positional arguments, wrong types, missing required ones. Every problem is an error spanned
+/// on its token; the op is still built (with placeholders) so lowering goes on.
+fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField, Span>, errors: &mut Errors) -> Op {
+    let kind = layer.kind.to_string();
+    let params = match def.params {
+        Params::Ignored => return (def.build)(&Args::resolve(def, &[]).expect("no parameters")),
+        Params::List(params) => params,
+    };
+    if params.is_empty() {
+        if let Some(args) = &layer.args {
+            let span = args.first().map_or(layer.kind.span(), |a| a.value.span);
+            errors.error(span, format!("`{kind}` takes no arguments; write `{kind}`"));
+        }
+        return (def.build)(&Args::resolve(def, &[]).expect("no parameters"));
+    }
+    let positional: Vec<&Param> = params.iter().filter(|p| p.positional).collect();
+    let keys: Vec<&str> = params.iter().filter(|p| !p.positional).map(|p| p.name).collect();
+    let mut given: Vec<Option<&Value>> = vec![None; params.len()];
+    // A misspelled key or an extra positional argument was reported; a "missing" error for what
+    // it meant would repeat it.
+    let mut misplaced = false;
+    let mut next_positional = 0;
+    for Arg { key, value } in layer.args.iter().flatten() {
+        match key {
+            None if next_positional < positional.len() => {
+                let index = params.iter().position(|p| std::ptr::eq(p, positional[next_positional])).expect("listed");
+                given[index] = Some(value);
+                next_positional += 1;
+            }
+            None => {
+                misplaced = true;
+                errors.error(
+                    value.span,
+                    match positional[..] {
+                        [] => format!("`{kind}` takes no positional argument; remove it"),
+                        [one] => format!(
+                            "`{kind}` takes one positional argument ({}); name the others, e.g. `{}`",
+                            one.meaning, def.example
+                        ),
+                        _ => format!("too many positional arguments for `{kind}`"),
+                    },
+                );
+            }
+            Some(key) => {
+                let name = key.to_string();
+                match params.iter().position(|p| !p.positional && p.name == name) {
+                    None => {
                         let hint = match suggestion(&name, keys.iter().copied()).as_str() {
                             "" if keys.is_empty() => format!("; `{kind}` takes no named options"),
                             "" => format!(
@@ -222,192 +218,58 @@ impl<'a> Args<'a> {
                         };
                         errors.error(key.span(), format!("unknown option `{name}` for `{kind}`{hint}"));
                         misplaced = true;
-                    } else if named.insert(name.clone(), value).is_some() {
+                    }
+                    Some(index) if given[index].is_some() => {
                         errors.error(key.span(), format!("duplicate option `{name}`; give it once"));
                     }
+                    Some(index) => given[index] = Some(value),
                 }
             }
         }
-        Args { layer, positional, named, fields, errors, misplaced }
     }
-
-    fn value(&mut self, slot: Slot, field: LayerField) -> Option<&'a Value> {
-        let value = match slot {
-            Slot::Positional(i) => self.positional.get(i).copied(),
-            Slot::Named(key) => self.named.get(key).copied(),
-        }?;
-        self.fields.insert(field, value.span);
-        Some(value)
-    }
-
-    fn usize(&mut self, slot: Slot, field: LayerField) -> Option<usize> {
-        let value = self.value(slot, field)?;
-        match value.kind {
-            ValueKind::Int(v) => Some(v as usize),
-            _ => {
-                self.errors.error(value.span, format!("expected a nonnegative integer for {}", slot.describe()));
-                Some(1)
-            }
-        }
-    }
-
-    fn f64(&mut self, slot: Slot, field: LayerField) -> Option<f64> {
-        let value = self.value(slot, field)?;
-        value.as_f64().or_else(|| {
-            self.errors.error(value.span, format!("expected a number for {}", slot.describe()));
-            Some(1.0)
-        })
-    }
-
-    fn bool(&mut self, key: &'static str, default: bool) -> bool {
-        match self.named.get(key) {
-            None => default,
-            Some(value) => match value.kind {
-                ValueKind::Bool(b) => b,
-                _ => {
-                    self.errors.error(value.span, format!("`{key}` is `true` or `false`"));
-                    default
+    let mut values = Vec::with_capacity(params.len());
+    for (param, value) in params.iter().zip(&given) {
+        let Some(value) = value else {
+            if param.default == registry::ParamDefault::Required {
+                if !misplaced {
+                    errors.error(layer.kind.span(), format!("`{kind}` needs {}, e.g. `{}`", param.missing, def.example));
                 }
-            },
-        }
-    }
-
-    fn required<T>(&mut self, value: Option<T>, what: &str) -> T
-    where
-        T: Default,
-    {
-        value.unwrap_or_else(|| {
-            let kind = self.layer.kind.to_string();
-            if !self.misplaced {
-                self.errors.error(self.layer.kind.span(), format!("`{kind}` needs {what}, e.g. `{}`", example(&kind)));
+                values.push(Some(placeholder(param.kind)));
+            } else {
+                values.push(None);
             }
-            T::default()
-        })
+            continue;
+        };
+        fields.entry(param.field).or_insert(value.span);
+        values.push(Some(typed(param, value, errors)));
     }
+    (def.build)(&Args::resolve(def, &values).expect("every required argument has a value"))
 }
 
-#[derive(Clone, Copy)]
-enum Slot {
-    Positional(usize),
-    Named(&'static str),
-}
-
-impl Slot {
-    fn describe(&self) -> String {
-        match self {
-            Slot::Positional(_) => "this argument".to_string(),
-            Slot::Named(key) => format!("`{key}`"),
-        }
-    }
-}
-
-fn example(kind: &str) -> &'static str {
+/// A stand-in for an argument already reported, so lowering can go on.
+fn placeholder(kind: ParamKind) -> ArgValue {
     match kind {
-        "conv" => "conv(16, kernel = 3, padding = 1)",
-        "linear" => "linear(10)",
-        "avg_pool" => "avg_pool(2)",
-        "max_pool" => "avg_pool(2)",
-        "scale" => "scale(0.5)",
-        "residual" => "residual(beta = 0.5) { relu, conv(16, kernel = 3, padding = 1) }",
-        "bottleneck" => "bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)",
-        "leaky_relu" => "leaky_relu(0.01)",
-        "dropout" => "dropout(0.5)",
-        _ => "relu",
+        ParamKind::Count => ArgValue::Count(1),
+        ParamKind::Number => ArgValue::Number(1.0),
+        ParamKind::Flag => ArgValue::Flag(false),
     }
 }
 
-fn lower_op(layer: &Layer, fields: &mut HashMap<LayerField, Span>, errors: &mut Errors) -> Option<Op> {
-    let kind = layer.kind.to_string();
-    let unscaled = |activation| Some(Op::Unscaled(activation));
-    let no_args = |errors: &mut Errors| {
-        if let Some(args) = &layer.args {
-            let span = args.first().map_or(layer.kind.span(), |a| a.value.span);
-            errors.error(span, format!("`{kind}` takes no arguments; write `{kind}`"));
-        }
-    };
-    match kind.as_str() {
-        "conv" => {
-            let mut args =
-                Args::new(layer, &["output channels"], &["kernel", "stride", "padding", "bias"], fields, errors);
-            let out = args.usize(Slot::Positional(0), LayerField::Size);
-            let out_channels = args.required(out, "its number of output channels first");
-            let kernel = args.usize(Slot::Named("kernel"), LayerField::Kernel);
-            let kernel = args.required(kernel, "a kernel size");
-            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(1);
-            let padding = args.usize(Slot::Named("padding"), LayerField::Padding).unwrap_or(0);
-            let bias = args.bool("bias", true);
-            Some(Op::Conv2d { out_channels, kernel, stride, padding, bias })
-        }
-        "linear" => {
-            let mut args = Args::new(layer, &["output features"], &["bias"], fields, errors);
-            let out = args.usize(Slot::Positional(0), LayerField::Size);
-            let out_features = args.required(out, "its number of output features");
-            let bias = args.bool("bias", true);
-            Some(Op::Linear { out_features, bias })
-        }
-        "avg_pool" | "max_pool" => {
-            let mut args = Args::new(layer, &["kernel size"], &["stride"], fields, errors);
-            let kernel = args.usize(Slot::Positional(0), LayerField::Size);
-            let kernel = args.required(kernel, "a kernel size");
-            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(kernel);
-            Some(if kind == "avg_pool" { Op::AvgPool2d { kernel, stride } } else { Op::MaxPool2d { kernel, stride } })
-        }
-        "leaky_relu" => {
-            let mut args = Args::new(layer, &["negative slope"], &[], fields, errors);
-            let slope = args.f64(Slot::Positional(0), LayerField::Slope).unwrap_or(0.01);
-            Some(Op::LeakyRelu { slope })
-        }
-        "dropout" => {
-            let mut args = Args::new(layer, &["drop probability"], &[], fields, errors);
-            let p = args.f64(Slot::Positional(0), LayerField::Probability).unwrap_or(0.5);
-            Some(Op::Dropout { p })
-        }
-        "residual" => {
-            let mut args = Args::new(layer, &[], &["beta", "alpha"], fields, errors);
-            let beta = args.f64(Slot::Named("beta"), LayerField::Beta);
-            let alpha = args.f64(Slot::Named("alpha"), LayerField::Alpha);
-            Some(Op::Residual(Residual { alpha, beta, main: Vec::new(), shortcut: None }))
-        }
-        "bottleneck" => {
-            let mut args = Args::new(layer, &[], &["out", "width", "stride", "beta"], fields, errors);
-            let out = args.usize(Slot::Named("out"), LayerField::Size);
-            let out_channels = args.required(out, "its output channels `out`");
-            let width = args.usize(Slot::Named("width"), LayerField::Width);
-            let width = args.required(width, "its inner `width`");
-            let stride = args.usize(Slot::Named("stride"), LayerField::Stride).unwrap_or(1);
-            let beta = args.f64(Slot::Named("beta"), LayerField::Beta);
-            let beta = args.required(beta, "its branch weight `beta`");
-            Some(Op::Bottleneck { out_channels, width, stride, beta })
-        }
-        "scale" => {
-            let mut args = Args::new(layer, &["factor"], &[], fields, errors);
-            let factor = args.f64(Slot::Positional(0), LayerField::Factor);
-            Some(Op::Scale { factor: args.required(factor, "a factor") })
-        }
-        // Rejected by the calculus with a message about the rule; their arguments do not matter.
-        "batch_norm" => Some(Op::Normalization(Normalization::BatchNorm)),
-        "layer_norm" => Some(Op::Normalization(Normalization::LayerNorm)),
-        "group_norm" => Some(Op::Normalization(Normalization::GroupNorm)),
-        simple => {
-            let op = match simple {
-                "relu" => Some(Op::Relu),
-                "flatten" => Some(Op::Flatten),
-                "scalar" => Some(Op::Scalar),
-                "bias" => Some(Op::Bias),
-                "sigmoid" => unscaled(UnscaledActivation::Sigmoid),
-                "tanh" => unscaled(UnscaledActivation::Tanh),
-                "gelu" => unscaled(UnscaledActivation::Gelu),
-                "silu" | "swish" => unscaled(UnscaledActivation::Silu),
-                "elu" => unscaled(UnscaledActivation::Elu),
-                "softplus" => unscaled(UnscaledActivation::Softplus),
-                "softmax" => unscaled(UnscaledActivation::Softmax),
-                _ => {
-                    errors.error(layer.kind.span(), unknown_layer_message(simple));
-                    return None;
-                }
+/// A literal read as the type its parameter takes, or an error on it.
+fn typed(param: &Param, value: &Value, errors: &mut Errors) -> ArgValue {
+    let what = if param.positional { "this argument".to_string() } else { format!("`{}`", param.name) };
+    match (param.kind, value.kind) {
+        (ParamKind::Count, ValueKind::Int(v)) => ArgValue::Count(v as usize),
+        (ParamKind::Number, _) if value.as_f64().is_some() => ArgValue::Number(value.as_f64().expect("a number")),
+        (ParamKind::Flag, ValueKind::Bool(b)) => ArgValue::Flag(b),
+        (kind, _) => {
+            let message = match kind {
+                ParamKind::Count => format!("expected a nonnegative integer for {what}"),
+                ParamKind::Number => format!("expected a number for {what}"),
+                ParamKind::Flag => format!("{what} is `true` or `false`"),
             };
-            no_args(errors);
-            op
+            errors.error(value.span, message);
+            placeholder(kind)
         }
     }
 }

@@ -2,8 +2,7 @@
 //! its own: a bad entry records an error and parsing goes on with the next.
 
 use crate::ast::{Arg, Body, Layer, Network, Options, Spanned, Value, ValueKind};
-use crate::errors::{did_you_mean, suggestion, Errors};
-use crate::lower::LAYER_KEYWORDS;
+use crate::errors::{did_you_mean, Errors};
 use proc_macro2::{TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
@@ -94,7 +93,7 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
     if let Some(key) = &layer.name {
         let kind = layer.kind.to_string();
         let name = key.to_string();
-        if !LAYER_KEYWORDS.contains(&kind.as_str()) {
+        if scalenet_calculus::registry::lookup(&kind).is_none() {
             if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
                 return Err(syn::Error::new(key.span(), format!("unknown option `{name}`; did you mean `{option}`?")));
             }
@@ -281,18 +280,4 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         return Err(input.error("expected `,` after the option"));
     }
     Ok(())
-}
-
-/// The message for a word that is neither a layer nor an option.
-pub fn unknown_layer_message(kind: &str) -> String {
-    let all = LAYER_KEYWORDS.iter().copied();
-    format!("unknown layer `{kind}`{}", {
-        let hint = suggestion(kind, all);
-        if hint.is_empty() {
-            "; expected one of conv, linear, avg_pool, relu, leaky_relu, dropout, flatten, scale, scalar, bias"
-                .to_string()
-        } else {
-            hint
-        }
-    })
 }

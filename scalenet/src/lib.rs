@@ -60,8 +60,10 @@ pub use scalenet_macros::network;
 
 pub mod data;
 pub mod diagnostics;
-pub mod init;
+mod init;
 pub mod nn;
+#[doc(hidden)]
+pub mod __private;
 pub mod ops;
 #[cfg(feature = "plot")]
 pub mod plot;

@@ -2,7 +2,7 @@
 //! candle-nn's `Linear` created with the calculus's variances, plus the learnable [`Scalar`] and
 //! standalone [`Bias`] of the paper.
 
-use candle_core::{Module, Result, Shape, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 /// A 2-d convolution (dilation 1, one group) computed by [`crate::ops::conv2d`], whose backward
@@ -123,52 +123,6 @@ impl Module for Bias {
             _ => xs.broadcast_add(&self.bias),
         }
     }
-}
-
-/// `log(1 + exp(x))`, computed as `relu(x) + log(1 + exp(-|x|))` so large inputs do not overflow.
-pub fn softplus(xs: &Tensor) -> Result<Tensor> {
-    let tail = ((xs.abs()?.neg()?.exp()? + 1.0)?).log()?;
-    xs.relu()? + tail
-}
-
-/// Checks that `xs` is a batch of `[batch, ...expected]`, naming the network in the error.
-pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()> {
-    let dims = xs.dims();
-    if dims.len() == expected.len() + 1 && dims[1..] == *expected {
-        return Ok(());
-    }
-    let batch = if dims.len() == expected.len() + 1 { dims[0] } else { 1 };
-    let mut wanted = vec![batch];
-    wanted.extend_from_slice(expected);
-    Err(candle_core::Error::UnexpectedShape {
-        msg: format!(
-            "{network} takes a batch of shape [batch, {}]",
-            expected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        ),
-        expected: Shape::from(wanted),
-        got: xs.shape().clone(),
-    }
-    .bt())
-}
-
-/// Multiplies the `output_calibration` variable in `varmap` so that `output` (computed with the
-/// current calibration) gets standard deviation `target_std`. Returns the new calibration.
-pub fn calibrate(varmap: &candle_nn::VarMap, output: &Tensor, target_std: f64) -> Result<f64> {
-    let output = output.to_dtype(candle_core::DType::F64)?;
-    let std = crate::diagnostics::second_moment(&output.broadcast_sub(&output.mean_all()?)?)?.sqrt();
-    if !(std.is_finite() && std > 0.0) {
-        candle_core::bail!("cannot calibrate the output: its standard deviation on this batch is {std}")
-    }
-    let vars = varmap.data().lock().expect("varmap lock poisoned");
-    let Some(var) = vars.get("output_calibration") else {
-        candle_core::bail!(
-            "this varmap has no `output_calibration` variable; pass the varmap the network was built from"
-        )
-    };
-    let current = var.as_tensor().to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let calibrated = current * target_std / std;
-    var.set(&Tensor::new(calibrated, var.device())?.to_dtype(var.dtype())?)?;
-    Ok(calibrated)
 }
 
 /// Saves every variable of `varmap` as safetensors at `path`, atomically: a temporary file in the

@@ -1,0 +1,457 @@
+//! The planner: from a checked declaration with its shapes to a [`Plan`]. Pass 1 builds the
+//! steps on the nominal chain, choosing each weight's init and inserting the fixed scalars; pass 2
+//! predicts the real chain's moments forward and backward.
+
+use crate::blocks;
+use crate::diagnostic::Diagnostics;
+use crate::moments::{self, Moments, Transfer, WeightGeometry};
+use crate::plan::{ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
+use crate::registry::weight::weight_geometry;
+use crate::registry::{Op, Role};
+use crate::rules;
+use crate::shapes::{self, Node, NodeKind};
+use crate::spec::{InitScheme, NetworkSpec, Shape};
+use std::collections::BTreeMap;
+
+/// Checks `spec` and computes its plan, or returns every rule it breaks.
+///
+/// Phases: the rules that need no shapes ([`crate::rules`]), then shape inference
+/// ([`crate::shapes`], which spells out bottlenecks), then the planner. Layer ids are assigned
+/// here from the declaration's structure, so a spec built by hand needs none.
+pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
+    let mut spec = spec.clone();
+    spec.assign_layer_ids();
+    let mut diagnostics = Diagnostics::default();
+    let broken = rules::check_declaration(&spec, &mut diagnostics);
+    let nodes = match spec.input {
+        Some(input) if !input.dims().contains(&0) => shapes::infer_chain(&spec.layers, input, &broken, &mut diagnostics),
+        _ => None,
+    };
+    match (nodes, diagnostics.is_empty()) {
+        (Some(nodes), true) => Ok(Planner::new(&spec).plan(&nodes)),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Every op the network runs outside fixed scalars, bottlenecks' main branches spelled out (their
+/// shortcuts are projections that do not set `k*` or the slope).
+fn leaf_ops(spec: &NetworkSpec) -> Vec<Op> {
+    spec.walk()
+        .flat_map(|layer| match layer.op {
+            Op::Bottleneck { out_channels, width, stride, .. } => {
+                blocks::bottleneck_main(out_channels, width, stride).into_iter().map(|l| l.op).collect()
+            }
+            ref op => vec![op.clone()],
+        })
+        .collect()
+}
+
+/// The most common kernel among weight layers (linear counts as 1; a bottleneck's 1x1 count
+/// twice, its 3x3 once); ties go to the smaller.
+pub fn most_common_kernel(spec: &NetworkSpec) -> usize {
+    let mut counts = BTreeMap::new();
+    for kernel in leaf_ops(spec).iter().filter_map(Op::weight_kernel) {
+        *counts.entry(kernel).or_insert(0usize) += 1;
+    }
+    counts.into_iter().max_by_key(|&(kernel, count)| (count, std::cmp::Reverse(kernel))).map_or(1, |(k, _)| k)
+}
+
+/// The slope `a` whose gain `2/(1 + a^2)` `c` is chosen for: the most common among the network's
+/// ReLU-family activations (ReLU is `a = 0`); ties go to ReLU. Activations with another slope get
+/// a fixed scalar.
+fn network_slope(spec: &NetworkSpec) -> f64 {
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    let mut count = |slope: f64, n: usize| match counts.iter_mut().find(|(s, _)| *s == slope) {
+        Some((_, total)) => *total += n,
+        None => counts.push((slope, n)),
+    };
+    for slope in leaf_ops(spec).iter().filter_map(Op::activation_slope) {
+        count(slope, 1);
+    }
+    counts.into_iter().fold((0.0, 0), |best, (slope, n)| if n > best.1 { (slope, n) } else { best }).0
+}
+
+/// `E[W^2]` of a weight layer under `scheme` (eqs. 3-5).
+pub fn weight_second_moment(scheme: InitScheme, geometry: &WeightGeometry, numerator: f64, gain: f64) -> f64 {
+    let (n_in, n_out) = (geometry.fan_in as f64, geometry.fan_out as f64);
+    let k = geometry.kernel as f64;
+    match scheme {
+        InitScheme::Geometric => numerator / (k * (n_in * n_out).sqrt()),
+        InitScheme::FanIn => gain / (n_in * k * k),
+        InitScheme::FanOut => gain / (n_out * k * k),
+        InitScheme::Arithmetic => gain / (0.5 * (n_in + n_out) * k * k),
+    }
+}
+
+/// `alpha S + beta F` of independent branches.
+fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -> Moments {
+    let cross = 2.0 * alpha * beta * shortcut.mean * main.mean;
+    Moments {
+        second: alpha * alpha * shortcut.second + beta * beta * main.second + cross,
+        mean: alpha * shortcut.mean + beta * main.mean,
+        coherent: alpha * alpha * shortcut.coherent + beta * beta * main.coherent + cross,
+        nonnegative: shortcut.nonnegative && main.nonnegative,
+    }
+}
+
+/// How the moments through a step are computed.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// The real network.
+    Actual,
+    /// Without the user's own `scale` factors (only their sign): the chain the inserted scalars
+    /// are computed on, so that no inserted scalar cancels a factor the user asked for.
+    Nominal,
+}
+
+/// Moments through one step.
+fn transfer(step: &Step, input: Moments, mode: Mode) -> Transfer {
+    match &step.op {
+        StepOp::FixedScale { factor, .. } => Transfer::scale(input, *factor),
+        StepOp::Block { alpha, beta, main, shortcut, .. } => {
+            let (main_out, main_gain) = chain_transfer(main, input, mode);
+            let (shortcut_out, shortcut_gain) = chain_transfer(shortcut, input, mode);
+            Transfer {
+                output: combine(*alpha, shortcut_out, *beta, main_out),
+                backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
+            }
+        }
+        // The nominal chain keeps only the sign of the user's own factors.
+        StepOp::Declared { op: Op::Scale { factor }, .. } if mode == Mode::Nominal => {
+            Transfer::scale(input, factor.signum())
+        }
+        StepOp::Declared { op, .. } => (op.def().transfer)(op, step, input),
+    }
+}
+
+/// Output moments of a chain and its backward gain `E[dx^2]/E[dy^2]`.
+fn chain_transfer(steps: &[Step], input: Moments, mode: Mode) -> (Moments, f64) {
+    steps.iter().fold((input, 1.0), |(moments, gain), step| {
+        let t = transfer(step, moments, mode);
+        (t.output, gain * t.backward_gain)
+    })
+}
+
+/// What the scalars inserted so far in a chain have to say about the next one.
+#[derive(Clone, Copy, Default)]
+struct Since {
+    seen_weight_layer: bool,
+    pooled: bool,
+    padded: bool,
+    activation_mismatch: bool,
+    in_branch: bool,
+}
+
+struct Planner<'a> {
+    spec: &'a NetworkSpec,
+    typical_kernel: usize,
+    slope: f64,
+    gain: f64,
+    c: f64,
+}
+
+impl<'a> Planner<'a> {
+    fn new(spec: &'a NetworkSpec) -> Self {
+        let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
+        let slope = network_slope(spec);
+        let gain = 2.0 / (1.0 + slope * slope);
+        Planner { spec, typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
+    }
+
+    /// Inserts a fixed scalar at the end of `steps`, or before a weight layer about to be added:
+    /// then before the standalone biases and flattens that precede it, so they see the corrected
+    /// moment too. Returns whether a scalar was needed.
+    fn insert_scalar(
+        &self,
+        steps: &mut Vec<Step>,
+        factor: f64,
+        reasons: Vec<ScaleReason>,
+        shape: Shape,
+        before_weight: bool,
+    ) -> bool {
+        if !self.spec.fixed_scalars || !factor.is_finite() || (factor - 1.0).abs() <= 1e-9 {
+            return false;
+        }
+        let mut at = steps.len();
+        let moves_nothing = |step: &Step| match &step.op {
+            StepOp::Declared { op, .. } => matches!(op.def().role, Role::Bias | Role::Reshape),
+            _ => false,
+        };
+        while before_weight && at > 0 && moves_nothing(&steps[at - 1]) {
+            at -= 1;
+        }
+        let shape = steps.get(at).map_or(shape, |s| s.input_shape);
+        steps.insert(at, Step::new(StepOp::FixedScale { factor, reasons }, String::new(), shape, shape, None));
+        true
+    }
+
+    /// Pass 1, on the nominal chain: builds the steps of `nodes`, choosing each weight layer's init
+    /// and the fixed scalars. `relative_scaling` is `sigma / sigma_0` at the chain's input.
+    ///
+    /// One rule gives every fixed scalar. Biases are balanced against weights when, at every
+    /// weight layer output, `n E[y^2]^2 = c_l^2` (eqs. 7-8 with gamma = sigma/c_l^2): so the
+    /// calculus puts one scalar before each weight layer that brings its output to
+    /// `E[y^2] = c_l / sqrt(n_out)`. Before the first layer this is the input scalar
+    /// `1/(n0 k0^2)^(1/4)` of section 8.1; before a layer whose kernel is not `k*` it is
+    /// `sqrt(k*/k)` of section 6.2; after average pooling it undoes the pooling (section 8).
+    fn build_chain(
+        &self,
+        nodes: &[Node],
+        nominal: &mut Moments,
+        relative_scaling: &mut f64,
+        since: &mut Since,
+    ) -> Vec<Step> {
+        let mut steps: Vec<Step> = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let name = node.name.clone().unwrap_or_default();
+            let step = match &node.kind {
+                NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
+                    let entry = *nominal;
+                    // sigma_B / sigma at the block input through each branch, a scale-free product
+                    // of op ratios (1 unless pooling follows a ReLU), measured by a dry build.
+                    let ratio_through = |nodes: &[Node]| {
+                        let mut ratio = 1.0;
+                        self.build_chain(
+                            nodes,
+                            &mut entry.clone(),
+                            &mut ratio,
+                            &mut Since { in_branch: true, ..*since },
+                        );
+                        ratio
+                    };
+                    let (main_ratio, shortcut_ratio) = (ratio_through(main), ratio_through(shortcut));
+                    // sigma at the block output: the gradients of both branches add (Appendix B).
+                    let output_scaling =
+                        *relative_scaling / (alpha * alpha / shortcut_ratio + beta * beta / main_ratio);
+                    let mut branch = |nodes: &[Node], weight: f64, ratio: f64| {
+                        let mut moments = entry;
+                        // A branch carries the share weight^2 of sigma at the sum (section 11).
+                        let mut scaling = if self.spec.branch_scaling {
+                            output_scaling * weight * weight / ratio
+                        } else {
+                            *relative_scaling
+                        };
+                        let mut branch_since = Since { in_branch: true, ..*since };
+                        let mut steps = self.build_chain(nodes, &mut moments, &mut scaling, &mut branch_since);
+                        if !nodes.is_empty() {
+                            let factor = (entry.second / moments.second).sqrt();
+                            let shape = nodes.last().expect("nonempty").output;
+                            self.insert_scalar(&mut steps, factor, vec![ScaleReason::BranchEnd], shape, false);
+                        }
+                        since.seen_weight_layer |= branch_since.seen_weight_layer;
+                        steps
+                    };
+                    let main_steps = branch(main, *beta, main_ratio);
+                    let shortcut_steps = branch(shortcut, *alpha, shortcut_ratio);
+                    Step::new(
+                        StepOp::Block {
+                            id: node.id,
+                            keyword,
+                            alpha: *alpha,
+                            beta: *beta,
+                            main: main_steps,
+                            shortcut: shortcut_steps,
+                        },
+                        name,
+                        node.input,
+                        node.output,
+                        None,
+                    )
+                }
+                NodeKind::Leaf(op) => {
+                    let params = match (op.def().role, op) {
+                        (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
+                            let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
+                            let numerator = self.c * relative_scaling.sqrt();
+                            let second_moment = weight_second_moment(self.spec.init, &geometry, numerator, self.gain);
+                            let target = numerator / (geometry.fan_out as f64).sqrt();
+                            let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second;
+                            let mut reasons = Vec::new();
+                            if !since.seen_weight_layer {
+                                reasons.push(ScaleReason::Input);
+                            }
+                            if geometry.kernel != self.typical_kernel {
+                                reasons.push(ScaleReason::Kernel {
+                                    kernel: geometry.kernel,
+                                    typical: self.typical_kernel,
+                                });
+                            }
+                            for (flag, reason) in [
+                                (since.pooled, ScaleReason::Pooling),
+                                (since.padded, ScaleReason::Padding),
+                                (since.activation_mismatch, ScaleReason::Activation),
+                                (since.in_branch, ScaleReason::Branch),
+                                (
+                                    self.spec.init != InitScheme::Geometric && since.seen_weight_layer,
+                                    ScaleReason::InitScheme,
+                                ),
+                            ] {
+                                if flag {
+                                    reasons.push(reason);
+                                }
+                            }
+                            let factor = (target / produced).sqrt();
+                            if self.insert_scalar(&mut steps, factor, reasons, node.input, true) {
+                                *nominal = nominal.scaled(factor);
+                            }
+                            *since = Since {
+                                seen_weight_layer: true,
+                                padded: geometry.coverage < 1.0,
+                                in_branch: since.in_branch,
+                                ..Since::default()
+                            };
+                            Some(ParamInit::Weight(WeightInit {
+                                shape: match op {
+                                    Op::Conv2d { kernel, .. } => {
+                                        vec![geometry.fan_out, geometry.fan_in, *kernel, *kernel]
+                                    }
+                                    _ => vec![geometry.fan_out, geometry.fan_in],
+                                },
+                                geometry,
+                                numerator,
+                                second_moment,
+                                bias: *bias,
+                            }))
+                        }
+                        (Role::Scalar, _) => {
+                            let numerator = self.c * relative_scaling.sqrt();
+                            Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
+                        }
+                        (Role::Bias, _) => Some(ParamInit::Bias { channels: node.input.channels() }),
+                        (Role::Activation, _) => {
+                            since.activation_mismatch |= op.activation_slope() != Some(self.slope);
+                            None
+                        }
+                        (Role::Pooling, _) => {
+                            since.pooled = true;
+                            None
+                        }
+                        _ => None,
+                    };
+                    Step::new(
+                        StepOp::Declared { id: node.id, op: op.clone() },
+                        name,
+                        node.input,
+                        node.output,
+                        params,
+                    )
+                }
+            };
+            let t = transfer(&step, *nominal, Mode::Nominal);
+            *relative_scaling *= moments::scaling_ratio(nominal, node.input.numel(), &t, node.output.numel());
+            *nominal = t.output;
+            steps.push(step);
+        }
+        steps
+    }
+
+    fn plan(self, nodes: &[Node]) -> Plan {
+        let input = self.spec.input.expect("checked");
+        let output = nodes.last().map_or(input, |n| n.output);
+        let input_moments = Moments::centred(1.0);
+        let mut nominal = input_moments;
+        let mut steps = self.build_chain(nodes, &mut nominal, &mut 1.0, &mut Since::default());
+        self.insert_scalar(&mut steps, self.spec.output_std / nominal.std(), vec![ScaleReason::Output], output, false);
+
+        // Pass 2: the real chain, forward then backward (batch-size-1 semantics: E[dy^2] = 1 at
+        // the output, as for loss = y . N with N ~ N(0, I)).
+        predict_forward(&mut steps, input_moments);
+        predict_backward(&mut steps, 1.0);
+
+        let unscaled_layers =
+            self.spec.walk().filter(|layer| matches!(layer.op, Op::Unscaled(_))).map(|layer| layer.id).collect();
+        let mut plan = Plan {
+            input,
+            output,
+            init: self.spec.init,
+            typical_kernel: self.typical_kernel,
+            gain: self.gain,
+            c: self.c,
+            output_std: self.spec.output_std,
+            input_moments,
+            steps,
+            unscaled_layers,
+            paths: Vec::new(),
+        };
+        plan.paths = paths(&plan.steps, "");
+        plan
+    }
+}
+
+/// Parameter paths in walk order: `block.main.layer`, `block.shortcut.layer`.
+fn paths(steps: &[Step], prefix: &str) -> Vec<String> {
+    let join = |name: &str| match (prefix.is_empty(), name.is_empty()) {
+        (_, true) => prefix.to_string(),
+        (true, false) => name.to_string(),
+        (false, false) => format!("{prefix}.{name}"),
+    };
+    let mut out = Vec::new();
+    for step in steps {
+        let path = join(&step.name);
+        if let StepOp::Block { main, shortcut, .. } = &step.op {
+            out.push(path.clone());
+            out.extend(paths(main, &format!("{path}.main")));
+            out.extend(paths(shortcut, &format!("{path}.shortcut")));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn predict_forward(steps: &mut [Step], input: Moments) -> Moments {
+    let mut current = input;
+    for step in steps {
+        step.input = current;
+        step.forward = match &mut step.op {
+            StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                let (alpha, beta) = (*alpha, *beta);
+                let main_out = predict_forward(main, current);
+                let shortcut_out = predict_forward(shortcut, current);
+                combine(alpha, shortcut_out, beta, main_out)
+            }
+            _ => transfer(step, current, Mode::Actual).output,
+        };
+        current = step.forward;
+    }
+    current
+}
+
+/// Sets each step's backward moment, scaling factor and gammas; returns `E[dx^2]` at the input.
+fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 {
+    let mut gradient = output_gradient;
+    for step in steps.iter_mut().rev() {
+        step.backward = gradient;
+        step.scaling = step.output_shape.numel() as f64 * gradient * step.forward.second;
+        let input_gradient = match &mut step.op {
+            StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                let (alpha, beta) = (*alpha, *beta);
+                let through_main = predict_backward(main, beta * beta * gradient);
+                let through_shortcut = predict_backward(shortcut, alpha * alpha * gradient);
+                through_main + through_shortcut
+            }
+            _ => gradient * transfer(step, step.input, Mode::Actual).backward_gain,
+        };
+        let dy = gradient;
+        match &step.params {
+            Some(ParamInit::Weight(weight)) => {
+                let g = &weight.geometry;
+                let weight_gradient = g.area_out as f64 * g.coverage * step.input.second * dy;
+                step.gamma = Some(weight_gradient / weight.second_moment);
+                if weight.bias {
+                    step.bias_gamma = Some(g.area_out as f64 * dy / step.forward.second);
+                }
+            }
+            Some(ParamInit::Scalar { value, fixed }) => {
+                let scalar_gradient = fixed * fixed * step.input_shape.numel() as f64 * step.input.second * dy;
+                step.gamma = Some(scalar_gradient / (value * value));
+            }
+            Some(ParamInit::Bias { .. }) => {
+                step.bias_gamma = Some(step.output_shape.area() as f64 * dy / step.forward.second);
+            }
+            None => {}
+        }
+        gradient = input_gradient;
+    }
+    gradient
+}

@@ -1,0 +1,121 @@
+//! Average pooling (a window, or the whole image) and max pooling, which is declared only to be
+//! rejected.
+
+use super::common::{needs_image, unplanned};
+use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::moments;
+use crate::registry::Op;
+use crate::rules;
+use crate::shapes::conv_window;
+use crate::spec::{LayerId, Shape};
+
+pub static AVG_POOL: OpDef = OpDef {
+    keyword: "avg_pool",
+    aliases: &[],
+    summary: "average pooling, stride `k`; `k` must tile the input exactly",
+    example: "avg_pool(2)",
+    params: Params::List(&[
+        Param::positional("kernel", ParamKind::Count, LayerField::Size).meaning("kernel size", "a kernel size"),
+        Param::named("stride", ParamKind::Count, LayerField::Stride).default(ParamDefault::SameAs(0)),
+    ]),
+    branches: false,
+    role: Role::Pooling,
+    build: |args| Op::AvgPool2d { kernel: args.count(0), stride: args.count(1) },
+    args: pool_args,
+    rules: &[rules::check_positive_sizes, rules::reject_mismatched_strides],
+    shape: pool_shape,
+    transfer: |op, _, input| match *op {
+        Op::AvgPool2d { kernel, .. } => moments::avg_pool(input, kernel),
+        _ => unreachable!(),
+    },
+    describe: |op, _| match op {
+        Op::AvgPool2d { kernel, .. } => format!("avg_pool {kernel}"),
+        _ => unreachable!(),
+    },
+    runtime: Runtime::Call { function: "avg_pool", train: false },
+};
+
+pub static GLOBAL_AVG_POOL: OpDef = OpDef {
+    keyword: "global_avg_pool",
+    aliases: &[],
+    summary: "averages each channel over the whole image, then flattens: `[C, H, W] -> [C]`",
+    example: "global_avg_pool",
+    params: Params::List(&[]),
+    branches: false,
+    role: Role::Pooling,
+    build: |_| Op::GlobalAvgPool,
+    args: |_| Vec::new(),
+    rules: &[],
+    shape: |op, input, id, diagnostics| match input {
+        Shape::Image { channels, .. } => Some(Shape::Vector { features: channels }),
+        Shape::Vector { .. } => {
+            needs_image(op, input, id, diagnostics);
+            None
+        }
+    },
+    // A pooling window as large as the image (Appendix B with k^2 = H W), seen as a vector
+    // after: the whole second moment of each entry is then its own channel's.
+    transfer: |_, step, input| {
+        let mut transfer = moments::average_window(input, step.input_shape.area());
+        transfer.output = transfer.output.as_vector();
+        transfer
+    },
+    describe: |_, step| format!("global_avg_pool {}x", step.input_shape.area()),
+    runtime: Runtime::Call { function: "global_avg_pool", train: false },
+};
+
+pub static MAX_POOL: OpDef = OpDef {
+    keyword: "max_pool",
+    aliases: &[],
+    summary: "rejected: max pooling does not preserve the scaling factor",
+    example: "avg_pool(2)",
+    params: AVG_POOL.params,
+    branches: false,
+    role: Role::Rejected,
+    build: |args| Op::MaxPool2d { kernel: args.count(0), stride: args.count(1) },
+    args: pool_args,
+    rules: &[rules::reject_max_pooling, rules::check_positive_sizes],
+    shape: pool_shape,
+    transfer: unplanned,
+    describe: |op, _| op.keyword().to_string(),
+    runtime: Runtime::Rejected,
+};
+
+fn pool_args(op: &Op) -> Vec<Option<ArgValue>> {
+    match *op {
+        Op::AvgPool2d { kernel, stride } | Op::MaxPool2d { kernel, stride } => {
+            vec![Some(ArgValue::Count(kernel)), Some(ArgValue::Count(stride))]
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Average pooling must tile its input exactly: candle's pooling backward is wrong otherwise,
+/// and a dropped row breaks the assumption that every entry feeds the next layer.
+fn pool_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) -> Option<Shape> {
+    let (Op::AvgPool2d { kernel, stride } | Op::MaxPool2d { kernel, stride }) = *op else { unreachable!() };
+    let Shape::Image { channels, height, width } = input else {
+        needs_image(op, input, id, diagnostics);
+        return None;
+    };
+    if kernel == 0 || stride == 0 {
+        return None;
+    }
+    if matches!(op, Op::AvgPool2d { .. }) && (height % kernel != 0 || width % kernel != 0) {
+        let fits = |size: usize| size.div_ceil(kernel) * kernel;
+        let sizes = if height == width { height.to_string() } else { format!("{height} and {width}") };
+        diagnostics.push(
+            Location::layer(id, LayerField::Size),
+            format!(
+                "`avg_pool({kernel})` does not tile its {height}x{width} input exactly; pad or crop the previous layer to {}x{} or pick a kernel that divides {sizes}",
+                fits(height),
+                fits(width)
+            ),
+        );
+        return None;
+    }
+    let h = conv_window(height, kernel, stride, 0).ok()?;
+    let w = conv_window(width, kernel, stride, 0).ok()?;
+    Some(Shape::Image { channels, height: h, width: w })
+}

@@ -1,0 +1,204 @@
+//! Layers with learnable parameters: convolution, linear, the learnable scalar and the
+//! standalone bias.
+
+use super::common::{identity, keyword, needs_image, no_args, same_shape};
+use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::moments::{self, Moments, Transfer};
+use crate::plan::{ParamInit, Step};
+use crate::rules;
+use crate::shapes::{conv_window, WindowError};
+use crate::spec::{LayerId, Shape};
+use crate::registry::Op;
+
+const fn flag(value: bool) -> ParamDefault {
+    ParamDefault::Value(ArgValue::Flag(value))
+}
+
+const fn count(value: usize) -> ParamDefault {
+    ParamDefault::Value(ArgValue::Count(value))
+}
+
+pub static CONV: OpDef = OpDef {
+    keyword: "conv",
+    aliases: &[],
+    summary: "2-d convolution; stride 1 or equal to the kernel",
+    example: "conv(16, kernel = 3, padding = 1)",
+    params: Params::List(&[
+        Param::positional("out", ParamKind::Count, LayerField::Size)
+            .meaning("output channels", "its number of output channels first"),
+        Param::named("kernel", ParamKind::Count, LayerField::Kernel).meaning("kernel size", "a kernel size"),
+        Param::named("stride", ParamKind::Count, LayerField::Stride).default(count(1)),
+        Param::named("padding", ParamKind::Count, LayerField::Padding).default(count(0)),
+        Param::named("bias", ParamKind::Flag, LayerField::Kind).default(flag(true)),
+    ]),
+    branches: false,
+    role: Role::Weight,
+    build: |args| Op::Conv2d {
+        out_channels: args.count(0),
+        kernel: args.count(1),
+        stride: args.count(2),
+        padding: args.count(3),
+        bias: args.flag(4),
+    },
+    args: |op| match *op {
+        Op::Conv2d { out_channels, kernel, stride, padding, bias } => vec![
+            Some(ArgValue::Count(out_channels)),
+            Some(ArgValue::Count(kernel)),
+            Some(ArgValue::Count(stride)),
+            Some(ArgValue::Count(padding)),
+            Some(ArgValue::Flag(bias)),
+        ],
+        _ => unreachable!(),
+    },
+    rules: &[rules::check_positive_sizes, rules::reject_mismatched_strides],
+    shape: conv_shape,
+    transfer: weight_transfer,
+    describe: |op, step| match (op, &step.params) {
+        (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
+            let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
+            if *stride != 1 {
+                text += &format!(" s{stride}");
+            }
+            if *padding != 0 {
+                text += &format!(" p{padding}");
+            }
+            if !w.bias {
+                text += " no-bias";
+            }
+            text
+        }
+        _ => "conv".to_string(),
+    },
+    runtime: Runtime::Parameters,
+};
+
+fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) -> Option<Shape> {
+    let Op::Conv2d { out_channels, kernel, stride, padding, .. } = *op else { unreachable!() };
+    let Shape::Image { height, width, .. } = input else {
+        needs_image(op, input, id, diagnostics);
+        return None;
+    };
+    if out_channels == 0 || kernel == 0 || stride == 0 {
+        return None;
+    }
+    let mut report = |error: WindowError, size: usize| error.report(id, kernel, stride, padding, size, diagnostics);
+    let h = conv_window(height, kernel, stride, padding).map_err(|e| report(e, height)).ok();
+    let w = if width == height { h } else { conv_window(width, kernel, stride, padding).map_err(|e| report(e, width)).ok() };
+    Some(Shape::Image { channels: out_channels, height: h?, width: w? })
+}
+
+/// Conv and linear: Appendix A, eqs. (9)-(10), with the padding coverage.
+fn weight_transfer(_: &Op, step: &Step, input: Moments) -> Transfer {
+    let weight = step.weight().expect("the planner gives every weight layer its init");
+    moments::weight_layer(input, &weight.geometry, weight.second_moment)
+}
+
+pub static LINEAR: OpDef = OpDef {
+    keyword: "linear",
+    aliases: &[],
+    summary: "fully connected; needs a vector input (`flatten` or `global_avg_pool` first)",
+    example: "linear(10)",
+    params: Params::List(&[
+        Param::positional("out", ParamKind::Count, LayerField::Size)
+            .meaning("output features", "its number of output features"),
+        Param::named("bias", ParamKind::Flag, LayerField::Kind).default(flag(true)),
+    ]),
+    branches: false,
+    role: Role::Weight,
+    build: |args| Op::Linear { out_features: args.count(0), bias: args.flag(1) },
+    args: |op| match *op {
+        Op::Linear { out_features, bias } => vec![Some(ArgValue::Count(out_features)), Some(ArgValue::Flag(bias))],
+        _ => unreachable!(),
+    },
+    rules: &[rules::check_positive_sizes],
+    shape: |op, input, id, diagnostics| {
+        let Op::Linear { out_features, .. } = *op else { unreachable!() };
+        if let Shape::Image { channels, height, width } = input {
+            diagnostics.push(
+                Location::layer(id, LayerField::Kind),
+                format!(
+                    "`linear` needs a vector input, but its input is the image {input}; insert `flatten` before it (giving [{}])",
+                    channels * height * width
+                ),
+            );
+            return None;
+        }
+        (out_features > 0).then_some(Shape::Vector { features: out_features })
+    },
+    transfer: weight_transfer,
+    describe: |op, step| match (op, &step.params) {
+        (Op::Linear { bias, .. }, Some(ParamInit::Weight(w))) => {
+            format!("linear {}→{}{}", w.geometry.fan_in, w.geometry.fan_out, if *bias { "" } else { " no-bias" })
+        }
+        _ => "linear".to_string(),
+    },
+    runtime: Runtime::Parameters,
+};
+
+pub static SCALAR: OpDef = OpDef {
+    keyword: "scalar",
+    aliases: &[],
+    summary: "a learnable scalar, initialized per Appendix E (starts as the identity)",
+    example: "scalar",
+    params: Params::List(&[]),
+    branches: false,
+    role: Role::Scalar,
+    build: |_| Op::Scalar,
+    args: no_args,
+    rules: &[],
+    shape: same_shape,
+    // A scalar that starts as the identity.
+    transfer: identity,
+    describe: |op, step| match &step.params {
+        Some(ParamInit::Scalar { value, fixed }) => {
+            format!("scalar u₀={} ×{}", crate::number(*value), crate::number(*fixed))
+        }
+        _ => op.keyword().to_string(),
+    },
+    runtime: Runtime::Parameters,
+};
+
+pub static BIAS: OpDef = OpDef {
+    keyword: "bias",
+    aliases: &[],
+    summary: "a standalone learnable per-channel bias, zero at initialization",
+    example: "bias",
+    params: Params::List(&[]),
+    branches: false,
+    role: Role::Bias,
+    build: |_| Op::Bias,
+    args: no_args,
+    rules: &[],
+    shape: same_shape,
+    // Zero at initialization (assumption 4).
+    transfer: identity,
+    describe: keyword,
+    runtime: Runtime::Parameters,
+};
+
+/// Geometry of a weight layer from its input and output shapes.
+pub(crate) fn weight_geometry(op: &Op, input: Shape, output: Shape) -> Option<moments::WeightGeometry> {
+    let (kernel, coverage) = match (op, input, output) {
+        (
+            &Op::Conv2d { kernel, stride, padding, .. },
+            Shape::Image { height, width, .. },
+            Shape::Image { height: out_h, width: out_w, .. },
+        ) => (
+            kernel,
+            moments::coverage_1d(height, kernel, stride, padding, out_h)
+                * moments::coverage_1d(width, kernel, stride, padding, out_w),
+        ),
+        (Op::Linear { .. }, _, _) => (1, 1.0),
+        _ => return None,
+    };
+    Some(moments::WeightGeometry {
+        fan_in: input.channels(),
+        fan_out: output.channels(),
+        kernel,
+        area_in: input.area(),
+        area_out: output.area(),
+        coverage,
+    })
+}
+

@@ -1,0 +1,238 @@
+//! The generated module: one template for a valid declaration and for the stub emitted beside
+//! `compile_error!`, so the two cannot drift. The stub has the same items with bodies that never
+//! run, so code that uses the struct reports nothing but the declaration's own errors.
+
+use crate::ast::Network;
+use crate::spec_tokens::spec_tokens;
+use crate::steps::{expand_steps, int, Code};
+use proc_macro2::TokenStream;
+use quote::quote;
+use scalenet_calculus::{NetworkSpec, Plan, Shape};
+
+fn shape_array(shape: Option<Shape>) -> (TokenStream, TokenStream) {
+    let dims: Vec<_> = shape.map(|s| s.dims()).unwrap_or_default().into_iter().map(int).collect();
+    let rank = int(dims.len());
+    (quote!([usize; #rank]), quote!([#(#dims),*]))
+}
+
+/// What differs between the module of a valid declaration and the stub.
+struct Parts {
+    docs: TokenStream,
+    fields: Vec<TokenStream>,
+    constants: Vec<TokenStream>,
+    input: Option<Shape>,
+    output: Option<Shape>,
+    /// Generated bodies, or `None` for the stub's `unreachable!()`.
+    bodies: Option<Bodies>,
+    /// `Module` (no dropout) or only `ModuleT` (dropout needs `train`).
+    uses_train: bool,
+}
+
+struct Bodies {
+    constructors: Vec<TokenStream>,
+    forward: Vec<TokenStream>,
+    spec: TokenStream,
+}
+
+/// The module of a checked declaration.
+pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream {
+    let report_doc = format!("\n\n# Scaling calculus\n\n```text\n{plan}\n```");
+    let docs: Vec<&[syn::Attribute]> = network.layer_docs();
+    let Code { fields, constructors, constants, forward, uses_train } = expand_steps(&plan.steps, &network.vis, &docs);
+    generate(
+        network,
+        Parts {
+            docs: quote!(#[doc = #report_doc]),
+            fields,
+            constants,
+            input: Some(plan.input),
+            output: Some(plan.output),
+            bodies: Some(Bodies { constructors, forward, spec: spec_tokens(spec) }),
+            uses_train,
+        },
+    )
+}
+
+/// The same items for an invalid declaration, with bodies that never run.
+pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
+    generate(
+        network,
+        Parts {
+            docs: TokenStream::new(),
+            fields: Vec::new(),
+            constants: Vec::new(),
+            input,
+            output: None,
+            bodies: None,
+            uses_train: false,
+        },
+    )
+}
+
+fn generate(network: &Network, parts: Parts) -> TokenStream {
+    let Network { attrs, vis, ident, .. } = network;
+    let name = ident.to_string();
+    let Parts { docs, fields, constants, input, output, bodies, uses_train } = parts;
+    let (input_type, input_value) = shape_array(input);
+    let (output_type, output_value) = shape_array(output);
+    let unreachable = quote!(::core::unreachable!("invalid network! declaration"));
+    let (new_body, forward_body, spec_body) = match bodies {
+        Some(Bodies { constructors, forward, spec }) => {
+            let train_unused = (!uses_train).then(|| quote!(let _ = train;));
+            (
+                quote! {
+                    ::core::result::Result::Ok(Self {
+                        #(#constructors,)*
+                        output_calibration: vb.get_with_hints((), "output_calibration", sn::Init::Const(1.0))?,
+                    })
+                },
+                quote! {
+                    #train_unused
+                    sn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
+                    let mut hook = sn::Hook::new(hook);
+                    let xs = xs.clone();
+                    #(#forward)*
+                    xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+                },
+                spec,
+            )
+        }
+        None => (
+            quote!(let _ = vb; #unreachable),
+            quote!(let _ = (xs, train, hook); #unreachable),
+            unreachable.clone(),
+        ),
+    };
+    let module_impl = if uses_train {
+        quote! {
+            impl sn::ModuleT for #ident {
+                /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`; dropout is active only when `train`.
+                fn forward_t(&self, xs: &sn::Tensor, train: bool) -> sn::Result<sn::Tensor> {
+                    self.forward_hooked(xs, train, ::core::option::Option::None)
+                }
+            }
+        }
+    } else {
+        quote! {
+            impl sn::Module for #ident {
+                /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`.
+                fn forward(&self, xs: &sn::Tensor) -> sn::Result<sn::Tensor> {
+                    self.forward_hooked(xs, false, ::core::option::Option::None)
+                }
+            }
+        }
+    };
+
+    quote! {
+        #(#attrs)*
+        #docs
+        #vis struct #ident {
+            #(#fields,)*
+            /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
+            /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
+            /// applied detached so no optimizer trains it.
+            #vis output_calibration: ::scalenet::candle_core::Tensor,
+        }
+
+        // The calculus's constants are computed literals; some land near 1/√2 or √2.
+        #[allow(clippy::approx_constant)]
+        const _: () = {
+            use ::scalenet::__private as sn;
+
+            #(#constants)*
+
+            impl #ident {
+                /// Per-sample input shape, `[C, H, W]` or `[D]`.
+                pub const INPUT_SHAPE: #input_type = #input_value;
+                /// Per-sample output shape.
+                pub const OUTPUT_SHAPE: #output_type = #output_value;
+
+                /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
+                /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
+                /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
+                /// [`Self::new_seeded`] for reproducible runs, or load trained weights through `vb`.
+                pub fn new(vb: sn::VarBuilder) -> sn::Result<Self> {
+                    #new_body
+                }
+
+                /// Creates the parameters in `varmap`, drawn from a `rand` generator seeded with `seed`
+                /// and the parameter's name: the same seed gives the same values on every device.
+                pub fn new_seeded(varmap: &sn::VarMap, dtype: sn::DType, device: &sn::Device, seed: u64) -> sn::Result<Self> {
+                    Self::new(sn::seeded_var_builder(varmap, seed, dtype, device))
+                }
+
+                /// The declaration, as the calculus reads it.
+                pub fn spec() -> sn::calculus::NetworkSpec {
+                    #spec_body
+                }
+
+                /// The calculus's plan: every op, init variance, fixed scalar and predicted moment.
+                pub fn plan() -> &'static sn::calculus::Plan {
+                    static PLAN: ::std::sync::OnceLock<sn::calculus::Plan> = ::std::sync::OnceLock::new();
+                    PLAN.get_or_init(|| {
+                        sn::calculus::analyze(&Self::spec()).expect("network! checked this declaration at compile time")
+                    })
+                }
+
+                /// The plan as a table (`Display`), the same one as in this struct's documentation.
+                pub fn report() -> sn::Report {
+                    sn::Report::new(#name, Self::plan())
+                }
+
+                /// The output of every top-level step of [`Self::plan`] (`plan().steps`, fixed scalars and
+                /// whole residual blocks included), in order: for measuring what the calculus predicts.
+                pub fn forward_steps(&self, xs: &sn::Tensor, train: bool) -> sn::Result<::std::vec::Vec<sn::Tensor>> {
+                    let mut trace = ::std::vec::Vec::new();
+                    let mut record = |_: usize, xs: sn::Tensor| {
+                        trace.push(xs.clone());
+                        ::core::result::Result::Ok(xs)
+                    };
+                    self.forward_hooked(xs, train, ::core::option::Option::Some(&mut record))?;
+                    ::core::result::Result::Ok(trace)
+                }
+
+                /// The forward pass with `hook(step, output)` called after every top-level step of
+                /// `plan().steps`; what it returns continues the pass (add a zero probe variable there
+                /// to read `dL/dx` of that activation, which candle's `GradStore` does not keep).
+                pub fn forward_hooked(
+                    &self,
+                    xs: &sn::Tensor,
+                    train: bool,
+                    hook: ::core::option::Option<sn::StepHook<'_>>,
+                ) -> sn::Result<sn::Tensor> {
+                    #forward_body
+                }
+
+                /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
+                /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
+                /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
+                pub fn calibrate_output(&self, varmap: &sn::VarMap, xs: &sn::Tensor, target_std: f64) -> sn::Result<f64> {
+                    sn::calibrate(varmap, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
+                }
+            }
+
+            #module_impl
+
+            impl sn::Network for #ident {
+                const NAME: &'static str = #name;
+
+                fn plan() -> &'static sn::calculus::Plan {
+                    Self::plan()
+                }
+
+                fn new_seeded(varmap: &sn::VarMap, dtype: sn::DType, device: &sn::Device, seed: u64) -> sn::Result<Self> {
+                    Self::new_seeded(varmap, dtype, device, seed)
+                }
+
+                fn forward_hooked(
+                    &self,
+                    xs: &sn::Tensor,
+                    train: bool,
+                    hook: ::core::option::Option<sn::StepHook<'_>>,
+                ) -> sn::Result<sn::Tensor> {
+                    Self::forward_hooked(self, xs, train, hook)
+                }
+            }
+        };
+    }
+}

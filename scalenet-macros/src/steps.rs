@@ -1,0 +1,150 @@
+//! The plan's steps as code: the struct's fields, their constructors, the fixed scalars as named
+//! constants, and one forward expression per step. Nothing here is specific to a layer kind but
+//! the parameter layers: a stateless op calls the runtime function its registry entry names.
+
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::{format_ident, quote};
+use scalenet_calculus::registry::{ArgValue, Runtime};
+use scalenet_calculus::{ParamInit, Step, StepOp};
+
+pub fn float(value: f64) -> Literal {
+    Literal::f64_suffixed(value)
+}
+
+pub fn int(value: usize) -> Literal {
+    Literal::usize_suffixed(value)
+}
+
+/// An argument value as a literal of the type the runtime takes.
+pub fn arg_literal(value: ArgValue) -> TokenStream {
+    match value {
+        ArgValue::Count(v) => int(v).into_token_stream(),
+        ArgValue::Number(v) => float(v).into_token_stream(),
+        ArgValue::Flag(v) => quote!(#v),
+    }
+}
+
+use quote::ToTokens;
+
+/// What the steps of a network contribute to the generated code.
+#[derive(Default)]
+pub struct Code {
+    pub fields: Vec<TokenStream>,
+    pub constructors: Vec<TokenStream>,
+    /// `const FIXED_<n>: f64`, with the calculus's reasons as their documentation.
+    pub constants: Vec<TokenStream>,
+    /// One `let xs = ..;` per top-level step, each passed through the hook.
+    pub forward: Vec<TokenStream>,
+    pub uses_train: bool,
+}
+
+/// Expands the top-level steps of a plan.
+pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, docs: &[&[syn::Attribute]]) -> Code {
+    let mut code = Code::default();
+    let mut context = Context { vis, docs, fixed: 0 };
+    for (index, step) in steps.iter().enumerate() {
+        let expression = context.step(step, "", &mut code);
+        let index = int(index);
+        code.forward.push(quote!(let xs = hook.after(#index, #expression)?;));
+    }
+    code
+}
+
+struct Context<'a> {
+    vis: &'a syn::Visibility,
+    /// Documentation of every declared layer, by layer id.
+    docs: &'a [&'a [syn::Attribute]],
+    fixed: usize,
+}
+
+impl Context<'_> {
+    /// The expression computing `step`'s output from `xs`; registers its field, constructor and
+    /// constant. `prefix` is the parameter path of the enclosing branch (`""` at the top).
+    fn step(&mut self, step: &Step, prefix: &str, code: &mut Code) -> TokenStream {
+        let path = if prefix.is_empty() { step.name.clone() } else { format!("{prefix}.{}", step.name) };
+        // Parameter paths are dotted; the struct's fields flatten them with underscores.
+        let field = || format_ident!("{}", path.replace('.', "_"));
+        let vis = self.vis;
+        // Steps a bottleneck spells out carry its id but not its docs.
+        let docs: &[syn::Attribute] = match step.op {
+            StepOp::Declared { id, .. } if !step.name.is_empty() => self.docs.get(id.0).copied().unwrap_or_default(),
+            _ => &[],
+        };
+        if let Some(params) = &step.params {
+            let field = field();
+            let (ty, constructor) = match params {
+                ParamInit::Weight(weight) => {
+                    let g = &weight.geometry;
+                    let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
+                    match &step.op {
+                        StepOp::Declared { op: scalenet_calculus::Op::Conv2d { kernel, stride, padding, .. }, .. } => {
+                            let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
+                            (
+                                quote!(::scalenet::nn::Conv2d),
+                                quote!(sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
+                            )
+                        }
+                        _ => (
+                            quote!(::scalenet::candle_nn::Linear),
+                            quote!(sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?),
+                        ),
+                    }
+                }
+                ParamInit::Scalar { value, fixed } => {
+                    let (value, fixed) = (float(*value), float(*fixed));
+                    (quote!(::scalenet::nn::Scalar), quote!(sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
+                }
+                ParamInit::Bias { channels } => {
+                    let channels = int(*channels);
+                    (quote!(::scalenet::nn::Bias), quote!(sn::Bias::new(vb.pp(#path), #channels)?))
+                }
+            };
+            code.fields.push(quote!(#(#docs)* #vis #field: #ty));
+            code.constructors.push(quote!(#field: #constructor));
+            return quote!(sn::Module::forward(&self.#field, &xs)?);
+        }
+        match &step.op {
+            StepOp::FixedScale { factor, reasons } => {
+                let name = format_ident!("FIXED_{}", self.fixed);
+                self.fixed += 1;
+                let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                let doc = format!(" Fixed scalar inserted by the calculus: {}.", why.join(", "));
+                let factor = float(*factor);
+                code.constants.push(quote!(#[doc = #doc] const #name: f64 = #factor;));
+                quote!((xs * #name)?)
+            }
+            StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                let mut branch = |steps: &[Step], name: &str, code: &mut Code| -> Vec<TokenStream> {
+                    let prefix = format!("{path}.{name}");
+                    steps.iter().map(|step| {
+                        let expression = self.step(step, &prefix, code);
+                        quote!(let xs = #expression;)
+                    }).collect()
+                };
+                let main = branch(main, "main", code);
+                let shortcut = branch(shortcut, "shortcut", code);
+                let (alpha, beta) = (float(*alpha), float(*beta));
+                quote!({
+                    let main = { let xs = xs.clone(); #(#main)* (xs * #beta)? };
+                    let shortcut = { #(#shortcut)* (xs * #alpha)? };
+                    (main + shortcut)?
+                })
+            }
+            StepOp::Declared { op, .. } => match op.def().runtime {
+                Runtime::Call { function, train } => {
+                    let function = Ident::new(function, proc_macro2::Span::call_site());
+                    let args = op.args().into_iter().flatten().map(arg_literal);
+                    let train = train.then(|| {
+                        code.uses_train = true;
+                        quote!(train)
+                    });
+                    let args = args.chain(train);
+                    quote!(sn::ops::#function(&xs #(, #args)*)?)
+                }
+                Runtime::Parameters | Runtime::Branches | Runtime::Rejected => {
+                    unreachable!("`{}` reaches code generation only through its parameters or branches", op.keyword())
+                }
+            },
+        }
+    }
+}

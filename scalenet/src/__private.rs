@@ -1,0 +1,148 @@
+//! What the code that [`network!`](crate::network) generates calls. Not part of the API: names
+//! and signatures may change in any release.
+//!
+//! [`ops`] holds one function per stateless layer kind, named by the kind's
+//! [`Runtime::Call`](crate::calculus::registry::Runtime) in the calculus's registry and taking
+//! the layer's arguments in the order the registry lists them.
+
+pub use crate::calculus;
+pub use crate::init::seeded_var_builder;
+pub use crate::nn::{conv2d, linear, Bias, Conv2d, Scalar};
+pub use crate::{Network, Report};
+pub use candle_core::{DType, Device, Module, Result, Tensor};
+pub use candle_nn::{Init, Linear, ModuleT, VarBuilder, VarMap};
+
+/// A hook called after every top-level step of a generated forward pass.
+pub type StepHook<'a> = &'a mut dyn FnMut(usize, Tensor) -> Result<Tensor>;
+
+/// Runs the optional hook of `forward_hooked` after each step: the one mechanism the generated
+/// forward pass uses.
+pub struct Hook<'a>(Option<StepHook<'a>>);
+
+impl<'a> Hook<'a> {
+    pub fn new(hook: Option<StepHook<'a>>) -> Self {
+        Hook(hook)
+    }
+
+    /// The output of step `step`, as the hook replaces it.
+    pub fn after(&mut self, step: usize, xs: Tensor) -> Result<Tensor> {
+        match self.0.as_deref_mut() {
+            Some(hook) => hook(step, xs),
+            None => Ok(xs),
+        }
+    }
+}
+
+/// Checks that `xs` is a batch of `[batch, ...expected]`, naming the network in the error.
+pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()> {
+    let dims = xs.dims();
+    if dims.len() == expected.len() + 1 && dims[1..] == *expected {
+        return Ok(());
+    }
+    let batch = if dims.len() == expected.len() + 1 { dims[0] } else { 1 };
+    let mut wanted = vec![batch];
+    wanted.extend_from_slice(expected);
+    Err(candle_core::Error::UnexpectedShape {
+        msg: format!(
+            "{network} takes a batch of shape [batch, {}]",
+            expected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        expected: candle_core::Shape::from(wanted),
+        got: xs.shape().clone(),
+    }
+    .bt())
+}
+
+/// Multiplies the `output_calibration` variable in `varmap` so that `output` (computed with the
+/// current calibration) gets standard deviation `target_std`. Returns the new calibration.
+pub fn calibrate(varmap: &VarMap, output: &Tensor, target_std: f64) -> Result<f64> {
+    let output = output.to_dtype(DType::F64)?;
+    let centred = output.broadcast_sub(&output.mean_all()?)?;
+    let std = centred.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
+    if !(std.is_finite() && std > 0.0) {
+        candle_core::bail!("cannot calibrate the output: its standard deviation on this batch is {std}")
+    }
+    let vars = varmap.data().lock().expect("varmap lock poisoned");
+    let Some(var) = vars.get("output_calibration") else {
+        candle_core::bail!(
+            "this varmap has no `output_calibration` variable; pass the varmap the network was built from"
+        )
+    };
+    let current = var.as_tensor().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let calibrated = current * target_std / std;
+    var.set(&Tensor::new(calibrated, var.device())?.to_dtype(var.dtype())?)?;
+    Ok(calibrated)
+}
+
+/// The stateless layer kinds, one function each (see the module documentation).
+pub mod ops {
+    use candle_core::{Result, Tensor};
+
+    pub fn relu(xs: &Tensor) -> Result<Tensor> {
+        xs.relu()
+    }
+
+    pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
+        candle_nn::ops::leaky_relu(xs, slope)
+    }
+
+    /// `avg_pool(kernel)`; the calculus only lets `stride == kernel` through.
+    pub fn avg_pool(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+        debug_assert_eq!(kernel, stride);
+        xs.avg_pool2d(kernel)
+    }
+
+    /// `[B, C, H, W] -> [B, C]`: each channel's mean over the image.
+    pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
+        xs.flatten_from(2)?.mean(2)
+    }
+
+    /// Inverted dropout, active only when `train`.
+    pub fn dropout(xs: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::dropout(xs, p as f32)
+        } else {
+            Ok(xs.clone())
+        }
+    }
+
+    pub fn flatten(xs: &Tensor) -> Result<Tensor> {
+        xs.flatten_from(1)
+    }
+
+    pub fn scale(xs: &Tensor, factor: f64) -> Result<Tensor> {
+        xs * factor
+    }
+
+    pub fn sigmoid(xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(xs)
+    }
+
+    pub fn tanh(xs: &Tensor) -> Result<Tensor> {
+        xs.tanh()
+    }
+
+    pub fn gelu(xs: &Tensor) -> Result<Tensor> {
+        xs.gelu_erf()
+    }
+
+    pub fn silu(xs: &Tensor) -> Result<Tensor> {
+        xs.silu()
+    }
+
+    pub fn elu(xs: &Tensor) -> Result<Tensor> {
+        xs.elu(1.0)
+    }
+
+    /// `log(1 + exp(x))`, computed as `relu(x) + log(1 + exp(-|x|))` so large inputs do not
+    /// overflow.
+    pub fn softplus(xs: &Tensor) -> Result<Tensor> {
+        let tail = ((xs.abs()?.neg()?.exp()? + 1.0)?).log()?;
+        xs.relu()? + tail
+    }
+
+    /// Over the features of a vector (dimension 1).
+    pub fn softmax(xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::softmax(xs, 1)
+    }
+}
