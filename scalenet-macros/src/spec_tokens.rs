@@ -5,6 +5,7 @@
 use crate::steps::{arg_literal, float, int};
 use proc_macro2::TokenStream;
 use quote::quote;
+use scalenet_calculus::registry::ArgValue;
 use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Shape};
 
 pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
@@ -22,14 +23,17 @@ pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
     let typical = match spec.typical_kernel {
         Some(k) => {
             let k = int(k);
-            quote!(::core::option::Option::Some(#k))
+            quote!(Some(#k))
         }
-        None => quote!(::core::option::Option::None),
+        None => quote!(None),
     };
     let output_std = float(spec.output_std);
     let (fixed_scalars, branch_scaling) = (spec.fixed_scalars, spec.branch_scaling);
     let layers = layers(&spec.layers);
     quote! {
+        use ::core::option::Option::{None, Some};
+        use sn::calculus::registry::ArgValue::{Count, Flag, Number};
+        use sn::spec_layer as layer;
         let mut spec = sn::calculus::NetworkSpec::new(#input)
             .with_init(sn::calculus::InitScheme::from_name(#init).expect("a known init"))
             .with_output_std(#output_std)
@@ -45,21 +49,21 @@ pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
 fn layers(layers: &[LayerSpec]) -> TokenStream {
     let layers = layers.iter().map(|layer| {
         let name = match &layer.name {
-            Some(name) => quote!(::core::option::Option::Some(::std::string::String::from(#name))),
-            None => quote!(::core::option::Option::None),
+            Some(name) => quote!(Some(#name)),
+            None => quote!(None),
         };
         let keyword = layer.op.keyword();
         let args = layer.op.args().into_iter().map(|arg| match arg {
             Some(value) => {
-                let value = match value {
-                    scalenet_calculus::registry::ArgValue::Count(_) => quote!(Count),
-                    scalenet_calculus::registry::ArgValue::Number(_) => quote!(Number),
-                    scalenet_calculus::registry::ArgValue::Flag(_) => quote!(Flag),
+                let variant = match value {
+                    ArgValue::Count(_) => quote!(Count),
+                    ArgValue::Number(_) => quote!(Number),
+                    ArgValue::Flag(_) => quote!(Flag),
                 };
-                let literal = arg_literal(arg.expect("some"));
-                quote!(::core::option::Option::Some(sn::calculus::registry::ArgValue::#value(#literal)))
+                let literal = arg_literal(value);
+                quote!(Some(#variant(#literal)))
             }
-            None => quote!(::core::option::Option::None),
+            None => quote!(None),
         });
         let branches = match &layer.op {
             Op::Residual(block) => {
@@ -67,22 +71,16 @@ fn layers(layers: &[LayerSpec]) -> TokenStream {
                 let shortcut = match &block.shortcut {
                     Some(shortcut) => {
                         let shortcut = self::layers(shortcut);
-                        quote!(::core::option::Option::Some(#shortcut))
+                        quote!(Some(#shortcut))
                     }
-                    None => quote!(::core::option::Option::None),
+                    None => quote!(None),
                 };
-                quote!(::core::option::Option::Some((#main, #shortcut)))
+                quote!(Some((#main, #shortcut)))
             }
-            _ => quote!(::core::option::Option::None),
+            _ => quote!(None),
         };
         let allow = layer.allow_unscaled;
-        quote! {
-            sn::calculus::LayerSpec {
-                name: #name,
-                allow_unscaled: #allow,
-                ..sn::calculus::LayerSpec::new(sn::calculus::registry::rebuild(#keyword, &[#(#args),*], #branches))
-            }
-        }
+        quote!(layer(#name, #keyword, &[#(#args),*], #branches, #allow))
     });
-    quote!(::std::vec![#(#layers),*])
+    quote!(::std::vec::Vec::from([#(#layers),*]))
 }

@@ -7,12 +7,13 @@ use quote::{format_ident, quote};
 use scalenet_calculus::registry::{ArgValue, Runtime};
 use scalenet_calculus::{ParamInit, Step, StepOp};
 
+/// Literals are unsuffixed: every place they land in has a declared type.
 pub fn float(value: f64) -> Literal {
-    Literal::f64_suffixed(value)
+    Literal::f64_unsuffixed(value)
 }
 
 pub fn int(value: usize) -> Literal {
-    Literal::usize_suffixed(value)
+    Literal::usize_unsuffixed(value)
 }
 
 /// An argument value as a literal of the type the runtime takes.

@@ -12,6 +12,20 @@ pub use crate::{Network, Report};
 pub use candle_core::{DType, Device, Module, Result, Tensor};
 pub use candle_nn::{Init, Linear, ModuleT, VarBuilder, VarMap};
 
+/// One declared layer of a generated `spec()`, rebuilt through the calculus's registry.
+pub fn spec_layer(
+    name: Option<&str>,
+    keyword: &str,
+    args: &[Option<calculus::registry::ArgValue>],
+    branches: Option<(Vec<calculus::LayerSpec>, Option<Vec<calculus::LayerSpec>>)>,
+    allow_unscaled: bool,
+) -> calculus::LayerSpec {
+    let mut layer = calculus::LayerSpec::new(calculus::registry::rebuild(keyword, args, branches));
+    layer.name = name.map(str::to_string);
+    layer.allow_unscaled = allow_unscaled;
+    layer
+}
+
 /// A hook called after every top-level step of a generated forward pass.
 pub type StepHook<'a> = &'a mut dyn FnMut(usize, Tensor) -> Result<Tensor>;
 

@@ -1,0 +1,288 @@
+// What `network!` writes for the `lenet` declaration of scalenet-macros/src/tests.rs, as
+// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-macros
+
+/// Strided LeNet for 3x32x32 images (max-pooling replaced by average pooling).
+/**
+
+# Scaling calculus
+
+```text
+init geometric, k* = 5, c = 0.4000, input [3, 32, 32] -> output [10], predicted output std 0.05000 (target 0.05000)
+layer  op                                       output           E[W²]     c_l     E[x²]    E[dx²]         ς        γ   γ_bias
+input                                           [3, 32, 32]                        1.000
+·      fixed ×0.3530 (input 8.1)                [3, 32, 32]                       0.1246  1.063e-5  0.004069
+conv1  conv 3→6 k5 p2                           [6, 32, 32]    0.01886  0.4000    0.1633  4.056e-6  0.004069  0.02543  0.02543
+·      relu                                     [6, 32, 32]                      0.08165  8.111e-6  0.004069
+·      avg_pool 2                               [6, 16, 16]                      0.03990  1.298e-4  0.007955
+·      fixed ×1.430 (pooling 8, padding)        [6, 16, 16]                      0.08165  6.343e-5  0.007955
+conv2  conv 6→16 k5                             [16, 12, 12]   0.01142  0.5593    0.1398  2.469e-5  0.007955  0.02543  0.02543
+·      relu                                     [16, 12, 12]                     0.06991  4.939e-5  0.007955
+·      avg_pool 2                               [16, 6, 6]                       0.05493  7.902e-4   0.02500
+·      fixed ×0.8710 (k=1≠k*=5 6.2, pooling 8)  [16, 6, 6]                       0.04167  0.001042   0.02500
+·      flatten                                  [576]                            0.04167  0.001042   0.02500
+fc1    linear 576→120                           [120]         0.003771  0.9915   0.09051  0.002302   0.02500  0.02543  0.02543
+·      relu                                     [120]                            0.04525  0.004604   0.02500
+·      fixed ×1.420 (k=1≠k*=5 6.2)              [120]                            0.09129  0.002282   0.02500
+fc2    linear 120→84                            [84]          0.009875  0.9915    0.1082  0.002751   0.02500  0.02543  0.02543
+·      relu                                     [84]                             0.05409  0.005502   0.02500
+·      fixed ×1.420 (k=1≠k*=5 6.2)              [84]                              0.1091  0.002728   0.02500
+fc3    linear 84→10                             [10]           0.03421  0.9915    0.3135  0.007974   0.02500  0.02543  0.02543
+·      fixed ×0.08930 (output std 7)            [10]                            0.002500     1.000   0.02500
+E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1)
+```*/
+pub struct LeNet {
+    pub conv1: ::scalenet::nn::Conv2d,
+    pub conv2: ::scalenet::nn::Conv2d,
+    pub fc1: ::scalenet::candle_nn::Linear,
+    pub fc2: ::scalenet::candle_nn::Linear,
+    pub fc3: ::scalenet::candle_nn::Linear,
+    /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
+    /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
+    /// applied detached so no optimizer trains it.
+    pub output_calibration: ::scalenet::candle_core::Tensor,
+}
+#[allow(clippy::approx_constant)]
+const _: () = {
+    use ::scalenet::__private as sn;
+    /// Fixed scalar inserted by the calculus: input 8.1.
+    const FIXED_0: f64 = 0.353048154773428;
+    /// Fixed scalar inserted by the calculus: pooling 8, padding.
+    const FIXED_1: f64 = 1.4304228134429042;
+    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2, pooling 8.
+    const FIXED_2: f64 = 0.8709728968193313;
+    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2.
+    const FIXED_3: f64 = 1.4202874328193023;
+    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2.
+    const FIXED_4: f64 = 1.4202874328193018;
+    /// Fixed scalar inserted by the calculus: output std 7.
+    const FIXED_5: f64 = 0.08929584488927733;
+    impl LeNet {
+        /// Per-sample input shape, `[C, H, W]` or `[D]`.
+        pub const INPUT_SHAPE: [usize; 3] = [3, 32, 32];
+        /// Per-sample output shape.
+        pub const OUTPUT_SHAPE: [usize; 1] = [10];
+        /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
+        /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
+        /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
+        /// [`Self::new_seeded`] for reproducible runs, or load trained weights through `vb`.
+        pub fn new(vb: sn::VarBuilder) -> sn::Result<Self> {
+            ::core::result::Result::Ok(Self {
+                conv1: sn::conv2d(
+                    vb.pp("conv1"),
+                    3,
+                    6,
+                    5,
+                    1,
+                    2,
+                    true,
+                    0.13731780959380785,
+                )?,
+                conv2: sn::conv2d(
+                    vb.pp("conv2"),
+                    6,
+                    16,
+                    5,
+                    1,
+                    0,
+                    true,
+                    0.10684641848256445,
+                )?,
+                fc1: sn::linear(vb.pp("fc1"), 576, 120, true, 0.06140981954350556)?,
+                fc2: sn::linear(vb.pp("fc2"), 120, 84, true, 0.099374194297933)?,
+                fc3: sn::linear(vb.pp("fc3"), 84, 10, true, 0.18495621616602523)?,
+                output_calibration: vb
+                    .get_with_hints((), "output_calibration", sn::Init::Const(1.0))?,
+            })
+        }
+        /// Creates the parameters in `varmap`, drawn from a `rand` generator seeded with `seed`
+        /// and the parameter's name: the same seed gives the same values on every device.
+        pub fn new_seeded(
+            varmap: &sn::VarMap,
+            dtype: sn::DType,
+            device: &sn::Device,
+            seed: u64,
+        ) -> sn::Result<Self> {
+            Self::new(sn::seeded_var_builder(varmap, seed, dtype, device))
+        }
+        /// The declaration, as the calculus reads it.
+        pub fn spec() -> sn::calculus::NetworkSpec {
+            use ::core::option::Option::{None, Some};
+            use sn::calculus::registry::ArgValue::{Count, Flag, Number};
+            use sn::spec_layer as layer;
+            let mut spec = sn::calculus::NetworkSpec::new(sn::calculus::Shape::Image {
+                    channels: 3,
+                    height: 32,
+                    width: 32,
+                })
+                .with_init(
+                    sn::calculus::InitScheme::from_name("geometric")
+                        .expect("a known init"),
+                )
+                .with_output_std(0.05)
+                .with_fixed_scalars(true)
+                .with_branch_scaling(true);
+            spec.typical_kernel = Some(5);
+            spec.layers = ::std::vec::Vec::from([
+                layer(
+                    Some("conv1"),
+                    "conv",
+                    &[
+                        Some(Count(6)),
+                        Some(Count(5)),
+                        Some(Count(1)),
+                        Some(Count(2)),
+                        Some(Flag(true)),
+                    ],
+                    None,
+                    false,
+                ),
+                layer(None, "relu", &[], None, false),
+                layer(None, "avg_pool", &[Some(Count(2)), Some(Count(2))], None, false),
+                layer(
+                    Some("conv2"),
+                    "conv",
+                    &[
+                        Some(Count(16)),
+                        Some(Count(5)),
+                        Some(Count(1)),
+                        Some(Count(0)),
+                        Some(Flag(true)),
+                    ],
+                    None,
+                    false,
+                ),
+                layer(None, "relu", &[], None, false),
+                layer(None, "avg_pool", &[Some(Count(2)), Some(Count(2))], None, false),
+                layer(None, "flatten", &[], None, false),
+                layer(
+                    Some("fc1"),
+                    "linear",
+                    &[Some(Count(120)), Some(Flag(true))],
+                    None,
+                    false,
+                ),
+                layer(None, "relu", &[], None, false),
+                layer(
+                    Some("fc2"),
+                    "linear",
+                    &[Some(Count(84)), Some(Flag(true))],
+                    None,
+                    false,
+                ),
+                layer(None, "relu", &[], None, false),
+                layer(
+                    Some("fc3"),
+                    "linear",
+                    &[Some(Count(10)), Some(Flag(true))],
+                    None,
+                    false,
+                ),
+            ]);
+            spec.assign_layer_ids();
+            spec
+        }
+        /// The calculus's plan: every op, init variance, fixed scalar and predicted moment.
+        pub fn plan() -> &'static sn::calculus::Plan {
+            static PLAN: ::std::sync::OnceLock<sn::calculus::Plan> = ::std::sync::OnceLock::new();
+            PLAN.get_or_init(|| {
+                sn::calculus::analyze(&Self::spec())
+                    .expect("network! checked this declaration at compile time")
+            })
+        }
+        /// The plan as a table (`Display`), the same one as in this struct's documentation.
+        pub fn report() -> sn::Report {
+            sn::Report::new("LeNet", Self::plan())
+        }
+        /// The output of every top-level step of [`Self::plan`] (`plan().steps`, fixed scalars and
+        /// whole residual blocks included), in order: for measuring what the calculus predicts.
+        pub fn forward_steps(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+        ) -> sn::Result<::std::vec::Vec<sn::Tensor>> {
+            let mut trace = ::std::vec::Vec::new();
+            let mut record = |_: usize, xs: sn::Tensor| {
+                trace.push(xs.clone());
+                ::core::result::Result::Ok(xs)
+            };
+            self.forward_hooked(xs, train, ::core::option::Option::Some(&mut record))?;
+            ::core::result::Result::Ok(trace)
+        }
+        /// The forward pass with `hook(step, output)` called after every top-level step of
+        /// `plan().steps`; what it returns continues the pass (add a zero probe variable there
+        /// to read `dL/dx` of that activation, which candle's `GradStore` does not keep).
+        pub fn forward_hooked(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+            hook: ::core::option::Option<sn::StepHook<'_>>,
+        ) -> sn::Result<sn::Tensor> {
+            let _ = train;
+            sn::check_input(xs, &Self::INPUT_SHAPE, "LeNet")?;
+            let mut hook = sn::Hook::new(hook);
+            let xs = xs.clone();
+            let xs = hook.after(0, (xs * FIXED_0)?)?;
+            let xs = hook.after(1, sn::Module::forward(&self.conv1, &xs)?)?;
+            let xs = hook.after(2, sn::ops::relu(&xs)?)?;
+            let xs = hook.after(3, sn::ops::avg_pool(&xs, 2, 2)?)?;
+            let xs = hook.after(4, (xs * FIXED_1)?)?;
+            let xs = hook.after(5, sn::Module::forward(&self.conv2, &xs)?)?;
+            let xs = hook.after(6, sn::ops::relu(&xs)?)?;
+            let xs = hook.after(7, sn::ops::avg_pool(&xs, 2, 2)?)?;
+            let xs = hook.after(8, (xs * FIXED_2)?)?;
+            let xs = hook.after(9, sn::ops::flatten(&xs)?)?;
+            let xs = hook.after(10, sn::Module::forward(&self.fc1, &xs)?)?;
+            let xs = hook.after(11, sn::ops::relu(&xs)?)?;
+            let xs = hook.after(12, (xs * FIXED_3)?)?;
+            let xs = hook.after(13, sn::Module::forward(&self.fc2, &xs)?)?;
+            let xs = hook.after(14, sn::ops::relu(&xs)?)?;
+            let xs = hook.after(15, (xs * FIXED_4)?)?;
+            let xs = hook.after(16, sn::Module::forward(&self.fc3, &xs)?)?;
+            let xs = hook.after(17, (xs * FIXED_5)?)?;
+            xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+        }
+        /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
+        /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
+        /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
+        pub fn calibrate_output(
+            &self,
+            varmap: &sn::VarMap,
+            xs: &sn::Tensor,
+            target_std: f64,
+        ) -> sn::Result<f64> {
+            sn::calibrate(
+                varmap,
+                &self.forward_hooked(xs, false, ::core::option::Option::None)?,
+                target_std,
+            )
+        }
+    }
+    impl sn::Module for LeNet {
+        /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`.
+        fn forward(&self, xs: &sn::Tensor) -> sn::Result<sn::Tensor> {
+            self.forward_hooked(xs, false, ::core::option::Option::None)
+        }
+    }
+    impl sn::Network for LeNet {
+        const NAME: &'static str = "LeNet";
+        fn plan() -> &'static sn::calculus::Plan {
+            Self::plan()
+        }
+        fn new_seeded(
+            varmap: &sn::VarMap,
+            dtype: sn::DType,
+            device: &sn::Device,
+            seed: u64,
+        ) -> sn::Result<Self> {
+            Self::new_seeded(varmap, dtype, device, seed)
+        }
+        fn forward_hooked(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+            hook: ::core::option::Option<sn::StepHook<'_>>,
+        ) -> sn::Result<sn::Tensor> {
+            Self::forward_hooked(self, xs, train, hook)
+        }
+    }
+};

@@ -1,0 +1,448 @@
+// What `network!` writes for the `resnet` declaration of scalenet-macros/src/tests.rs, as
+// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-macros
+
+/// A small pre-activation ResNet with a global-average-pool head.
+/**
+
+# Scaling calculus
+
+```text
+init geometric, k* = 3, c = 0.6667, input [3, 16, 16] -> output [10], predicted output std 0.05000 (target 0.05000)
+layer        op                                                  output           E[W²]     c_l     E[x²]    E[dx²]         ς         γ    γ_bias
+input                                                            [3, 16, 16]                        1.000
+·            fixed ×0.4578 (input 8.1)                           [3, 16, 16]                       0.2095  5.416e-6  8.716e-4
+stem         conv 3→16 k3 p1                                     [16, 16, 16]   0.03208  0.6667    0.1667  1.277e-6  8.716e-4  0.001961  0.001961
+res1         residual α=0.8660 β=0.5000, identity shortcut       [16, 16, 16]                      0.1667  1.277e-6  8.716e-4
+  main:
+    ·        relu                                                [16, 16, 16]                     0.08333  6.384e-7  2.179e-4
+    ·        fixed ×1.043 (padding, branch c 11)                 [16, 16, 16]                     0.09074  5.863e-7  2.179e-4
+    conv_3   conv 16→16 k3 p1                                    [16, 16, 16]  0.006944  0.3333   0.08333  6.384e-7  2.179e-4  0.001961  0.001961
+    ·        relu                                                [16, 16, 16]                     0.04167  1.277e-6  2.179e-4
+    ·        fixed ×1.476 (padding, branch c 11)                 [16, 16, 16]                     0.09074  5.863e-7  2.179e-4
+    conv_5   conv 16→16 k3 p1                                    [16, 16, 16]  0.006944  0.3333   0.08333  6.384e-7  2.179e-4  0.001961  0.001961
+    ·        fixed ×1.414 (E[F²]=E[x²] 11)                       [16, 16, 16]                      0.1667  3.192e-7  2.179e-4
+res2         residual α=0.8660 β=0.5000                          [32, 8, 8]                        0.1667  2.554e-6  8.716e-4
+  main:
+    ·        relu                                                [16, 16, 16]                     0.08333  6.384e-7  2.179e-4
+    ·        fixed ×1.225 (k=2≠k*=3 6.2, padding, branch c 11)   [16, 16, 16]                      0.1250  4.256e-7  2.179e-4
+    conv_8   conv 16→32 k2 s2                                    [32, 8, 8]    0.007366  0.3333   0.05893  1.806e-6  2.179e-4  0.001961  0.001961
+    ·        relu                                                [32, 8, 8]                       0.02946  3.611e-6  2.179e-4
+    ·        fixed ×1.543 (branch c 11)                          [32, 8, 8]                       0.07013  1.517e-6  2.179e-4
+    conv_10  conv 32→32 k3 p1                                    [32, 8, 8]    0.003472  0.3333   0.05893  1.806e-6  2.179e-4  0.001961  0.001961
+    ·        fixed ×1.682 (E[F²]=E[x²] 11)                       [32, 8, 8]                        0.1667  6.384e-7  2.179e-4
+  shortcut:
+    ·        fixed ×0.8660 (k=2≠k*=3 6.2, padding, branch c 11)  [16, 16, 16]                      0.1250  1.277e-6  6.537e-4
+    conv_11  conv 16→32 k2 s2                                    [32, 8, 8]     0.01276  0.5774    0.1021  3.128e-6  6.537e-4  0.001961  0.001961
+    ·        fixed ×1.278 (E[F²]=E[x²] 11)                       [32, 8, 8]                        0.1667  1.915e-6  6.537e-4
+·            relu                                                [32, 8, 8]                       0.08333  5.107e-6  8.716e-4
+·            dropout 0.1                                         [32, 8, 8]                       0.08333  5.107e-6  8.716e-4
+·            global_avg_pool 64x                                 [32]                             0.03735   0.02092   0.02500
+·            fixed ×2.176 (k=1≠k*=3 6.2, pooling 8, padding)     [32]                              0.1768  0.004419   0.02500
+fc           linear 32→10                                        [10]            0.1996   3.570     1.129  0.002214   0.02500  0.001961  0.001961
+·            fixed ×0.04706 (output std 7)                       [10]                            0.002500     1.000   0.02500
+E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1)
+```*/
+pub struct SmallResNet {
+    pub stem: ::scalenet::nn::Conv2d,
+    pub res1_main_conv_3: ::scalenet::nn::Conv2d,
+    pub res1_main_conv_5: ::scalenet::nn::Conv2d,
+    pub res2_main_conv_8: ::scalenet::nn::Conv2d,
+    pub res2_main_conv_10: ::scalenet::nn::Conv2d,
+    pub res2_shortcut_conv_11: ::scalenet::nn::Conv2d,
+    pub fc: ::scalenet::candle_nn::Linear,
+    /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
+    /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
+    /// applied detached so no optimizer trains it.
+    pub output_calibration: ::scalenet::candle_core::Tensor,
+}
+#[allow(clippy::approx_constant)]
+const _: () = {
+    use ::scalenet::__private as sn;
+    /// Fixed scalar inserted by the calculus: input 8.1.
+    const FIXED_0: f64 = 0.45776487407043215;
+    /// Fixed scalar inserted by the calculus: padding, branch c 11.
+    const FIXED_1: f64 = 1.0434782608695652;
+    /// Fixed scalar inserted by the calculus: padding, branch c 11.
+    const FIXED_2: f64 = 1.4757011085632292;
+    /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
+    const FIXED_3: f64 = 1.4142135623730951;
+    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, padding, branch c 11.
+    const FIXED_4: f64 = 1.224744871391589;
+    /// Fixed scalar inserted by the calculus: branch c 11.
+    const FIXED_5: f64 = 1.5427784316797402;
+    /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
+    const FIXED_6: f64 = 1.6817928305074292;
+    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, padding, branch c 11.
+    const FIXED_7: f64 = 0.8660254037844386;
+    /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
+    const FIXED_8: f64 = 1.277886208492545;
+    /// Fixed scalar inserted by the calculus: k=1≠k*=3 6.2, pooling 8, padding.
+    const FIXED_9: f64 = 2.175663409717584;
+    /// Fixed scalar inserted by the calculus: output std 7.
+    const FIXED_10: f64 = 0.04705599164659938;
+    impl SmallResNet {
+        /// Per-sample input shape, `[C, H, W]` or `[D]`.
+        pub const INPUT_SHAPE: [usize; 3] = [3, 16, 16];
+        /// Per-sample output shape.
+        pub const OUTPUT_SHAPE: [usize; 1] = [10];
+        /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
+        /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
+        /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
+        /// [`Self::new_seeded`] for reproducible runs, or load trained weights through `vb`.
+        pub fn new(vb: sn::VarBuilder) -> sn::Result<Self> {
+            ::core::result::Result::Ok(Self {
+                stem: sn::conv2d(
+                    vb.pp("stem"),
+                    3,
+                    16,
+                    3,
+                    1,
+                    1,
+                    true,
+                    0.17909498863725698,
+                )?,
+                res1_main_conv_3: sn::conv2d(
+                    vb.pp("res1.main.conv_3"),
+                    16,
+                    16,
+                    3,
+                    1,
+                    1,
+                    true,
+                    0.08333333333333333,
+                )?,
+                res1_main_conv_5: sn::conv2d(
+                    vb.pp("res1.main.conv_5"),
+                    16,
+                    16,
+                    3,
+                    1,
+                    1,
+                    true,
+                    0.08333333333333334,
+                )?,
+                res2_main_conv_8: sn::conv2d(
+                    vb.pp("res2.main.conv_8"),
+                    16,
+                    32,
+                    2,
+                    2,
+                    0,
+                    true,
+                    0.08582363099612991,
+                )?,
+                res2_main_conv_10: sn::conv2d(
+                    vb.pp("res2.main.conv_10"),
+                    32,
+                    32,
+                    3,
+                    1,
+                    1,
+                    true,
+                    0.05892556509887896,
+                )?,
+                res2_shortcut_conv_11: sn::conv2d(
+                    vb.pp("res2.shortcut.conv_11"),
+                    16,
+                    32,
+                    2,
+                    2,
+                    0,
+                    true,
+                    0.11295025045123061,
+                )?,
+                fc: sn::linear(vb.pp("fc"), 32, 10, true, 0.44675310509287935)?,
+                output_calibration: vb
+                    .get_with_hints((), "output_calibration", sn::Init::Const(1.0))?,
+            })
+        }
+        /// Creates the parameters in `varmap`, drawn from a `rand` generator seeded with `seed`
+        /// and the parameter's name: the same seed gives the same values on every device.
+        pub fn new_seeded(
+            varmap: &sn::VarMap,
+            dtype: sn::DType,
+            device: &sn::Device,
+            seed: u64,
+        ) -> sn::Result<Self> {
+            Self::new(sn::seeded_var_builder(varmap, seed, dtype, device))
+        }
+        /// The declaration, as the calculus reads it.
+        pub fn spec() -> sn::calculus::NetworkSpec {
+            use ::core::option::Option::{None, Some};
+            use sn::calculus::registry::ArgValue::{Count, Flag, Number};
+            use sn::spec_layer as layer;
+            let mut spec = sn::calculus::NetworkSpec::new(sn::calculus::Shape::Image {
+                    channels: 3,
+                    height: 16,
+                    width: 16,
+                })
+                .with_init(
+                    sn::calculus::InitScheme::from_name("geometric")
+                        .expect("a known init"),
+                )
+                .with_output_std(0.05)
+                .with_fixed_scalars(true)
+                .with_branch_scaling(true);
+            spec.typical_kernel = None;
+            spec.layers = ::std::vec::Vec::from([
+                layer(
+                    Some("stem"),
+                    "conv",
+                    &[
+                        Some(Count(16)),
+                        Some(Count(3)),
+                        Some(Count(1)),
+                        Some(Count(1)),
+                        Some(Flag(true)),
+                    ],
+                    None,
+                    false,
+                ),
+                layer(
+                    Some("res1"),
+                    "residual",
+                    &[Some(Number(0.5)), None],
+                    Some((
+                        ::std::vec::Vec::from([
+                            layer(None, "relu", &[], None, false),
+                            layer(
+                                None,
+                                "conv",
+                                &[
+                                    Some(Count(16)),
+                                    Some(Count(3)),
+                                    Some(Count(1)),
+                                    Some(Count(1)),
+                                    Some(Flag(true)),
+                                ],
+                                None,
+                                false,
+                            ),
+                            layer(None, "relu", &[], None, false),
+                            layer(
+                                None,
+                                "conv",
+                                &[
+                                    Some(Count(16)),
+                                    Some(Count(3)),
+                                    Some(Count(1)),
+                                    Some(Count(1)),
+                                    Some(Flag(true)),
+                                ],
+                                None,
+                                false,
+                            ),
+                        ]),
+                        None,
+                    )),
+                    false,
+                ),
+                layer(
+                    Some("res2"),
+                    "residual",
+                    &[Some(Number(0.5)), None],
+                    Some((
+                        ::std::vec::Vec::from([
+                            layer(None, "relu", &[], None, false),
+                            layer(
+                                None,
+                                "conv",
+                                &[
+                                    Some(Count(32)),
+                                    Some(Count(2)),
+                                    Some(Count(2)),
+                                    Some(Count(0)),
+                                    Some(Flag(true)),
+                                ],
+                                None,
+                                false,
+                            ),
+                            layer(None, "relu", &[], None, false),
+                            layer(
+                                None,
+                                "conv",
+                                &[
+                                    Some(Count(32)),
+                                    Some(Count(3)),
+                                    Some(Count(1)),
+                                    Some(Count(1)),
+                                    Some(Flag(true)),
+                                ],
+                                None,
+                                false,
+                            ),
+                        ]),
+                        Some(
+                            ::std::vec::Vec::from([
+                                layer(
+                                    None,
+                                    "conv",
+                                    &[
+                                        Some(Count(32)),
+                                        Some(Count(2)),
+                                        Some(Count(2)),
+                                        Some(Count(0)),
+                                        Some(Flag(true)),
+                                    ],
+                                    None,
+                                    false,
+                                ),
+                            ]),
+                        ),
+                    )),
+                    false,
+                ),
+                layer(None, "relu", &[], None, false),
+                layer(None, "dropout", &[Some(Number(0.1))], None, false),
+                layer(None, "global_avg_pool", &[], None, false),
+                layer(
+                    Some("fc"),
+                    "linear",
+                    &[Some(Count(10)), Some(Flag(true))],
+                    None,
+                    false,
+                ),
+            ]);
+            spec.assign_layer_ids();
+            spec
+        }
+        /// The calculus's plan: every op, init variance, fixed scalar and predicted moment.
+        pub fn plan() -> &'static sn::calculus::Plan {
+            static PLAN: ::std::sync::OnceLock<sn::calculus::Plan> = ::std::sync::OnceLock::new();
+            PLAN.get_or_init(|| {
+                sn::calculus::analyze(&Self::spec())
+                    .expect("network! checked this declaration at compile time")
+            })
+        }
+        /// The plan as a table (`Display`), the same one as in this struct's documentation.
+        pub fn report() -> sn::Report {
+            sn::Report::new("SmallResNet", Self::plan())
+        }
+        /// The output of every top-level step of [`Self::plan`] (`plan().steps`, fixed scalars and
+        /// whole residual blocks included), in order: for measuring what the calculus predicts.
+        pub fn forward_steps(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+        ) -> sn::Result<::std::vec::Vec<sn::Tensor>> {
+            let mut trace = ::std::vec::Vec::new();
+            let mut record = |_: usize, xs: sn::Tensor| {
+                trace.push(xs.clone());
+                ::core::result::Result::Ok(xs)
+            };
+            self.forward_hooked(xs, train, ::core::option::Option::Some(&mut record))?;
+            ::core::result::Result::Ok(trace)
+        }
+        /// The forward pass with `hook(step, output)` called after every top-level step of
+        /// `plan().steps`; what it returns continues the pass (add a zero probe variable there
+        /// to read `dL/dx` of that activation, which candle's `GradStore` does not keep).
+        pub fn forward_hooked(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+            hook: ::core::option::Option<sn::StepHook<'_>>,
+        ) -> sn::Result<sn::Tensor> {
+            sn::check_input(xs, &Self::INPUT_SHAPE, "SmallResNet")?;
+            let mut hook = sn::Hook::new(hook);
+            let xs = xs.clone();
+            let xs = hook.after(0, (xs * FIXED_0)?)?;
+            let xs = hook.after(1, sn::Module::forward(&self.stem, &xs)?)?;
+            let xs = hook
+                .after(
+                    2,
+                    {
+                        let main = {
+                            let xs = xs.clone();
+                            let xs = sn::ops::relu(&xs)?;
+                            let xs = (xs * FIXED_1)?;
+                            let xs = sn::Module::forward(&self.res1_main_conv_3, &xs)?;
+                            let xs = sn::ops::relu(&xs)?;
+                            let xs = (xs * FIXED_2)?;
+                            let xs = sn::Module::forward(&self.res1_main_conv_5, &xs)?;
+                            let xs = (xs * FIXED_3)?;
+                            (xs * 0.5)?
+                        };
+                        let shortcut = { (xs * 0.8660254037844386)? };
+                        (main + shortcut)?
+                    },
+                )?;
+            let xs = hook
+                .after(
+                    3,
+                    {
+                        let main = {
+                            let xs = xs.clone();
+                            let xs = sn::ops::relu(&xs)?;
+                            let xs = (xs * FIXED_4)?;
+                            let xs = sn::Module::forward(&self.res2_main_conv_8, &xs)?;
+                            let xs = sn::ops::relu(&xs)?;
+                            let xs = (xs * FIXED_5)?;
+                            let xs = sn::Module::forward(&self.res2_main_conv_10, &xs)?;
+                            let xs = (xs * FIXED_6)?;
+                            (xs * 0.5)?
+                        };
+                        let shortcut = {
+                            let xs = (xs * FIXED_7)?;
+                            let xs = sn::Module::forward(
+                                &self.res2_shortcut_conv_11,
+                                &xs,
+                            )?;
+                            let xs = (xs * FIXED_8)?;
+                            (xs * 0.8660254037844386)?
+                        };
+                        (main + shortcut)?
+                    },
+                )?;
+            let xs = hook.after(4, sn::ops::relu(&xs)?)?;
+            let xs = hook.after(5, sn::ops::dropout(&xs, 0.1, train)?)?;
+            let xs = hook.after(6, sn::ops::global_avg_pool(&xs)?)?;
+            let xs = hook.after(7, (xs * FIXED_9)?)?;
+            let xs = hook.after(8, sn::Module::forward(&self.fc, &xs)?)?;
+            let xs = hook.after(9, (xs * FIXED_10)?)?;
+            xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+        }
+        /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
+        /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
+        /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
+        pub fn calibrate_output(
+            &self,
+            varmap: &sn::VarMap,
+            xs: &sn::Tensor,
+            target_std: f64,
+        ) -> sn::Result<f64> {
+            sn::calibrate(
+                varmap,
+                &self.forward_hooked(xs, false, ::core::option::Option::None)?,
+                target_std,
+            )
+        }
+    }
+    impl sn::ModuleT for SmallResNet {
+        /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`; dropout is active only when `train`.
+        fn forward_t(&self, xs: &sn::Tensor, train: bool) -> sn::Result<sn::Tensor> {
+            self.forward_hooked(xs, train, ::core::option::Option::None)
+        }
+    }
+    impl sn::Network for SmallResNet {
+        const NAME: &'static str = "SmallResNet";
+        fn plan() -> &'static sn::calculus::Plan {
+            Self::plan()
+        }
+        fn new_seeded(
+            varmap: &sn::VarMap,
+            dtype: sn::DType,
+            device: &sn::Device,
+            seed: u64,
+        ) -> sn::Result<Self> {
+            Self::new_seeded(varmap, dtype, device, seed)
+        }
+        fn forward_hooked(
+            &self,
+            xs: &sn::Tensor,
+            train: bool,
+            hook: ::core::option::Option<sn::StepHook<'_>>,
+        ) -> sn::Result<sn::Tensor> {
+            Self::forward_hooked(self, xs, train, hook)
+        }
+    }
+};
