@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-#[path = "support/families.rs"]
-mod families;
-use families::Variant;
+use fixtures::networks;
+use fixtures::variants::{self, Variant};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Which {
@@ -153,7 +152,6 @@ fn figure_1(variants: &[Variant], args: &Args, threads: usize, summary: &mut Str
         let [a, m, b] = quartiles(values).expect("non-empty");
         writeln!(summary, "  {layer:<6} median {m:.3}, quartiles {a:.3} .. {b:.3}")?;
     }
-    #[cfg(feature = "plot")]
     scalenet::plot::ratio_histogram(
         &out.join("fig1.png"),
         &format!("eq. (2) / E[(G_l r)²] per layer, {} setups (widths, seeds)", args.setups),
@@ -187,7 +185,6 @@ fn figure_2(variants: &[Variant], args: &Args, threads: usize, summary: &mut Str
         writeln!(summary, "  {:<10} {:>6.2}   diagonal {}", variant.label, gn.diagonal_spread(), diagonal.join(" "))?;
     }
     write_atomically(&args.out.join("fig2_blocks.csv"), &csv)?;
-    #[cfg(feature = "plot")]
     {
         let panels: Vec<(&str, &GaussNewton)> = variants.iter().map(|v| v.label).zip(&means).collect();
         scalenet::plot::gauss_newton_heat_maps(&args.out.join("fig2.png"), &panels)?;
@@ -234,7 +231,6 @@ fn coordinate_check(
     for (layer, drift) in check.gamma_drift() {
         writeln!(summary, "  {layer:<6} gamma max/min across widths {drift:.2}")?;
     }
-    #[cfg(feature = "plot")]
     scalenet::plot::coordinate_check(&args.out.join("coordinate_check.png"), &check)?;
     Ok(())
 }
@@ -248,12 +244,12 @@ fn main() -> Result<(), Error> {
     let (network, base, widths, inits) = match args.network {
         Which::Lenet => (
             "StridedLeNet",
-            Variant::of::<families::StridedLeNet>("x1", 6),
-            families::lenet_widths(),
-            families::lenet_inits(),
+            Variant::of::<networks::StridedLeNet>("x1", 6),
+            variants::lenet_widths(),
+            variants::lenet_inits(),
         ),
-        Which::Mlp => ("Mlp", Variant::of::<families::Mlp>("64", 64), families::mlp_widths(), families::mlp_inits()),
-        Which::PooledLenet => ("PooledLeNet", Variant::of::<families::PooledLeNet>("x1", 6), vec![], vec![]),
+        Which::Mlp => ("Mlp", Variant::of::<networks::Mlp>("64", 64), variants::mlp_widths(), variants::mlp_inits()),
+        Which::PooledLenet => ("PooledLeNet", Variant::of::<networks::PooledLeNet>("x1", 6), vec![], vec![]),
     };
     let diagnosis = table(&base, &args, threads)?;
     println!("{diagnosis}");

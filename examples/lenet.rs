@@ -1,4 +1,4 @@
-//! Trains the strided LeNet that `network!` designs on real data: the 8x8 handwritten digits that
+//! Trains the LeNet that `network!` designs (average pooling in place of max pooling) on real data: the 8x8 handwritten digits that
 //! scikit-learn bundles (`data/digits.safetensors`), upsampled to 32x32.
 //!
 //! ```text
@@ -10,51 +10,8 @@ use candle_core::{DType, Device};
 use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
 use scalenet::data::ImageDataset;
-use scalenet::network;
-#[path = "support/fit.rs"]
-mod fit;
-use fit::{fit, Schedule};
-
-network! {
-    /// Strided LeNet for 1x32x32 digits: average pooling instead of max pooling (Table 1).
-    pub struct LeNet {
-        input: [1, 32, 32],
-        typical_kernel: 5,
-        conv1: conv(6, kernel = 5, padding = 2),
-        relu,
-        avg_pool(2),
-        conv2: conv(16, kernel = 5),
-        relu,
-        avg_pool(2),
-        flatten,
-        fc1: linear(120),
-        relu,
-        fc2: linear(84),
-        relu,
-        fc3: linear(10),
-    }
-}
-
-network! {
-    /// The same network with Kaiming fan-in init, for comparison.
-    pub struct LeNetFanIn {
-        input: [1, 32, 32],
-        init: fan_in,
-        typical_kernel: 5,
-        conv1: conv(6, kernel = 5, padding = 2),
-        relu,
-        avg_pool(2),
-        conv2: conv(16, kernel = 5),
-        relu,
-        avg_pool(2),
-        flatten,
-        fc1: linear(120),
-        relu,
-        fc2: linear(84),
-        relu,
-        fc3: linear(10),
-    }
-}
+use fixtures::networks::{DigitsLeNet, DigitsLeNetFanIn};
+use fixtures::fit::{fit, Schedule};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Init {
@@ -63,7 +20,7 @@ enum Init {
 }
 
 #[derive(Parser)]
-#[command(about = "Train the strided LeNet designed by the scaling calculus on the bundled digits")]
+#[command(about = "Train the LeNet designed by the scaling calculus on the bundled digits")]
 struct Args {
     #[arg(long, value_enum, default_value = "geometric")]
     init: Init,
@@ -84,10 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let varmap = VarMap::new();
     let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.init {
         Init::Geometric => {
-            (Box::new(LeNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), LeNet::report())
+            (Box::new(DigitsLeNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), DigitsLeNet::report())
         }
         Init::FanIn => {
-            (Box::new(LeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), LeNetFanIn::report())
+            (Box::new(DigitsLeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), DigitsLeNetFanIn::report())
         }
     };
     println!("{report}\n");

@@ -18,52 +18,8 @@ use candle_core::{DType, Device};
 use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
 use scalenet::data::ImageDataset;
-use scalenet::network;
-#[path = "support/fit.rs"]
-mod fit;
-use fit::{fit, Schedule};
-
-network! {
-    /// A small pre-activation ResNet without normalization, downsampling with strided convolutions.
-    pub struct ResNetSmall {
-        input: [1, 16, 16],
-        typical_kernel: 3,
-        stem: conv(32, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {                      // B(x) = alpha*S(x) + beta*F(x), alpha = sqrt(1 - beta^2)
-            relu, conv(32, kernel = 3, padding = 1),
-            relu, conv(32, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(64, kernel = 2, stride = 2),
-            relu, conv(64, kernel = 3, padding = 1),
-        } shortcut {
-            conv(64, kernel = 2, stride = 2),
-        },
-        res3: bottleneck(out = 128, width = 32, stride = 1, beta = 0.5),
-        relu, flatten, fc: linear(10),
-    }
-}
-
-network! {
-    /// The same stages, downsampling with average pooling and a global-average-pool head.
-    pub struct ResNetSmallPooled {
-        input: [1, 16, 16],
-        typical_kernel: 3,
-        stem: conv(32, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {
-            relu, conv(32, kernel = 3, padding = 1),
-            relu, conv(32, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(64, kernel = 2, stride = 2),
-            relu, conv(64, kernel = 3, padding = 1),
-        } shortcut {
-            avg_pool(2), conv(64, kernel = 1),
-        },
-        res3: bottleneck(out = 128, width = 32, stride = 2, beta = 0.5),
-        relu, avg_pool(4), flatten, fc: linear(10),
-    }
-}
+use fixtures::networks::{DigitsResNet, DigitsResNetPooled};
+use fixtures::fit::{fit, Schedule};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Variant {
@@ -91,12 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let varmap = VarMap::new();
     let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.variant {
         Variant::Strided => (
-            Box::new(ResNetSmall::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
-            ResNetSmall::report(),
+            Box::new(DigitsResNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
+            DigitsResNet::report(),
         ),
         Variant::Pooled => (
-            Box::new(ResNetSmallPooled::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
-            ResNetSmallPooled::report(),
+            Box::new(DigitsResNetPooled::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
+            DigitsResNetPooled::report(),
         ),
     };
     println!("{report}\n");

@@ -6,8 +6,7 @@ use candle_nn::VarMap;
 use scalenet::diagnostics::{gauss_newton, quartiles, seeded_normal, CoordinateCheck, Diagnosis, GaussNewton};
 use scalenet::network;
 
-#[path = "../examples/support/families.rs"]
-mod families;
+use fixtures::{networks, variants};
 
 network! {
     /// Small enough to build its Gauss-Newton matrix entry by entry.
@@ -95,7 +94,7 @@ fn gauss_newton_blocks_match_the_explicit_matrix() -> candle_core::Result<()> {
 /// median in [0.8, 1.25]; the full run (100 setups) gives the figure in docs/.
 #[test]
 fn figure_1_median_ratio_is_near_one() -> candle_core::Result<()> {
-    let variants = &families::lenet_widths()[..3];
+    let variants = &variants::lenet_widths()[..3];
     let mut ratios = Vec::new();
     for setup in 0..18 {
         let gn = (variants[setup % 3].gauss_newton)(setup as u64, 16)?;
@@ -108,7 +107,7 @@ fn figure_1_median_ratio_is_near_one() -> candle_core::Result<()> {
     Ok(())
 }
 
-fn mean_blocks(variant: &families::Variant, seeds: u64, batch: usize) -> candle_core::Result<GaussNewton> {
+fn mean_blocks(variant: &variants::Variant, seeds: u64, batch: usize) -> candle_core::Result<GaussNewton> {
     let all: Vec<GaussNewton> = (0..seeds).map(|s| (variant.gauss_newton)(s, batch)).collect::<Result<_, _>>()?;
     Ok(GaussNewton::mean(&all).unwrap())
 }
@@ -117,7 +116,7 @@ fn mean_blocks(variant: &families::Variant, seeds: u64, batch: usize) -> candle_
 /// geometric init than under fan_in (the issue asks at most half of fan_in's max/min).
 #[test]
 fn figure_2_geometric_diagonal_is_even() -> candle_core::Result<()> {
-    let inits = families::lenet_inits();
+    let inits = variants::lenet_inits();
     let geometric = mean_blocks(&inits[0], 2, 32)?;
     let fan_in = mean_blocks(&inits[1], 2, 32)?;
     println!(
@@ -133,7 +132,7 @@ fn figure_2_geometric_diagonal_is_even() -> candle_core::Result<()> {
 /// the same at every width (the calculus predicts one value, 0.156, for all of them).
 #[test]
 fn coordinate_check_gammas_stay_flat_across_widths() -> candle_core::Result<()> {
-    let widths = &families::mlp_widths()[..3];
+    let widths = &variants::mlp_widths()[..3];
     let sweep: Vec<(usize, Diagnosis)> = widths
         .iter()
         .map(|v| {
@@ -153,8 +152,8 @@ fn coordinate_check_gammas_stay_flat_across_widths() -> candle_core::Result<()> 
 /// Too few widths, or diagnoses of different networks, are typed errors.
 #[test]
 fn coordinate_check_rejects_a_mixed_sweep() -> candle_core::Result<()> {
-    let mlp = (families::mlp_widths()[0].measure)(0, 8)?;
-    let lenet = (families::lenet_widths()[0].measure)(0, 2)?;
+    let mlp = (variants::mlp_widths()[0].measure)(0, 8)?;
+    let lenet = (variants::lenet_widths()[0].measure)(0, 2)?;
     assert!(CoordinateCheck::new("one", vec![(16, mlp.clone())]).is_err());
     let error = CoordinateCheck::new("mixed", vec![(16, mlp), (3, lenet)]).unwrap_err();
     assert!(error.to_string().contains("sweep one network family"), "{error}");
@@ -173,7 +172,7 @@ fn coordinate_check_rejects_a_mixed_sweep() -> candle_core::Result<()> {
 /// output gradient are nearly flat, so it is near 1.
 #[test]
 fn strided_lenet_weight_gradients_follow_their_moments() -> candle_core::Result<()> {
-    let lenet = families::Variant::of::<families::StridedLeNet>("x1", 6);
+    let lenet = variants::Variant::of::<networks::StridedLeNet>("x1", 6);
     let all: Vec<Diagnosis> = (0..32).map(|s| (lenet.measure)(s, 32)).collect::<Result<_, _>>()?;
     let diagnosis = Diagnosis::mean(&all).unwrap();
     for step in diagnosis.steps.iter().filter(|s| s.gamma.is_some()) {

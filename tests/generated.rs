@@ -7,54 +7,8 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 use scalenet::diagnostics::{second_moment, seeded_normal, weight_second_moments, weight_to_gradient_ratios};
+use fixtures::networks::{Mlp, MlpFanInScaled, PooledLeNet};
 use scalenet::network;
-
-network! {
-    /// Strided LeNet for 3x32x32 images (max-pooling replaced by average pooling).
-    pub struct LeNet {
-        input: [3, 32, 32],
-        init: geometric,
-        typical_kernel: 5,
-        output_std: 0.05,
-        conv1: conv(6, kernel = 5, padding = 2),
-        relu,
-        avg_pool(2),
-        conv2: conv(16, kernel = 5),
-        relu,
-        avg_pool(2),
-        flatten,
-        fc1: linear(120),
-        relu,
-        fc2: linear(84),
-        relu,
-        fc3: linear(10),
-    }
-}
-
-network! {
-    /// The paper's LIBSVM network (section 9), geometric init.
-    pub struct Mlp {
-        input: [784],
-        fc1: linear(384),
-        relu,
-        fc2: linear(64),
-        relu,
-        fc3: linear(10),
-    }
-}
-
-network! {
-    /// The same MLP with Kaiming fan-in init.
-    pub struct MlpFanIn {
-        input: [784],
-        init: fan_in,
-        fc1: linear(384),
-        relu,
-        fc2: linear(64),
-        relu,
-        fc3: linear(10),
-    }
-}
 
 network! {
     /// Every other layer kind, with dropout (so only ModuleT).
@@ -82,10 +36,10 @@ fn normal_input(dims: &[usize], batch: usize, seed: u64) -> candle_core::Result<
 #[test]
 fn shapes_and_constants() -> candle_core::Result<()> {
     let varmap = VarMap::new();
-    let net = LeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    assert_eq!(LeNet::INPUT_SHAPE, [3, 32, 32]);
-    assert_eq!(LeNet::OUTPUT_SHAPE, [10]);
-    let logits = net.forward_t(&normal_input(&LeNet::INPUT_SHAPE, 4, 0)?, true)?;
+    let net = PooledLeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    assert_eq!(PooledLeNet::INPUT_SHAPE, [3, 32, 32]);
+    assert_eq!(PooledLeNet::OUTPUT_SHAPE, [10]);
+    let logits = net.forward_t(&normal_input(&PooledLeNet::INPUT_SHAPE, 4, 0)?, true)?;
     assert_eq!(logits.dims(), [4, 10]);
     let vars = varmap.data().lock().unwrap();
     for name in ["conv1.weight", "conv1.bias", "conv2.weight", "fc1.weight", "fc3.bias"] {
@@ -128,8 +82,8 @@ fn every_layer_kind_runs_and_dropout_only_in_training() -> candle_core::Result<(
 #[test]
 fn seeded_init_is_reproducible() -> candle_core::Result<()> {
     let run = |seed| -> candle_core::Result<Vec<Vec<f32>>> {
-        let net = LeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
-        net.forward(&normal_input(&LeNet::INPUT_SHAPE, 2, 9)?)?.to_vec2::<f32>()
+        let net = PooledLeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
+        net.forward(&normal_input(&PooledLeNet::INPUT_SHAPE, 2, 9)?)?.to_vec2::<f32>()
     };
     assert_eq!(run(5)?, run(5)?);
     assert_ne!(run(5)?, run(6)?);
@@ -162,16 +116,16 @@ fn check_weight_moments(varmap: &VarMap, plan: &scalenet::calculus::Plan) -> can
 fn measured_weight_moments_match_the_formula() -> candle_core::Result<()> {
     for seed in 0..3 {
         let varmap = VarMap::new();
-        LeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
-        check_weight_moments(&varmap, LeNet::plan())?;
+        PooledLeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
+        check_weight_moments(&varmap, PooledLeNet::plan())?;
         let varmap = VarMap::new();
         Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
         check_weight_moments(&varmap, Mlp::plan())?;
     }
     // and through candle's own (unseeded) RNG with `new`
     let varmap = VarMap::new();
-    LeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    check_weight_moments(&varmap, LeNet::plan())
+    PooledLeNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    check_weight_moments(&varmap, PooledLeNet::plan())
 }
 
 /// Section 7: on unit-normal input the output std is `output_std` (0.05), averaged over 16
@@ -226,11 +180,11 @@ fn mlp_weight_to_gradient_ratios_are_equal_for_geometric_not_fan_in() -> candle_
         &names,
     )?;
     let fan_in = mean_ratios(
-        |varmap, seed| MlpFanIn::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?),
+        |varmap, seed| MlpFanInScaled::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?),
         &names,
     )?;
     let predicted: Vec<f64> = Mlp::plan().weight_steps().map(|s| s.step.gamma.unwrap()).collect();
-    let predicted_fan_in: Vec<f64> = MlpFanIn::plan().weight_steps().map(|s| s.step.gamma.unwrap()).collect();
+    let predicted_fan_in: Vec<f64> = MlpFanInScaled::plan().weight_steps().map(|s| s.step.gamma.unwrap()).collect();
     println!("geometric: measured {geometric:?}, predicted {predicted:?}, spread {:.3}", spread(&geometric));
     println!("fan_in:    measured {fan_in:?}, predicted {predicted_fan_in:?}, spread {:.3}", spread(&fan_in));
     assert!(spread(&geometric) < 1.3, "geometric spread {}", spread(&geometric));
@@ -238,19 +192,19 @@ fn mlp_weight_to_gradient_ratios_are_equal_for_geometric_not_fan_in() -> candle_
     Ok(())
 }
 
-/// Forward second moments after every op of the strided LeNet match the calculus within 25%
+/// Forward second moments after every op of the strided PooledLeNet match the calculus within 25%
 /// (32 initializations, 512 unit-normal samples each), pooling layers included: the calculus keeps
 /// the mean and the per-channel offsets that average pooling cannot reduce. The seed-to-seed spread
 /// is large in the narrow layers (each init draws only 16 channel offsets): 8 seeds gave ratios
 /// from 0.70 to 1.03, 32 seeds from 1.00 to 1.21; the printed standard errors say how much.
 #[test]
 fn lenet_forward_moments_match_after_every_op() -> candle_core::Result<()> {
-    let plan = LeNet::plan();
+    let plan = PooledLeNet::plan();
     let seeds = 32;
     let mut per_seed = vec![Vec::new(); plan.steps.len()];
     for seed in 0..seeds {
-        let net = LeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
-        let outputs = net.forward_steps(&normal_input(&LeNet::INPUT_SHAPE, 512, 2000 + seed)?, false)?;
+        let net = PooledLeNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
+        let outputs = net.forward_steps(&normal_input(&PooledLeNet::INPUT_SHAPE, 512, 2000 + seed)?, false)?;
         for (values, output) in per_seed.iter_mut().zip(&outputs) {
             values.push(second_moment(output)?);
         }
@@ -297,7 +251,7 @@ fn diagnose<N: scalenet::Network>(
 /// weight gradient is what assumption 2 gives from the layer's own moments (`x~dy` 0.995-1.001):
 /// a fully connected layer's per-sample gradient `dy xᵀ` has `|dW|² = |dy|² |x|²` exactly.
 ///
-/// On the LeNet with 2x2 average pooling the assumption fails, and the diagnostics say where:
+/// On the PooledLeNet with 2x2 average pooling the assumption fails, and the diagnostics say where:
 /// pooling's backward pass copies one gradient over each window, so conv2's output gradient is
 /// equal at neighbouring positions, whose overlapping patches share the (positive) mean of the
 /// input: the cross terms that assumption 2 drops add up, and conv2's `x~dy` is about 2.5
@@ -305,7 +259,7 @@ fn diagnose<N: scalenet::Network>(
 #[test]
 fn diagnostics_match_the_calculus_where_its_assumptions_hold() -> candle_core::Result<()> {
     let mlp = diagnose(|v, s| Mlp::new_seeded(v, DType::F32, &Device::Cpu, s), &[784], 128, 32)?;
-    let lenet = diagnose(|v, s| LeNet::new_seeded(v, DType::F32, &Device::Cpu, s), &LeNet::INPUT_SHAPE, 64, 8)?;
+    let lenet = diagnose(|v, s| PooledLeNet::new_seeded(v, DType::F32, &Device::Cpu, s), &PooledLeNet::INPUT_SHAPE, 64, 8)?;
     println!("{mlp}\n{lenet}");
     for step in mlp.steps.iter().filter(|s| s.gamma.is_some()) {
         let ratio = step.gamma.unwrap().ratio();
@@ -328,9 +282,9 @@ fn diagnostics_match_the_calculus_where_its_assumptions_hold() -> candle_core::R
 fn output_calibration_is_kept_with_the_model_and_never_trained() -> candle_core::Result<()> {
     use candle_nn::Optimizer;
     let varmap = VarMap::new();
-    let net = LeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 11)?;
-    let factor = net.calibrate_output(&varmap, &normal_input(&LeNet::INPUT_SHAPE, 512, 1)?, 0.2)?;
-    let fresh = normal_input(&LeNet::INPUT_SHAPE, 512, 2)?;
+    let net = PooledLeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 11)?;
+    let factor = net.calibrate_output(&varmap, &normal_input(&PooledLeNet::INPUT_SHAPE, 512, 1)?, 0.2)?;
+    let fresh = normal_input(&PooledLeNet::INPUT_SHAPE, 512, 2)?;
     let std_of =
         |out: &Tensor| -> candle_core::Result<f64> { Ok(second_moment(&out.broadcast_sub(&out.mean_all()?)?)?.sqrt()) };
     let out = net.forward(&fresh)?;
@@ -348,7 +302,7 @@ fn output_calibration_is_kept_with_the_model_and_never_trained() -> candle_core:
     let path = dir.join("lenet.safetensors");
     scalenet::nn::save_atomically(&varmap, &path)?;
     let mut loaded = VarMap::new();
-    let copy = LeNet::new_seeded(&loaded, DType::F32, &Device::Cpu, 99)?;
+    let copy = PooledLeNet::new_seeded(&loaded, DType::F32, &Device::Cpu, 99)?;
     loaded.load(&path)?;
     assert_eq!(net.forward(&fresh)?.to_vec2::<f32>()?, copy.forward(&fresh)?.to_vec2::<f32>()?);
     Ok(())

@@ -1,6 +1,6 @@
 //! Residual networks without normalization (section 11), measured on generated networks.
 //!
-//! `SmallResNet` (3 stages, strided-conv downsampling, 10 weight layers) meets the calculus's
+//! `StridedResNet` (3 stages, strided-conv downsampling, 10 weight layers) meets the calculus's
 //! assumptions: every gamma matches. `PooledResNet` downsamples with average pooling (the paper's
 //! shortcut, and the bottleneck) and ends with global average pooling: there, pooling makes the
 //! backward signal spatially coherent over the pooling windows while conv inputs after a ReLU have
@@ -13,104 +13,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use scalenet::calculus::{Plan, StepOp};
 use scalenet::diagnostics::{second_moment, seeded_normal, weight_to_gradient_ratios};
-use scalenet::network;
+use fixtures::networks::{PooledResNet, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled};
 
-network! {
-    /// Three stages (16x16, 8x8, 4x4): an identity block, a downsampling block with a projection
-    /// shortcut, a downsampling bottleneck.
-    pub struct SmallResNet {
-        input: [3, 16, 16],
-        typical_kernel: 3,
-        stem: conv(8, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {
-            relu, conv(8, kernel = 3, padding = 1),
-            relu, conv(8, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(16, kernel = 2, stride = 2),
-            relu, conv(16, kernel = 3, padding = 1),
-        } shortcut {
-            conv(16, kernel = 2, stride = 2),
-        },
-        res3: residual(beta = 0.5) {
-            relu, conv(32, kernel = 2, stride = 2),
-            relu, conv(32, kernel = 3, padding = 1),
-        } shortcut {
-            conv(32, kernel = 2, stride = 2),
-        },
-        relu, flatten, fc: linear(10),
-    }
-}
-
-network! {
-    /// Average-pooling downsampling (projection shortcut, bottleneck) and a global-average-pool head.
-    pub struct PooledResNet {
-        input: [3, 16, 16],
-        typical_kernel: 3,
-        stem: conv(8, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {
-            relu, conv(8, kernel = 3, padding = 1),
-            relu, conv(8, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(16, kernel = 2, stride = 2),
-            relu, conv(16, kernel = 3, padding = 1),
-        } shortcut {
-            avg_pool(2), conv(16, kernel = 1),
-        },
-        res3: bottleneck(out = 32, width = 8, stride = 2, beta = 0.5),
-        relu, avg_pool(4), flatten, fc: linear(10),
-    }
-}
-
-network! {
-    /// `PooledResNet` without the beta/alpha factors.
-    pub struct PooledResNetUnscaled {
-        input: [3, 16, 16],
-        typical_kernel: 3,
-        branch_scaling: false,
-        stem: conv(8, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {
-            relu, conv(8, kernel = 3, padding = 1),
-            relu, conv(8, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(16, kernel = 2, stride = 2),
-            relu, conv(16, kernel = 3, padding = 1),
-        } shortcut {
-            avg_pool(2), conv(16, kernel = 1),
-        },
-        res3: bottleneck(out = 32, width = 8, stride = 2, beta = 0.5),
-        relu, avg_pool(4), flatten, fc: linear(10),
-    }
-}
-
-network! {
-    /// The same network with the beta/alpha factors of the branch weights switched off.
-    pub struct SmallResNetUnscaled {
-        input: [3, 16, 16],
-        typical_kernel: 3,
-        branch_scaling: false,
-        stem: conv(8, kernel = 3, padding = 1),
-        res1: residual(beta = 0.5) {
-            relu, conv(8, kernel = 3, padding = 1),
-            relu, conv(8, kernel = 3, padding = 1),
-        },
-        res2: residual(beta = 0.5) {
-            relu, conv(16, kernel = 2, stride = 2),
-            relu, conv(16, kernel = 3, padding = 1),
-        } shortcut {
-            conv(16, kernel = 2, stride = 2),
-        },
-        res3: residual(beta = 0.5) {
-            relu, conv(32, kernel = 2, stride = 2),
-            relu, conv(32, kernel = 3, padding = 1),
-        } shortcut {
-            conv(32, kernel = 2, stride = 2),
-        },
-        relu, flatten, fc: linear(10),
-    }
-}
 
 const SEEDS: u64 = 8;
 const SAMPLES: usize = 1024;
@@ -155,11 +59,11 @@ fn print(title: &str, rows: &[(String, f64, f64)]) {
 /// factors, the main-branch weights fall to beta^2 = 1/4 of the others.
 #[test]
 fn weight_to_gradient_ratios_are_equal_inside_and_outside_blocks() -> candle_core::Result<()> {
-    let scaled = ratios(SmallResNet::plan(), SEEDS, |varmap, seed| {
-        SmallResNet::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+    let scaled = ratios(StridedResNet::plan(), SEEDS, |varmap, seed| {
+        StridedResNet::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
     })?;
-    let unscaled = ratios(SmallResNetUnscaled::plan(), SEEDS, |varmap, seed| {
-        SmallResNetUnscaled::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+    let unscaled = ratios(StridedResNetUnscaled::plan(), SEEDS, |varmap, seed| {
+        StridedResNetUnscaled::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
     })?;
     print("with beta/alpha factors", &scaled);
     print("without", &unscaled);
@@ -176,13 +80,13 @@ fn weight_to_gradient_ratios_are_equal_inside_and_outside_blocks() -> candle_cor
 /// The second moment at each block's output matches the calculus within 25% (8 initializations).
 #[test]
 fn block_outputs_match_predicted_second_moments() -> candle_core::Result<()> {
-    let plan = SmallResNet::plan();
+    let plan = StridedResNet::plan();
     let blocks: Vec<usize> =
         plan.steps.iter().enumerate().filter(|(_, s)| matches!(s.op, StepOp::Block { .. })).map(|(i, _)| i).collect();
     assert_eq!(blocks.len(), 3);
     let mut measured = vec![0.0; blocks.len()];
     for seed in 0..SEEDS {
-        let net = SmallResNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
+        let net = StridedResNet::new_seeded(&VarMap::new(), DType::F32, &Device::Cpu, seed)?;
         let outputs = net.forward_steps(&input(1000 + seed)?, false)?;
         for (sum, &i) in measured.iter_mut().zip(&blocks) {
             *sum += second_moment(&outputs[i])? / SEEDS as f64;
