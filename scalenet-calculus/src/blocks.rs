@@ -1,7 +1,7 @@
 //! Residual blocks: the section 11.1 bottleneck spelled out into plain layers, and the check
 //! that a block's two branches end in the same shape.
 
-use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::registry::Op;
 use crate::spec::{LayerId, LayerSpec, Residual, Shape};
 
@@ -29,7 +29,7 @@ pub(crate) fn report_branch_mismatch(
         (_, Shape::Image { channels, .. }) => format!("shortcut {{ conv({channels}, kernel = 1) }}"),
     };
     let what = if block.shortcut.is_some() { "the shortcut" } else { "the identity shortcut" };
-    diagnostics.push(
+    diagnostics.push(Rule::BranchShapes, 
         Location::layer(layer.id, LayerField::MainEnd),
         format!(
             "the main branch of this residual block ends in {main_end} but {what} gives {shortcut_end}; the branches are added, so they must agree: write `{suggestion}`"
@@ -39,7 +39,7 @@ pub(crate) fn report_branch_mismatch(
         Some(last) => Location::layer(last.id, LayerField::Kind),
         None => Location::layer(layer.id, LayerField::ShortcutEnd),
     };
-    diagnostics.push(shortcut_location, format!("{what} ends in {shortcut_end} here, the main branch in {main_end}"));
+    diagnostics.push(Rule::BranchShapes, shortcut_location, format!("{what} ends in {shortcut_end} here, the main branch in {main_end}"));
 }
 
 /// The pre-activation bottleneck of section 11.1, from the input's channels to `out` channels.
@@ -66,7 +66,7 @@ pub(crate) fn bottleneck_branches(
     diagnostics: &mut Diagnostics,
 ) -> Option<(Vec<LayerSpec>, Vec<LayerSpec>)> {
     let Shape::Image { channels, height, width: image_width } = input else {
-        diagnostics.push(
+        diagnostics.push(Rule::BottleneckShape, 
             Location::layer(id, LayerField::Kind),
             format!("`bottleneck` needs an image input [C, H, W], but its input is {input}"),
         );
@@ -76,7 +76,7 @@ pub(crate) fn bottleneck_branches(
         return None;
     }
     if stride == 0 || height % stride != 0 || image_width % stride != 0 {
-        diagnostics.push(
+        diagnostics.push(Rule::BottleneckShape, 
             Location::layer(id, LayerField::Stride),
             format!("a bottleneck of stride {stride} needs a spatial size it divides, got {height}x{image_width}; use `stride = 1` or `stride = 2` on an even size"),
         );

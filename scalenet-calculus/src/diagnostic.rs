@@ -34,11 +34,67 @@ pub enum LayerField {
     ShortcutEnd,
 }
 
+/// The rule a diagnostic reports: each names its function in [`crate::rules`] or the shape rule
+/// that found it, so a front end can match on it rather than on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// [`crate::rules::check_network_options`]: positive input dimensions, `output_std`, `k*`.
+    NetworkOptions,
+    /// [`crate::rules::check_unique_names`].
+    UniqueNames,
+    /// [`crate::rules::check_allow_unscaled_target`].
+    AllowUnscaledTarget,
+    /// [`crate::rules::reject_max_pooling`] (Table 1).
+    MaxPooling,
+    /// [`crate::rules::reject_mismatched_strides`] (Table 1, Appendix B).
+    StrideEqualsKernel,
+    /// [`crate::rules::reject_non_homogeneous_activations`] (Table 1).
+    PositivelyHomogeneous,
+    /// [`crate::rules::reject_normalization`] (sections 1, 11).
+    NoNormalization,
+    /// [`crate::rules::check_positive_sizes`].
+    PositiveSizes,
+    /// [`crate::rules::check_dropout_probability`] (Appendix B).
+    DropoutProbability,
+    /// [`crate::rules::check_leaky_relu_slope`].
+    LeakyReluSlope,
+    /// [`crate::rules::check_scale_factor`] (Appendix B).
+    ScaleFactor,
+    /// [`crate::rules::check_residual_weights`] (section 11).
+    ResidualWeights,
+    /// A layer that needs an image `[C, H, W]` is given a vector.
+    ImageInput,
+    /// A layer that needs a vector is given an image.
+    VectorInput,
+    /// A window (convolution, pooling) must fit its input and tile it exactly.
+    ExactWindow,
+    /// A residual block's branches must end in the same shape (section 11).
+    BranchShapes,
+    /// A bottleneck needs an image whose size its stride divides (section 11.1).
+    BottleneckShape,
+}
+
+/// A fix that depends on the front end's syntax: the calculus says what to do, each front end
+/// words it in its own terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fix {
+    /// Keep the layer knowingly: `#[allow(unscaled)]` in `network!`,
+    /// [`LayerSpec::allow_unscaled`](crate::LayerSpec::allow_unscaled) in the builder API.
+    AllowUnscaled,
+}
+
+impl Fix {
+    /// The fix in the builder API's words.
+    pub fn builder_words(&self) -> &'static str {
+        match self {
+            Fix::AllowUnscaled => "or set `allow_unscaled` on the layer to keep it knowingly",
+        }
+    }
+}
+
 /// A network-level option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetworkField {
-    /// The declaration as a whole (e.g. `input` is missing).
-    Declaration,
     Input,
     Init,
     TypicalKernel,
@@ -61,26 +117,37 @@ impl Location {
     }
 }
 
-/// One rule broken by a declaration: where, and a lowercase sentence that names the fix.
+/// One rule broken by a declaration: which rule, where, a lowercase sentence that names the fix
+/// in the layer vocabulary of the registry (`avg_pool(2)`, `stride = 5`), and a fix that a front
+/// end words in its own syntax.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
+    pub rule: Rule,
     pub location: Location,
     pub message: String,
+    pub fix: Option<Fix>,
 }
 
 impl Diagnostic {
-    pub fn new(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic { location, message: message.into() }
+    pub fn new(rule: Rule, location: Location, message: impl Into<String>) -> Self {
+        Diagnostic { rule, location, message: message.into(), fix: None }
+    }
+
+    /// The message with the front-end fix in `words`.
+    pub fn render(&self, words: impl Fn(Fix) -> String) -> String {
+        match self.fix {
+            Some(fix) => format!("{}, {}", self.message, words(fix)),
+            None => self.message.clone(),
+        }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.render(|fix| fix.builder_words().to_string());
         match self.location {
-            Location::Network(field) => write!(f, "{:?}: {}", field, self.message),
-            Location::Layer { id, field } => {
-                write!(f, "layer {} ({field:?}): {}", id.0, self.message)
-            }
+            Location::Network(field) => write!(f, "{field:?}: {message}"),
+            Location::Layer { id, field } => write!(f, "layer {} ({field:?}): {message}", id.0),
         }
     }
 }
@@ -92,8 +159,15 @@ impl std::error::Error for Diagnostic {}
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn push(&mut self, location: Location, message: impl Into<String>) {
-        self.0.push(Diagnostic::new(location, message));
+    pub fn push(&mut self, rule: Rule, location: Location, message: impl Into<String>) {
+        self.0.push(Diagnostic::new(rule, location, message));
+    }
+
+    /// Records a diagnostic whose fix depends on the front end.
+    pub fn push_with_fix(&mut self, rule: Rule, location: Location, message: impl Into<String>, fix: Fix) {
+        let mut diagnostic = Diagnostic::new(rule, location, message);
+        diagnostic.fix = Some(fix);
+        self.0.push(diagnostic);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,7 +36,7 @@ pub mod rules;
 mod shapes;
 mod spec;
 
-pub use diagnostic::{Diagnostic, Diagnostics, LayerField, Location, NetworkField};
+pub use diagnostic::{Diagnostic, Diagnostics, Fix, LayerField, Location, NetworkField, Rule};
 pub use moments::{Moments, WeightGeometry};
 pub use plan::{ParamInit, Plan, ScaleReason, Step, StepOp, StepRef, WeightInit};
 pub use planner::{analyze, most_common_kernel, weight_second_moment};

@@ -23,9 +23,9 @@ pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
     spec.assign_layer_ids();
     let mut diagnostics = Diagnostics::default();
     let broken = rules::check_declaration(&spec, &mut diagnostics);
-    let nodes = match spec.input {
-        Some(input) if !input.dims().contains(&0) => shapes::infer_chain(&spec.layers, input, &broken, &mut diagnostics),
-        _ => None,
+    let nodes = match spec.input.dims().contains(&0) {
+        false => shapes::infer_chain(&spec.layers, spec.input, &broken, &mut diagnostics),
+        true => None,
     };
     match (nodes, diagnostics.is_empty()) {
         (Some(nodes), true) => Ok(Planner::new(&spec).plan(&nodes)),
@@ -346,7 +346,7 @@ impl<'a> Planner<'a> {
     }
 
     fn plan(self, nodes: &[Node]) -> Plan {
-        let input = self.spec.input.expect("checked");
+        let input = self.spec.input;
         let output = nodes.last().map_or(input, |n| n.output);
         let input_moments = Moments::centred(1.0);
         let mut nominal = input_moments;

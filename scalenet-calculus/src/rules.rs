@@ -5,10 +5,21 @@
 //! The per-layer rules are listed by the kinds they apply to in [`crate::registry`]; the shape
 //! rules live with each kind's shape function there and in [`crate::shapes`].
 
-use crate::diagnostic::{Diagnostics, LayerField, Location, NetworkField};
+use crate::diagnostic::{Diagnostics, Fix, LayerField, Location, NetworkField, Rule};
 use crate::registry::{Op, Role};
 use crate::spec::{LayerSpec, NetworkSpec};
 use std::collections::HashSet;
+
+/// The rules that need no shapes, for a front end that cannot give the input shape (the
+/// `network!` macro when `input` is missing) but still reports every other mistake.
+pub fn check_rules(spec: &NetworkSpec) -> Diagnostics {
+    let mut diagnostics = Diagnostics::default();
+    let mut spec = spec.clone();
+    spec.assign_layer_ids();
+    check_declaration(&spec, &mut diagnostics);
+    diagnostics.0.retain(|d| d.location != Location::Network(NetworkField::Input));
+    diagnostics
+}
 
 /// Runs every rule that needs no shapes: the network's options, each layer's own rules (those
 /// its kind lists), and the naming rules of every chain. Returns the layers that broke one, so
@@ -43,7 +54,7 @@ pub fn check_unique_names(chain: &[LayerSpec], diagnostics: &mut Diagnostics) {
     for layer in chain {
         if let Some(name) = layer.field_name() {
             if !seen.insert(name.clone()) {
-                diagnostics.push(
+                diagnostics.push(Rule::UniqueNames, 
                     Location::layer(layer.id, LayerField::Name),
                     format!("duplicate layer name `{name}`; every layer name must be unique"),
                 );
@@ -56,7 +67,7 @@ pub fn check_unique_names(chain: &[LayerSpec], diagnostics: &mut Diagnostics) {
 /// would silence nothing, so it is a mistake worth pointing out.
 pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if layer.allow_unscaled && layer.op.def().role != Role::Unscaled {
-        diagnostics.push(
+        diagnostics.push(Rule::AllowUnscaledTarget, 
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "`#[allow(unscaled)]` only applies to an activation that breaks the calculus, not to `{}`; remove it",
@@ -66,29 +77,26 @@ pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnost
     }
 }
 
-/// `input` is required: every moment and every fan-in follows from the input shape. The target
+/// Every moment and every fan-in follows from the input shape, so it needs at least one element
+/// in every dimension. The target
 /// output std must be a positive number (section 7) and the typical kernel `k*` of `c = 2/k*`
 /// (section 6.2) a positive size.
 pub(crate) fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) {
-    match spec.input {
-        None => diagnostics.push(
-            Location::Network(NetworkField::Declaration),
-            "the network has no `input`; declare its per-sample shape, e.g. `input: [3, 32, 32]` or `input: [784]`",
-        ),
-        Some(shape) if shape.dims().contains(&0) => diagnostics.push(
+    if spec.input.dims().contains(&0) {
+        diagnostics.push(
+            Rule::NetworkOptions,
             Location::Network(NetworkField::Input),
             "input dimensions must be positive; every dimension of `input` needs at least one element",
-        ),
-        Some(_) => {}
+        );
     }
     if !(spec.output_std.is_finite() && spec.output_std > 0.0) {
-        diagnostics.push(
+        diagnostics.push(Rule::NetworkOptions, 
             Location::Network(NetworkField::OutputStd),
             "`output_std` must be a positive number; the paper recommends 0.01 to 0.1 (section 7)",
         );
     }
     if spec.typical_kernel == Some(0) {
-        diagnostics.push(
+        diagnostics.push(Rule::NetworkOptions, 
             Location::Network(NetworkField::TypicalKernel),
             "`typical_kernel` must be at least 1; it is the k* of c = 2/k* (section 6.2)",
         );
@@ -101,7 +109,7 @@ pub(crate) fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagno
 /// stride equals its kernel, downsamples with a known scaling.
 pub fn reject_max_pooling(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::MaxPool2d { kernel, .. } = layer.op {
-        diagnostics.push(
+        diagnostics.push(Rule::MaxPooling, 
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "max pooling does not preserve the scaling factor (Table 1); use `avg_pool({kernel})` or a strided `conv(.., kernel = {kernel}, stride = {kernel})`"
@@ -116,13 +124,13 @@ pub fn reject_max_pooling(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 /// case and is always fine.
 pub fn reject_mismatched_strides(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     match layer.op {
-        Op::Conv2d { kernel, stride, .. } if stride > 1 && kernel > 0 && stride != kernel => diagnostics.push(
+        Op::Conv2d { kernel, stride, .. } if stride > 1 && kernel > 0 && stride != kernel => diagnostics.push(Rule::StrideEqualsKernel, 
             Location::layer(layer.id, LayerField::Stride),
             format!(
                 "a strided convolution maintains scaling only when its stride equals its kernel (Table 1); use `stride = {kernel}` or `stride = 1`"
             ),
         ),
-        Op::AvgPool2d { kernel, stride } if stride != kernel && stride > 0 && kernel > 0 => diagnostics.push(
+        Op::AvgPool2d { kernel, stride } if stride != kernel && stride > 0 && kernel > 0 => diagnostics.push(Rule::StrideEqualsKernel, 
             Location::layer(layer.id, LayerField::Stride),
             format!(
                 "average pooling maintains scaling only when its stride equals its kernel (Table 1); write `avg_pool({kernel})`"
@@ -140,12 +148,14 @@ pub fn reject_mismatched_strides(layer: &LayerSpec, diagnostics: &mut Diagnostic
 pub fn reject_non_homogeneous_activations(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Unscaled(activation) = layer.op {
         if !layer.allow_unscaled {
-            diagnostics.push(
+            diagnostics.push_with_fix(
+                Rule::PositivelyHomogeneous,
                 Location::layer(layer.id, LayerField::Kind),
                 format!(
-                    "`{}` is not positively homogeneous, so it does not preserve the scaling factor (Table 1); use `relu` or `leaky_relu(slope)`, or write `#[allow(unscaled)]` before it to keep it knowingly",
+                    "`{}` is not positively homogeneous, so it does not preserve the scaling factor (Table 1); use `relu` or `leaky_relu(slope)`",
                     activation.name()
                 ),
+                Fix::AllowUnscaled,
             );
         }
     }
@@ -156,7 +166,7 @@ pub fn reject_non_homogeneous_activations(layer: &LayerSpec, diagnostics: &mut D
 /// moments the calculus propagates. Use fixed scalars and residual weighting instead.
 pub fn reject_normalization(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Normalization(norm) = layer.op {
-        diagnostics.push(
+        diagnostics.push(Rule::NoNormalization, 
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "`{}` normalizes away the moments the calculus designs; remove it: the geometric init and the inserted fixed scalars condition the network without normalization (section 11)",
@@ -170,7 +180,7 @@ pub fn reject_normalization(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     let mut require = |value: usize, field: LayerField, what: &str| {
         if value == 0 {
-            diagnostics.push(Location::layer(layer.id, field), format!("{what} must be at least 1"));
+            diagnostics.push(Rule::PositiveSizes, Location::layer(layer.id, field), format!("{what} must be at least 1"));
         }
     };
     match layer.op {
@@ -197,7 +207,7 @@ pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Dropout { p } = layer.op {
         if !(0.0..1.0).contains(&p) {
-            diagnostics.push(
+            diagnostics.push(Rule::DropoutProbability, 
                 Location::layer(layer.id, LayerField::Probability),
                 format!("dropout probability must lie in [0, 1), got {p:?}; e.g. `dropout(0.5)`"),
             );
@@ -211,7 +221,7 @@ pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostic
 pub fn check_leaky_relu_slope(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::LeakyRelu { slope } = layer.op {
         if !(slope.is_finite() && (0.0..1.0).contains(&slope)) {
-            diagnostics.push(
+            diagnostics.push(Rule::LeakyReluSlope, 
                 Location::layer(layer.id, LayerField::Slope),
                 format!("the leaky relu slope must lie in [0, 1), got {slope:?}; e.g. `leaky_relu(0.01)`"),
             );
@@ -224,7 +234,7 @@ pub fn check_leaky_relu_slope(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
 pub fn check_scale_factor(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Scale { factor } = layer.op {
         if !(factor.is_finite() && factor != 0.0) {
-            diagnostics.push(
+            diagnostics.push(Rule::ScaleFactor, 
                 Location::layer(layer.id, LayerField::Factor),
                 format!("a scale factor must be a finite nonzero number, got {factor:?}"),
             );
@@ -240,7 +250,7 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
         Op::Residual(block) => (block.alpha, block.beta),
         Op::Bottleneck { beta, width, .. } => {
             if *width == 0 {
-                diagnostics.push(Location::layer(layer.id, LayerField::Width), "the bottleneck width must be at least 1");
+                diagnostics.push(Rule::ResidualWeights, Location::layer(layer.id, LayerField::Width), "the bottleneck width must be at least 1");
             }
             (None, Some(*beta))
         }
@@ -250,20 +260,20 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
     if let Some(beta) = beta {
         if !(beta > 0.0 && beta <= 1.0) {
             diagnostics
-                .push(at(LayerField::Beta), format!("`beta` must lie in (0, 1], got {beta:?}; e.g. `beta = 0.5`"));
+                .push(Rule::ResidualWeights, at(LayerField::Beta), format!("`beta` must lie in (0, 1], got {beta:?}; e.g. `beta = 0.5`"));
         }
     }
     if let Some(alpha) = alpha {
         if !(0.0..1.0).contains(&alpha) {
-            diagnostics.push(at(LayerField::Alpha), format!("`alpha` must lie in [0, 1), got {alpha:?}"));
+            diagnostics.push(Rule::ResidualWeights, at(LayerField::Alpha), format!("`alpha` must lie in [0, 1), got {alpha:?}"));
         }
     }
     match (alpha, beta) {
-        (None, None) => diagnostics.push(
+        (None, None) => diagnostics.push(Rule::ResidualWeights, 
             at(LayerField::Kind),
             "a residual block needs its branch weight; write `residual(beta = 0.5) { .. }` (alpha = sqrt(1 - beta^2) follows)",
         ),
-        (Some(alpha), Some(beta)) if (alpha * alpha + beta * beta - 1.0).abs() > 1e-6 => diagnostics.push(
+        (Some(alpha), Some(beta)) if (alpha * alpha + beta * beta - 1.0).abs() > 1e-6 => diagnostics.push(Rule::ResidualWeights, 
             at(LayerField::Alpha),
             format!(
                 "alpha^2 + beta^2 must be 1 to keep the second moment (section 11), got {:.4}; give only `beta = {beta}` and alpha = {:.4} follows",

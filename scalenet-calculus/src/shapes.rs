@@ -8,7 +8,7 @@
 //! reported once. A residual block's branches must end in the same shape.
 
 use crate::blocks;
-use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::registry::Op;
 use crate::spec::{LayerId, LayerSpec, Shape};
 
@@ -120,7 +120,7 @@ impl WindowError {
         diagnostics: &mut Diagnostics,
     ) {
         match self {
-            WindowError::KernelTooLarge { padded } => diagnostics.push(
+            WindowError::KernelTooLarge { padded } => diagnostics.push(Rule::ExactWindow, 
                 Location::layer(id, LayerField::Kernel),
                 format!(
                     "the {kernel}x{kernel} kernel is larger than its padded input ({padded} = {size} + 2 x {padding}); use a kernel of at most {padded} or `padding = {}`",
@@ -137,7 +137,7 @@ impl WindowError {
                     1 => "the last row".to_string(),
                     rows => format!("the last {rows} rows"),
                 };
-                diagnostics.push(
+                diagnostics.push(Rule::ExactWindow, 
                     Location::layer(id, LayerField::Stride),
                     format!(
                         "the output size ({padded} - {kernel}) / {stride} + 1 is not an integer, so {dropped} would be dropped; {hint}"

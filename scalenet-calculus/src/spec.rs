@@ -175,8 +175,7 @@ pub const DEFAULT_OUTPUT_STD: f64 = 0.05;
 /// A whole sequential network as declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
-    /// `None` only while a front end reports a missing `input`; [`NetworkSpec::new`] sets it.
-    pub input: Option<Shape>,
+    pub input: Shape,
     pub init: InitScheme,
     /// `k*` in `c = 2/k*`; `None` picks the most common kernel among weight layers.
     pub typical_kernel: Option<usize>,
@@ -193,7 +192,7 @@ pub struct NetworkSpec {
 impl NetworkSpec {
     pub fn new(input: Shape) -> Self {
         NetworkSpec {
-            input: Some(input),
+            input,
             init: InitScheme::Geometric,
             typical_kernel: None,
             output_std: DEFAULT_OUTPUT_STD,

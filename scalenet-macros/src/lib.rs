@@ -32,6 +32,7 @@ mod tests;
 
 use errors::Errors;
 use proc_macro2::TokenStream;
+use scalenet_calculus::{Diagnostics, Fix, NetworkSpec};
 
 /// Declares a ReLU network designed by the scaling calculus. See the `scalenet` crate for the
 /// syntax and the generated API.
@@ -47,29 +48,50 @@ fn expand_network(input: TokenStream) -> TokenStream {
         Ok(network) => network,
         Err(error) => return error.to_compile_error(),
     };
-    let input_shape = network.options.input.as_ref().and_then(|input| match input.value[..] {
-        [features] => Some(scalenet_calculus::Shape::Vector { features }),
-        [channels, height, width] => Some(scalenet_calculus::Shape::Image { channels, height, width }),
-        _ => None,
-    });
-    match check_and_expand(&network, &mut errors) {
+    let mut lowered = None;
+    match check_and_expand(&network, &mut errors, &mut lowered) {
         Ok(tokens) => tokens,
         Err(error) => {
-            let mut tokens = module::stub(&network, input_shape);
+            let mut tokens = module::stub(&network, lowered.as_ref());
             tokens.extend(error.to_compile_error());
             tokens
         }
     }
 }
 
-fn check_and_expand(network: &ast::Network, errors: &mut Errors) -> syn::Result<TokenStream> {
+/// How `network!` words the fixes whose syntax depends on the front end.
+fn dsl_words(fix: Fix) -> String {
+    match fix {
+        Fix::AllowUnscaled => "or write `#[allow(unscaled)]` before it to keep it knowingly".to_string(),
+    }
+}
+
+fn check_and_expand(
+    network: &ast::Network,
+    errors: &mut Errors,
+    lowered: &mut Option<NetworkSpec>,
+) -> syn::Result<TokenStream> {
     errors.propagate()?;
     let (spec, spans) = lower::lower(network, errors);
+    *lowered = Some(spec.clone());
     errors.propagate()?;
-    let plan = scalenet_calculus::analyze(&spec).map_err(|diagnostics| {
+    let report = |diagnostics: &Diagnostics, errors: &mut Errors| {
         for diagnostic in diagnostics.iter() {
-            errors.error(spans.at(diagnostic.location), &diagnostic.message);
+            errors.error(spans.at(diagnostic.location), diagnostic.render(dsl_words));
         }
+    };
+    if network.options.input.is_none() {
+        // Every moment follows from the input shape: report it missing with every rule that
+        // needs no shapes.
+        errors.error(
+            spans.declaration(),
+            "the network has no `input`; declare its per-sample shape, e.g. `input: [3, 32, 32]` or `input: [784]`",
+        );
+        report(&scalenet_calculus::rules::check_rules(&spec), errors);
+        return Err(errors.propagate().expect_err("an error was recorded"));
+    }
+    let plan = scalenet_calculus::analyze(&spec).map_err(|diagnostics| {
+        report(&diagnostics, errors);
         errors.propagate().expect_err("analysis failed with diagnostics")
     })?;
     Ok(module::expand(network, &spec, &plan))

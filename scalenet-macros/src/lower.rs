@@ -24,6 +24,11 @@ struct LayerSpans {
 }
 
 impl Spans {
+    /// The declaration's name: where errors about the whole declaration point.
+    pub fn declaration(&self) -> Span {
+        self.declaration
+    }
+
     /// The token a diagnostic should underline: the field if it was written, else the layer's keyword.
     pub fn at(&self, location: Location) -> Span {
         match location {
@@ -36,10 +41,12 @@ impl Spans {
     }
 }
 
+/// Lowers the declaration. `input` may be missing: the spec then carries a placeholder and the
+/// caller reports the missing input beside the rules that need no shapes.
 pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     let options = &network.options;
     let mut spans = Spans { declaration: network.ident.span(), network: HashMap::new(), layers: HashMap::new() };
-    let input = options.input.as_ref().map(|input| {
+    let input = options.input.as_ref().map_or(Shape::Vector { features: 1 }, |input| {
         spans.network.insert(NetworkField::Input, input.span);
         match input.value[..] {
             [features] => Shape::Vector { features },

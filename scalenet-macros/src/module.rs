@@ -4,10 +4,11 @@
 
 use crate::ast::Network;
 use crate::spec_tokens::spec_tokens;
-use crate::steps::{expand_steps, int, Code};
+use crate::steps::{expand_steps, field_type, int, Code};
+use std::collections::HashSet;
 use proc_macro2::TokenStream;
 use quote::quote;
-use scalenet_calculus::{NetworkSpec, Plan, Shape};
+use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Plan, Shape};
 
 fn shape_array(shape: Option<Shape>) -> (TokenStream, TokenStream) {
     let dims: Vec<_> = shape.map(|s| s.dims()).unwrap_or_default().into_iter().map(int).collect();
@@ -53,13 +54,25 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
     )
 }
 
-/// The same items for an invalid declaration, with bodies that never run.
-pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
+/// The same items for an invalid declaration, with bodies that never run. `lowered` is the
+/// declaration when it got as far as the calculus: then the stub has the layers' fields too
+/// (but for a bottleneck's, which need shapes).
+pub fn stub(network: &Network, lowered: Option<&NetworkSpec>) -> TokenStream {
+    let input = network.options.input.as_ref().and_then(|input| match input.value[..] {
+        [features] => Some(Shape::Vector { features }),
+        [channels, height, width] => Some(Shape::Image { channels, height, width }),
+        _ => None,
+    });
+    let mut fields = Vec::new();
+    if let Some(spec) = lowered {
+        let docs = network.layer_docs();
+        stub_fields(&spec.layers, "", &network.vis, &docs, &mut fields, &mut HashSet::new());
+    }
     generate(
         network,
         Parts {
             docs: TokenStream::new(),
-            fields: Vec::new(),
+            fields,
             constants: Vec::new(),
             input,
             output: None,
@@ -67,6 +80,33 @@ pub fn stub(network: &Network, input: Option<Shape>) -> TokenStream {
             uses_train: false,
         },
     )
+}
+
+/// The fields a valid declaration would have: one per layer with parameters, branches flattened
+/// as `<block>_main_<layer>`. A name given twice (already an error) gets one field.
+fn stub_fields(
+    layers: &[LayerSpec],
+    prefix: &str,
+    vis: &syn::Visibility,
+    docs: &[&[syn::Attribute]],
+    fields: &mut Vec<TokenStream>,
+    seen: &mut HashSet<String>,
+) {
+    for layer in layers {
+        let Some(name) = layer.field_name() else { continue };
+        let path = if prefix.is_empty() { name } else { format!("{prefix}_{name}") };
+        if let Op::Residual(block) = &layer.op {
+            stub_fields(&block.main, &format!("{path}_main"), vis, docs, fields, seen);
+            let shortcut = block.shortcut.as_deref().unwrap_or_default();
+            stub_fields(shortcut, &format!("{path}_shortcut"), vis, docs, fields, seen);
+        } else if let Some(ty) = field_type(&layer.op) {
+            if seen.insert(path.clone()) {
+                let ident = syn::Ident::new(&path, proc_macro2::Span::call_site());
+                let docs = docs.get(layer.id.0).copied().unwrap_or_default();
+                fields.push(quote!(#(#docs)* #vis #ident: #ty));
+            }
+        }
+    }
 }
 
 fn generate(network: &Network, parts: Parts) -> TokenStream {

@@ -9,7 +9,7 @@ use scalenet_calculus::registry::ArgValue;
 use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Shape};
 
 pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
-    let input = match spec.input.expect("checked") {
+    let input = match spec.input {
         Shape::Image { channels, height, width } => {
             let (c, h, w) = (int(channels), int(height), int(width));
             quote!(sn::calculus::Shape::Image { channels: #c, height: #h, width: #w })

@@ -5,7 +5,7 @@
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use scalenet_calculus::registry::{ArgValue, Runtime};
-use scalenet_calculus::{ParamInit, Step, StepOp};
+use scalenet_calculus::{Op, ParamInit, Step, StepOp};
 
 /// Literals are unsuffixed: every place they land in has a declared type.
 pub fn float(value: f64) -> Literal {
@@ -26,6 +26,17 @@ pub fn arg_literal(value: ArgValue) -> TokenStream {
 }
 
 use quote::ToTokens;
+
+/// The struct field type of a layer with parameters.
+pub fn field_type(op: &Op) -> Option<TokenStream> {
+    match op {
+        Op::Conv2d { .. } => Some(quote!(::scalenet::nn::Conv2d)),
+        Op::Linear { .. } => Some(quote!(::scalenet::candle_nn::Linear)),
+        Op::Scalar => Some(quote!(::scalenet::nn::Scalar)),
+        Op::Bias => Some(quote!(::scalenet::nn::Bias)),
+        _ => None,
+    }
+}
 
 /// What the steps of a network contribute to the generated code.
 #[derive(Default)]
@@ -78,26 +89,26 @@ impl Context<'_> {
                     let g = &weight.geometry;
                     let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
                     match &step.op {
-                        StepOp::Declared { op: scalenet_calculus::Op::Conv2d { kernel, stride, padding, .. }, .. } => {
+                        StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. } => {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
                             (
-                                quote!(::scalenet::nn::Conv2d),
+                                field_type(op),
                                 quote!(sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
                             )
                         }
-                        _ => (
-                            quote!(::scalenet::candle_nn::Linear),
-                            quote!(sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?),
-                        ),
+                        StepOp::Declared { op, .. } => {
+                            (field_type(op), quote!(sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
+                        }
+                        _ => unreachable!("a weight is declared"),
                     }
                 }
                 ParamInit::Scalar { value, fixed } => {
                     let (value, fixed) = (float(*value), float(*fixed));
-                    (quote!(::scalenet::nn::Scalar), quote!(sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
+                    (field_type(&Op::Scalar), quote!(sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
                 }
                 ParamInit::Bias { channels } => {
                     let channels = int(*channels);
-                    (quote!(::scalenet::nn::Bias), quote!(sn::Bias::new(vb.pp(#path), #channels)?))
+                    (field_type(&Op::Bias), quote!(sn::Bias::new(vb.pp(#path), #channels)?))
                 }
             };
             code.fields.push(quote!(#(#docs)* #vis #field: #ty));

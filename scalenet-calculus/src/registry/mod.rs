@@ -18,7 +18,7 @@ mod pooling;
 mod shaping;
 pub(crate) mod weight;
 
-use crate::diagnostic::{Diagnostics, LayerField};
+use crate::diagnostic::{Diagnostics, LayerField, Rule};
 use crate::moments::{Moments, Transfer};
 use crate::plan::Step;
 use crate::spec::{LayerId, LayerSpec, Residual, Shape};
@@ -498,7 +498,7 @@ mod common {
 
     /// The diagnostic of an op that needs an image but is given a vector.
     pub fn needs_image(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) {
-        diagnostics.push(
+        diagnostics.push(Rule::ImageInput, 
             crate::diagnostic::Location::layer(id, LayerField::Kind),
             format!(
                 "`{}` needs an image input [C, H, W], but its input is the vector {input}; move it before `flatten` or declare `input` as [C, H, W]",

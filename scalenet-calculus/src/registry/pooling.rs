@@ -3,7 +3,7 @@
 
 use super::common::{needs_image, unplanned};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
-use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments;
 use crate::registry::Op;
 use crate::rules;
@@ -105,7 +105,7 @@ fn pool_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
     if matches!(op, Op::AvgPool2d { .. }) && (height % kernel != 0 || width % kernel != 0) {
         let fits = |size: usize| size.div_ceil(kernel) * kernel;
         let sizes = if height == width { height.to_string() } else { format!("{height} and {width}") };
-        diagnostics.push(
+        diagnostics.push(Rule::ExactWindow, 
             Location::layer(id, LayerField::Size),
             format!(
                 "`avg_pool({kernel})` does not tile its {height}x{width} input exactly; pad or crop the previous layer to {}x{} or pick a kernel that divides {sizes}",

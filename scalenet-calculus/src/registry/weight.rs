@@ -3,7 +3,7 @@
 
 use super::common::{identity, keyword, needs_image, no_args, same_shape};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
-use crate::diagnostic::{Diagnostics, LayerField, Location};
+use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments::{self, Moments, Transfer};
 use crate::plan::{ParamInit, Step};
 use crate::rules;
@@ -115,7 +115,7 @@ pub static LINEAR: OpDef = OpDef {
     shape: |op, input, id, diagnostics| {
         let Op::Linear { out_features, .. } = *op else { unreachable!() };
         if let Shape::Image { channels, height, width } = input {
-            diagnostics.push(
+            diagnostics.push(Rule::VectorInput, 
                 Location::layer(id, LayerField::Kind),
                 format!(
                     "`linear` needs a vector input, but its input is the image {input}; insert `flatten` before it (giving [{}])",
