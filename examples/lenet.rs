@@ -9,9 +9,9 @@
 use candle_core::{DType, Device};
 use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
-use scalenet::data::ImageDataset;
-use fixtures::networks::{DigitsLeNet, DigitsLeNetFanIn};
 use fixtures::fit::{fit, Schedule};
+use fixtures::networks::{DigitsLeNet, DigitsLeNetFanIn};
+use scalenet::data::ImageDataset;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Init {
@@ -40,12 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let varmap = VarMap::new();
     let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.init {
-        Init::Geometric => {
-            (Box::new(DigitsLeNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), DigitsLeNet::report())
-        }
-        Init::FanIn => {
-            (Box::new(DigitsLeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?), DigitsLeNetFanIn::report())
-        }
+        Init::Geometric => (
+            Box::new(DigitsLeNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
+            DigitsLeNet::report(),
+        ),
+        Init::FanIn => (
+            Box::new(DigitsLeNetFanIn::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
+            DigitsLeNetFanIn::report(),
+        ),
     };
     println!("{report}\n");
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)

@@ -17,9 +17,9 @@
 use candle_core::{DType, Device};
 use candle_nn::{ModuleT, VarMap};
 use clap::{Parser, ValueEnum};
-use scalenet::data::ImageDataset;
-use fixtures::networks::{DigitsResNet, DigitsResNetPooled};
 use fixtures::fit::{fit, Schedule};
+use fixtures::networks::{DigitsResNet, DigitsResNetPooled};
+use scalenet::data::ImageDataset;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Variant {

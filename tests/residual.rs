@@ -11,10 +11,9 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
+use fixtures::networks::{PooledResNet, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled};
 use scalenet::calculus::{Plan, StepOp};
 use scalenet::diagnostics::{second_moment, seeded_normal, weight_to_gradient_ratios};
-use fixtures::networks::{PooledResNet, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled};
-
 
 const SEEDS: u64 = 8;
 const SAMPLES: usize = 1024;

@@ -39,7 +39,11 @@ pub(crate) fn report_branch_mismatch(
         Some(last) => Location::layer(last.id, LayerField::Kind),
         None => Location::layer(layer.id, LayerField::ShortcutEnd),
     };
-    diagnostics.push(Rule::BranchShapes, shortcut_location, format!("{what} ends in {shortcut_end} here, the main branch in {main_end}"));
+    diagnostics.push(
+        Rule::BranchShapes,
+        shortcut_location,
+        format!("{what} ends in {shortcut_end} here, the main branch in {main_end}"),
+    );
 }
 
 /// The pre-activation bottleneck of section 11.1, from the input's channels to `out` channels.
@@ -66,7 +70,8 @@ pub(crate) fn bottleneck_branches(
     diagnostics: &mut Diagnostics,
 ) -> Option<(Vec<LayerSpec>, Vec<LayerSpec>)> {
     let Shape::Image { channels, height, width: image_width } = input else {
-        diagnostics.push(Rule::BottleneckShape, 
+        diagnostics.push(
+            Rule::BottleneckShape,
             Location::layer(id, LayerField::Kind),
             format!("`bottleneck` needs an image input [C, H, W], but its input is {input}"),
         );
@@ -96,7 +101,6 @@ pub(crate) fn bottleneck_branches(
     };
     Some((main, shortcut))
 }
-
 
 fn conv(out_channels: usize, kernel: usize, padding: usize) -> Op {
     Op::Conv2d { out_channels, kernel, stride: 1, padding, bias: false }

@@ -105,10 +105,7 @@ pub enum NetworkField {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
     Network(NetworkField),
-    Layer {
-        id: LayerId,
-        field: LayerField,
-    },
+    Layer { id: LayerId, field: LayerField },
 }
 
 impl Location {

@@ -122,7 +122,13 @@ pub struct Step {
 }
 
 impl Step {
-    pub(crate) fn new(op: StepOp, name: String, input_shape: Shape, output_shape: Shape, params: Option<ParamInit>) -> Self {
+    pub(crate) fn new(
+        op: StepOp,
+        name: String,
+        input_shape: Shape,
+        output_shape: Shape,
+        params: Option<ParamInit>,
+    ) -> Self {
         let unset = Moments::centred(0.0);
         Step {
             op,
@@ -136,6 +142,15 @@ impl Step {
             scaling: 0.0,
             gamma: None,
             bias_gamma: None,
+        }
+    }
+
+    /// The keyword of the declared op this step runs (`conv`, `relu`, ...); `None` for an
+    /// inserted fixed scalar or a block.
+    pub fn op_keyword(&self) -> Option<&'static str> {
+        match &self.op {
+            StepOp::Declared { op, .. } => Some(op.keyword()),
+            _ => None,
         }
     }
 
@@ -225,4 +240,3 @@ impl Plan {
         self.walk().into_iter().map(|s| s.step).find(|step| step.layer_id() == Some(id))
     }
 }
-

@@ -328,13 +328,7 @@ impl<'a> Planner<'a> {
                         }
                         _ => None,
                     };
-                    Step::new(
-                        StepOp::Declared { id: node.id, op: op.clone() },
-                        name,
-                        node.input,
-                        node.output,
-                        params,
-                    )
+                    Step::new(StepOp::Declared { id: node.id, op: op.clone() }, name, node.input, node.output, params)
                 }
             };
             let t = transfer(&step, *nominal, Mode::Nominal);

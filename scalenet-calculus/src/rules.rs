@@ -54,7 +54,8 @@ pub fn check_unique_names(chain: &[LayerSpec], diagnostics: &mut Diagnostics) {
     for layer in chain {
         if let Some(name) = layer.field_name() {
             if !seen.insert(name.clone()) {
-                diagnostics.push(Rule::UniqueNames, 
+                diagnostics.push(
+                    Rule::UniqueNames,
                     Location::layer(layer.id, LayerField::Name),
                     format!("duplicate layer name `{name}`; every layer name must be unique"),
                 );
@@ -67,7 +68,8 @@ pub fn check_unique_names(chain: &[LayerSpec], diagnostics: &mut Diagnostics) {
 /// would silence nothing, so it is a mistake worth pointing out.
 pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if layer.allow_unscaled && layer.op.def().role != Role::Unscaled {
-        diagnostics.push(Rule::AllowUnscaledTarget, 
+        diagnostics.push(
+            Rule::AllowUnscaledTarget,
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "`#[allow(unscaled)]` only applies to an activation that breaks the calculus, not to `{}`; remove it",
@@ -90,13 +92,15 @@ pub(crate) fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagno
         );
     }
     if !(spec.output_std.is_finite() && spec.output_std > 0.0) {
-        diagnostics.push(Rule::NetworkOptions, 
+        diagnostics.push(
+            Rule::NetworkOptions,
             Location::Network(NetworkField::OutputStd),
             "`output_std` must be a positive number; the paper recommends 0.01 to 0.1 (section 7)",
         );
     }
     if spec.typical_kernel == Some(0) {
-        diagnostics.push(Rule::NetworkOptions, 
+        diagnostics.push(
+            Rule::NetworkOptions,
             Location::Network(NetworkField::TypicalKernel),
             "`typical_kernel` must be at least 1; it is the k* of c = 2/k* (section 6.2)",
         );
@@ -180,7 +184,11 @@ pub fn reject_normalization(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     let mut require = |value: usize, field: LayerField, what: &str| {
         if value == 0 {
-            diagnostics.push(Rule::PositiveSizes, Location::layer(layer.id, field), format!("{what} must be at least 1"));
+            diagnostics.push(
+                Rule::PositiveSizes,
+                Location::layer(layer.id, field),
+                format!("{what} must be at least 1"),
+            );
         }
     };
     match layer.op {
@@ -207,7 +215,8 @@ pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Dropout { p } = layer.op {
         if !(0.0..1.0).contains(&p) {
-            diagnostics.push(Rule::DropoutProbability, 
+            diagnostics.push(
+                Rule::DropoutProbability,
                 Location::layer(layer.id, LayerField::Probability),
                 format!("dropout probability must lie in [0, 1), got {p:?}; e.g. `dropout(0.5)`"),
             );
@@ -221,7 +230,8 @@ pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostic
 pub fn check_leaky_relu_slope(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::LeakyRelu { slope } = layer.op {
         if !(slope.is_finite() && (0.0..1.0).contains(&slope)) {
-            diagnostics.push(Rule::LeakyReluSlope, 
+            diagnostics.push(
+                Rule::LeakyReluSlope,
                 Location::layer(layer.id, LayerField::Slope),
                 format!("the leaky relu slope must lie in [0, 1), got {slope:?}; e.g. `leaky_relu(0.01)`"),
             );
@@ -234,7 +244,8 @@ pub fn check_leaky_relu_slope(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
 pub fn check_scale_factor(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Scale { factor } = layer.op {
         if !(factor.is_finite() && factor != 0.0) {
-            diagnostics.push(Rule::ScaleFactor, 
+            diagnostics.push(
+                Rule::ScaleFactor,
                 Location::layer(layer.id, LayerField::Factor),
                 format!("a scale factor must be a finite nonzero number, got {factor:?}"),
             );
@@ -250,7 +261,11 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
         Op::Residual(block) => (block.alpha, block.beta),
         Op::Bottleneck { beta, width, .. } => {
             if *width == 0 {
-                diagnostics.push(Rule::ResidualWeights, Location::layer(layer.id, LayerField::Width), "the bottleneck width must be at least 1");
+                diagnostics.push(
+                    Rule::ResidualWeights,
+                    Location::layer(layer.id, LayerField::Width),
+                    "the bottleneck width must be at least 1",
+                );
             }
             (None, Some(*beta))
         }
@@ -259,13 +274,20 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
     let at = |field| Location::layer(layer.id, field);
     if let Some(beta) = beta {
         if !(beta > 0.0 && beta <= 1.0) {
-            diagnostics
-                .push(Rule::ResidualWeights, at(LayerField::Beta), format!("`beta` must lie in (0, 1], got {beta:?}; e.g. `beta = 0.5`"));
+            diagnostics.push(
+                Rule::ResidualWeights,
+                at(LayerField::Beta),
+                format!("`beta` must lie in (0, 1], got {beta:?}; e.g. `beta = 0.5`"),
+            );
         }
     }
     if let Some(alpha) = alpha {
         if !(0.0..1.0).contains(&alpha) {
-            diagnostics.push(Rule::ResidualWeights, at(LayerField::Alpha), format!("`alpha` must lie in [0, 1), got {alpha:?}"));
+            diagnostics.push(
+                Rule::ResidualWeights,
+                at(LayerField::Alpha),
+                format!("`alpha` must lie in [0, 1), got {alpha:?}"),
+            );
         }
     }
     match (alpha, beta) {
@@ -284,4 +306,3 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
         _ => {}
     }
 }
-

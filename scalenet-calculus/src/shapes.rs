@@ -58,7 +58,8 @@ pub(crate) fn infer_chain(
                 Node { id: layer.id, name: layer.field_name(), input: shape, output: main_end, kind }
             }
             &Op::Bottleneck { out_channels, width, stride, beta } => {
-                let (main, shortcut) = blocks::bottleneck_branches(layer.id, shape, out_channels, width, stride, diagnostics)?;
+                let (main, shortcut) =
+                    blocks::bottleneck_branches(layer.id, shape, out_channels, width, stride, diagnostics)?;
                 // Spelled-out layers carry the bottleneck's id: any error in them is the bottleneck's.
                 let resolve = |layers: &[LayerSpec], diagnostics: &mut Diagnostics| {
                     let mut nodes = Vec::new();

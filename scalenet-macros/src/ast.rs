@@ -55,7 +55,6 @@ pub struct Body {
     pub shortcut: Option<(Ident, Vec<Layer>)>,
 }
 
-
 pub struct Spanned<T> {
     pub value: T,
     pub span: Span,

@@ -137,7 +137,8 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
                 op
             }
             (op, Some(_)) => {
-                let takes = registry::REGISTRY.iter().filter(|def| def.branches).map(|def| format!("`{}`", def.keyword));
+                let takes =
+                    registry::REGISTRY.iter().filter(|def| def.branches).map(|def| format!("`{}`", def.keyword));
                 let takes: Vec<String> = takes.collect();
                 errors.error(
                     layer.kind.span(),
@@ -239,7 +240,8 @@ fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField,
         let Some(value) = value else {
             if param.default == registry::ParamDefault::Required {
                 if !misplaced {
-                    errors.error(layer.kind.span(), format!("`{kind}` needs {}, e.g. `{}`", param.missing, def.example));
+                    errors
+                        .error(layer.kind.span(), format!("`{kind}` needs {}, e.g. `{}`", param.missing, def.example));
                 }
                 values.push(Some(placeholder(param.kind)));
             } else {

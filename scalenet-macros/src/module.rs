@@ -5,10 +5,10 @@
 use crate::ast::Network;
 use crate::spec_tokens::spec_tokens;
 use crate::steps::{expand_steps, field_type, int, Code};
-use std::collections::HashSet;
 use proc_macro2::TokenStream;
 use quote::quote;
 use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Plan, Shape};
+use std::collections::HashSet;
 
 fn shape_array(shape: Option<Shape>) -> (TokenStream, TokenStream) {
     let dims: Vec<_> = shape.map(|s| s.dims()).unwrap_or_default().into_iter().map(int).collect();
@@ -137,11 +137,9 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 spec,
             )
         }
-        None => (
-            quote!(let _ = vb; #unreachable),
-            quote!(let _ = (xs, train, hook); #unreachable),
-            unreachable.clone(),
-        ),
+        None => {
+            (quote!(let _ = vb; #unreachable), quote!(let _ = (xs, train, hook); #unreachable), unreachable.clone())
+        }
     };
     let module_impl = if uses_train {
         quote! {

@@ -87,7 +87,8 @@ impl Context<'_> {
             let (ty, constructor) = match params {
                 ParamInit::Weight(weight) => {
                     let g = &weight.geometry;
-                    let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
+                    let (fan_in, fan_out, std, bias) =
+                        (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
                     match &step.op {
                         StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. } => {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
@@ -128,10 +129,13 @@ impl Context<'_> {
             StepOp::Block { alpha, beta, main, shortcut, .. } => {
                 let mut branch = |steps: &[Step], name: &str, code: &mut Code| -> Vec<TokenStream> {
                     let prefix = format!("{path}.{name}");
-                    steps.iter().map(|step| {
-                        let expression = self.step(step, &prefix, code);
-                        quote!(let xs = #expression;)
-                    }).collect()
+                    steps
+                        .iter()
+                        .map(|step| {
+                            let expression = self.step(step, &prefix, code);
+                            quote!(let xs = #expression;)
+                        })
+                        .collect()
                 };
                 let main = branch(main, "main", code);
                 let shortcut = branch(shortcut, "shortcut", code);

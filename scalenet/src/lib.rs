@@ -58,13 +58,13 @@ pub use candle_nn;
 pub use scalenet_calculus as calculus;
 pub use scalenet_macros::network;
 
+#[doc(hidden)]
+pub mod __private;
 pub mod data;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
 mod init;
 pub mod nn;
-#[doc(hidden)]
-pub mod __private;
 pub mod ops;
 #[cfg(feature = "plot")]
 pub mod plot;

@@ -222,8 +222,13 @@ impl Op {
 /// The op generated code rebuilds its declaration from: `keyword` with its arguments (in
 /// [`OpDef::params`] order) and, for a residual block, its branches. Generated code only calls
 /// this for declarations the macro has checked, so a failure is a bug in scalenet.
-pub fn rebuild(keyword: &str, args: &[Option<ArgValue>], branches: Option<(Vec<LayerSpec>, Option<Vec<LayerSpec>>)>) -> Op {
-    let op = Op::from_args(keyword, args).unwrap_or_else(|| panic!("`{keyword}` with {args:?} was checked at compile time"));
+pub fn rebuild(
+    keyword: &str,
+    args: &[Option<ArgValue>],
+    branches: Option<(Vec<LayerSpec>, Option<Vec<LayerSpec>>)>,
+) -> Op {
+    let op =
+        Op::from_args(keyword, args).unwrap_or_else(|| panic!("`{keyword}` with {args:?} was checked at compile time"));
     match (op, branches) {
         (Op::Residual(mut block), Some((main, shortcut))) => {
             block.main = main;
@@ -381,7 +386,8 @@ impl Args {
         let Params::List(params) = def.params else {
             return Some(Args(Vec::new()));
         };
-        let mut values: Vec<Option<ArgValue>> = params.iter().enumerate().map(|(i, _)| given.get(i).copied().flatten()).collect();
+        let mut values: Vec<Option<ArgValue>> =
+            params.iter().enumerate().map(|(i, _)| given.get(i).copied().flatten()).collect();
         for (i, param) in params.iter().enumerate() {
             if values[i].is_none() {
                 values[i] = match param.default {

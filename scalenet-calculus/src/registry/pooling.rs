@@ -119,3 +119,59 @@ fn pool_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
     let w = conv_window(width, kernel, stride, 0).ok()?;
     Some(Shape::Image { channels, height: h, width: w })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::moments::{average_window, Moments};
+    use crate::{analyze, LayerField, LayerId, Location, NetworkSpec, Op, Rule, ScaleReason, Shape, StepOp};
+
+    fn head(input: Shape) -> NetworkSpec {
+        NetworkSpec::new(input)
+            .named("conv", Op::Conv2d { out_channels: 8, kernel: 3, stride: 1, padding: 1, bias: true })
+            .layer(Op::Relu)
+            .layer(Op::GlobalAvgPool)
+            .named("fc", Op::Linear { out_features: 10, bias: true })
+    }
+
+    #[test]
+    fn global_average_pooling_flattens_whatever_image_reaches_it() {
+        for (height, width) in [(8, 8), (5, 12), (1, 1)] {
+            let plan = analyze(&head(Shape::Image { channels: 4, height, width })).unwrap();
+            let pool =
+                plan.steps.iter().find(|s| matches!(s.op, StepOp::Declared { op: Op::GlobalAvgPool, .. })).unwrap();
+            assert_eq!(pool.output_shape, Shape::Vector { features: 8 });
+        }
+        let errors = analyze(&head(Shape::Vector { features: 4 })).unwrap_err();
+        assert_eq!(errors.0[0].rule, Rule::ImageInput, "{errors}");
+        let errors = analyze(&NetworkSpec::new(Shape::Vector { features: 4 }).layer(Op::GlobalAvgPool)).unwrap_err();
+        assert_eq!(errors.0[0].location, Location::layer(LayerId(0), LayerField::Kind));
+    }
+
+    /// A window of the whole image: the channel-coherent part of the second moment stays, the
+    /// rest is divided by the area (Appendix B with k^2 = H W), and each input gets 1/(H W) of
+    /// the gradient. Here E[x^2] = 1 with mean 0.5 (coherent 0.25) over 16 positions.
+    #[test]
+    fn global_average_pooling_moments_in_plain_numbers() {
+        let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, nonnegative: true };
+        let t = average_window(input, 16);
+        assert!((t.output.second - (0.25 + 0.75 / 16.0)).abs() < 1e-15);
+        assert!((t.backward_gain - 1.0 / 256.0).abs() < 1e-15);
+        // Centred input: divided by the area.
+        let t = average_window(Moments::centred(2.0), 16);
+        assert!((t.output.second - 2.0 / 16.0).abs() < 1e-15);
+    }
+
+    /// The calculus's promise holds across the pool: the weights before and after it get the same
+    /// gamma, with a fixed scalar after the pool that says why.
+    #[test]
+    fn layers_around_a_global_pool_are_equally_conditioned() {
+        let plan = analyze(&head(Shape::Image { channels: 4, height: 8, width: 8 })).unwrap();
+        let gammas: Vec<f64> = plan.weight_steps().map(|s| s.step.gamma.unwrap()).collect();
+        assert!((gammas[0] / gammas[1] - 1.0).abs() < 1e-9, "{gammas:?}");
+        let pooled = plan
+            .steps
+            .iter()
+            .any(|s| matches!(&s.op, StepOp::FixedScale { reasons, .. } if reasons.contains(&ScaleReason::Pooling)));
+        assert!(pooled, "{plan}");
+    }
+}

@@ -6,10 +6,10 @@ use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runti
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments::{self, Moments, Transfer};
 use crate::plan::{ParamInit, Step};
+use crate::registry::Op;
 use crate::rules;
 use crate::shapes::{conv_window, WindowError};
 use crate::spec::{LayerId, Shape};
-use crate::registry::Op;
 
 const fn flag(value: bool) -> ParamDefault {
     ParamDefault::Value(ArgValue::Flag(value))
@@ -84,7 +84,11 @@ fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
     }
     let mut report = |error: WindowError, size: usize| error.report(id, kernel, stride, padding, size, diagnostics);
     let h = conv_window(height, kernel, stride, padding).map_err(|e| report(e, height)).ok();
-    let w = if width == height { h } else { conv_window(width, kernel, stride, padding).map_err(|e| report(e, width)).ok() };
+    let w = if width == height {
+        h
+    } else {
+        conv_window(width, kernel, stride, padding).map_err(|e| report(e, width)).ok()
+    };
     Some(Shape::Image { channels: out_channels, height: h?, width: w? })
 }
 
@@ -201,4 +205,3 @@ pub(crate) fn weight_geometry(op: &Op, input: Shape, output: Shape) -> Option<mo
         coverage,
     })
 }
-
