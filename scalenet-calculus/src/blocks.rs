@@ -29,7 +29,7 @@ pub(crate) fn report_branch_mismatch(
         (_, Shape::Image { channels, .. }) => format!("shortcut {{ conv({channels}, kernel = 1) }}"),
     };
     let what = if block.shortcut.is_some() { "the shortcut" } else { "the identity shortcut" };
-    diagnostics.push(Rule::BranchShapes, 
+    diagnostics.push(Rule::BranchShapes,
         Location::layer(layer.id, LayerField::MainEnd),
         format!(
             "the main branch of this residual block ends in {main_end} but {what} gives {shortcut_end}; the branches are added, so they must agree: write `{suggestion}`"
@@ -81,7 +81,7 @@ pub(crate) fn bottleneck_branches(
         return None;
     }
     if stride == 0 || height % stride != 0 || image_width % stride != 0 {
-        diagnostics.push(Rule::BottleneckShape, 
+        diagnostics.push(Rule::BottleneckShape,
             Location::layer(id, LayerField::Stride),
             format!("a bottleneck of stride {stride} needs a spatial size it divides, got {height}x{image_width}; use `stride = 1` or `stride = 2` on an even size"),
         );

@@ -113,7 +113,7 @@ pub(crate) fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagno
 /// stride equals its kernel, downsamples with a known scaling.
 pub fn reject_max_pooling(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::MaxPool2d { kernel, .. } = layer.op {
-        diagnostics.push(Rule::MaxPooling, 
+        diagnostics.push(Rule::MaxPooling,
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "max pooling does not preserve the scaling factor (Table 1); use `avg_pool({kernel})` or a strided `conv(.., kernel = {kernel}, stride = {kernel})`"
@@ -128,13 +128,13 @@ pub fn reject_max_pooling(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 /// case and is always fine.
 pub fn reject_mismatched_strides(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     match layer.op {
-        Op::Conv2d { kernel, stride, .. } if stride > 1 && kernel > 0 && stride != kernel => diagnostics.push(Rule::StrideEqualsKernel, 
+        Op::Conv2d { kernel, stride, .. } if stride > 1 && kernel > 0 && stride != kernel => diagnostics.push(Rule::StrideEqualsKernel,
             Location::layer(layer.id, LayerField::Stride),
             format!(
                 "a strided convolution maintains scaling only when its stride equals its kernel (Table 1); use `stride = {kernel}` or `stride = 1`"
             ),
         ),
-        Op::AvgPool2d { kernel, stride } if stride != kernel && stride > 0 && kernel > 0 => diagnostics.push(Rule::StrideEqualsKernel, 
+        Op::AvgPool2d { kernel, stride } if stride != kernel && stride > 0 && kernel > 0 => diagnostics.push(Rule::StrideEqualsKernel,
             Location::layer(layer.id, LayerField::Stride),
             format!(
                 "average pooling maintains scaling only when its stride equals its kernel (Table 1); write `avg_pool({kernel})`"
@@ -170,7 +170,7 @@ pub fn reject_non_homogeneous_activations(layer: &LayerSpec, diagnostics: &mut D
 /// moments the calculus propagates. Use fixed scalars and residual weighting instead.
 pub fn reject_normalization(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Normalization(norm) = layer.op {
-        diagnostics.push(Rule::NoNormalization, 
+        diagnostics.push(Rule::NoNormalization,
             Location::layer(layer.id, LayerField::Kind),
             format!(
                 "`{}` normalizes away the moments the calculus designs; remove it: the geometric init and the inserted fixed scalars condition the network without normalization (section 11)",
@@ -291,11 +291,11 @@ pub fn check_residual_weights(layer: &LayerSpec, diagnostics: &mut Diagnostics) 
         }
     }
     match (alpha, beta) {
-        (None, None) => diagnostics.push(Rule::ResidualWeights, 
+        (None, None) => diagnostics.push(Rule::ResidualWeights,
             at(LayerField::Kind),
             "a residual block needs its branch weight; write `residual(beta = 0.5) { .. }` (alpha = sqrt(1 - beta^2) follows)",
         ),
-        (Some(alpha), Some(beta)) if (alpha * alpha + beta * beta - 1.0).abs() > 1e-6 => diagnostics.push(Rule::ResidualWeights, 
+        (Some(alpha), Some(beta)) if (alpha * alpha + beta * beta - 1.0).abs() > 1e-6 => diagnostics.push(Rule::ResidualWeights,
             at(LayerField::Alpha),
             format!(
                 "alpha^2 + beta^2 must be 1 to keep the second moment (section 11), got {:.4}; give only `beta = {beta}` and alpha = {:.4} follows",

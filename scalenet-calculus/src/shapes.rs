@@ -121,7 +121,7 @@ impl WindowError {
         diagnostics: &mut Diagnostics,
     ) {
         match self {
-            WindowError::KernelTooLarge { padded } => diagnostics.push(Rule::ExactWindow, 
+            WindowError::KernelTooLarge { padded } => diagnostics.push(Rule::ExactWindow,
                 Location::layer(id, LayerField::Kernel),
                 format!(
                     "the {kernel}x{kernel} kernel is larger than its padded input ({padded} = {size} + 2 x {padding}); use a kernel of at most {padded} or `padding = {}`",
@@ -138,7 +138,7 @@ impl WindowError {
                     1 => "the last row".to_string(),
                     rows => format!("the last {rows} rows"),
                 };
-                diagnostics.push(Rule::ExactWindow, 
+                diagnostics.push(Rule::ExactWindow,
                     Location::layer(id, LayerField::Stride),
                     format!(
                         "the output size ({padded} - {kernel}) / {stride} + 1 is not an integer, so {dropped} would be dropped; {hint}"

@@ -504,7 +504,7 @@ mod common {
 
     /// The diagnostic of an op that needs an image but is given a vector.
     pub fn needs_image(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) {
-        diagnostics.push(Rule::ImageInput, 
+        diagnostics.push(Rule::ImageInput,
             crate::diagnostic::Location::layer(id, LayerField::Kind),
             format!(
                 "`{}` needs an image input [C, H, W], but its input is the vector {input}; move it before `flatten` or declare `input` as [C, H, W]",

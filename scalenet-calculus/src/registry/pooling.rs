@@ -105,7 +105,7 @@ fn pool_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
     if matches!(op, Op::AvgPool2d { .. }) && (height % kernel != 0 || width % kernel != 0) {
         let fits = |size: usize| size.div_ceil(kernel) * kernel;
         let sizes = if height == width { height.to_string() } else { format!("{height} and {width}") };
-        diagnostics.push(Rule::ExactWindow, 
+        diagnostics.push(Rule::ExactWindow,
             Location::layer(id, LayerField::Size),
             format!(
                 "`avg_pool({kernel})` does not tile its {height}x{width} input exactly; pad or crop the previous layer to {}x{} or pick a kernel that divides {sizes}",

@@ -119,7 +119,7 @@ pub static LINEAR: OpDef = OpDef {
     shape: |op, input, id, diagnostics| {
         let Op::Linear { out_features, .. } = *op else { unreachable!() };
         if let Shape::Image { channels, height, width } = input {
-            diagnostics.push(Rule::VectorInput, 
+            diagnostics.push(Rule::VectorInput,
                 Location::layer(id, LayerField::Kind),
                 format!(
                     "`linear` needs a vector input, but its input is the image {input}; insert `flatten` before it (giving [{}])",
