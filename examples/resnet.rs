@@ -14,12 +14,10 @@
 //! cargo run --release --example resnet -- --variant pooled
 //! ```
 
-use candle_core::{DType, Device};
-use candle_nn::{ModuleT, VarMap};
+use candle_nn::VarMap;
 use clap::{Parser, ValueEnum};
-use fixtures::fit::{fit, Schedule};
+use fixtures::fit::{digits, fit, seeded, Schedule};
 use fixtures::networks::{DigitsResNet, DigitsResNetPooled};
-use scalenet::data::ImageDataset;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Variant {
@@ -38,22 +36,11 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let device = Device::Cpu;
-    let data = ImageDataset::from_safetensors(&args.schedule.data)?
-        .standardized()?
-        .upsampled(2)?
-        .shuffled(args.schedule.seed)?;
-    let (train, test) = data.split(1500)?;
+    let (train, test) = digits(&args.schedule, 2)?;
     let varmap = VarMap::new();
-    let (model, report): (Box<dyn ModuleT>, scalenet::Report) = match args.variant {
-        Variant::Strided => (
-            Box::new(DigitsResNet::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
-            DigitsResNet::report(),
-        ),
-        Variant::Pooled => (
-            Box::new(DigitsResNetPooled::new_seeded(&varmap, DType::F32, &device, args.schedule.seed)?),
-            DigitsResNetPooled::report(),
-        ),
+    let (model, report) = match args.variant {
+        Variant::Strided => seeded::<DigitsResNet>(&varmap, &args.schedule)?,
+        Variant::Pooled => seeded::<DigitsResNetPooled>(&varmap, &args.schedule)?,
     };
     println!("{report}\n");
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
