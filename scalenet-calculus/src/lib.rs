@@ -3,7 +3,7 @@
 //!
 //! Given a sequential network's declaration ([`NetworkSpec`]), [`analyze`] checks the rules the
 //! calculus needs (no max pooling, strides equal to kernels, positively homogeneous activations,
-//! exact shapes; see [`check`]), infers every shape, propagates the forward and backward second
+//! exact shapes; see [`rules`]), infers every shape, propagates the forward and backward second
 //! moments through every op, chooses each weight's variance (geometric mean of fan-in and
 //! fan-out, eq. 3, or a baseline), and inserts the fixed scalars that keep weights and biases
 //! equally conditioned. The result is a [`Plan`], which prints as a table.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// Checks `spec` and computes its plan, or returns every rule it breaks.
 ///
 /// Phases: the rules that need no shapes ([`crate::rules`]), then shape inference
-/// ([`crate::shapes`], which spells out bottlenecks), then the planner. Layer ids are assigned
+/// (which spells out bottlenecks), then the planner. Layer ids are assigned
 /// here from the declaration's structure, so a spec built by hand needs none.
 pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
     let mut spec = spec.clone();

@@ -3,7 +3,7 @@
 //! Each rule states what it rejects and why, citing the paper (Defazio & Bottou, 2022). Rules
 //! never stop at the first error: every layer is checked so that one compile reports everything.
 //! The per-layer rules are listed by the kinds they apply to in [`crate::registry`]; the shape
-//! rules live with each kind's shape function there and in [`crate::shapes`].
+//! rules live with each kind's shape function there and in shape inference.
 
 use crate::diagnostic::{Diagnostics, Fix, LayerField, Location, NetworkField, Rule};
 use crate::registry::{Op, Role};
@@ -83,7 +83,7 @@ pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnost
 /// in every dimension. The target
 /// output std must be a positive number (section 7) and the typical kernel `k*` of `c = 2/k*`
 /// (section 6.2) a positive size.
-pub(crate) fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) {
+pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) {
     if spec.input.dims().contains(&0) {
         diagnostics.push(
             Rule::NetworkOptions,

@@ -2,10 +2,11 @@
 //! re-exports it with the runtime it expands to.
 //!
 //! The pipeline, as in cxx: parse (every entry, errors accumulated) -> lower into the calculus's
-//! [`NetworkSpec`](scalenet_calculus::NetworkSpec) -> check with the calculus (every rule,
-//! errors accumulated) -> expand the [`Plan`](scalenet_calculus::Plan) to a candle module. Between
-//! phases `errors.propagate()?` stops; an invalid declaration still emits a stub of the struct
-//! beside the errors.
+//! [`NetworkSpec`], validating every layer's arguments against its entry in the calculus's op
+//! registry -> check with the calculus (every rule, errors accumulated) -> generate the candle
+//! module from the [`Plan`](scalenet_calculus::Plan). Between phases `errors.propagate()?` stops;
+//! an invalid declaration still gets the same items from the same template (a stub whose bodies
+//! never run) beside the errors, so user code adds no follow-on errors.
 //!
 //! What the check phase gets back for `max_pool(2)`, before the macro turns it into a compile
 //! error underlining `max_pool`:

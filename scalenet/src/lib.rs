@@ -42,7 +42,7 @@
 //! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`.
 //!
 //! Layers, each optionally named (`conv1: conv(..)`): `conv(out, kernel = k, stride = s,
-//! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `relu`,
+//! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `global_avg_pool`, `relu`,
 //! `leaky_relu(slope)`, `dropout(p)`, `flatten`, `scale(f)`, `scalar`, `bias`. Activations that
 //! break the calculus (`sigmoid`, `tanh`, `gelu`, `silu`, `elu`, `softplus`, `softmax`) need
 //! `#[allow(unscaled)]` before them.
@@ -50,6 +50,13 @@
 //! Residual blocks (section 11): `residual(beta = 0.5) { main branch layers } shortcut { .. }`
 //! (no shortcut: the identity) and the section 11.1 pre-activation bottleneck
 //! `bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)`.
+//!
+//! ## Features
+//!
+//! The core ([`network!`], [`Network`], the layers in [`nn`], [`Report`], [`data`]) needs none.
+//! `diagnostics` adds `scalenet::diagnostics` (measured moments and gammas against the plan,
+//! Gauss-Newton blocks, coordinate checks, JSON); `plot` adds their figures as PNG. `cuda`,
+//! `cudnn`, `metal`, `mkl` and `accelerate` pass through to candle.
 
 extern crate self as scalenet;
 

@@ -17,8 +17,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(weight: Tensor, bias: Option<Tensor>, padding: usize, stride: usize) -> Self {
-        Conv2d { weight, bias, padding, stride }
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
+        Conv2d { weight, bias, stride, padding }
     }
 
     /// `(out, in, k, k)`.
@@ -35,7 +35,7 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `(batch, in, h, w)` to `(batch, out, (h + 2p - k)/s + 1, (w + 2p - k)/s + 1)`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = crate::ops::conv2d(xs, &self.weight, self.padding, self.stride)?;
+        let ys = crate::ops::conv2d(xs, &self.weight, self.stride, self.padding)?;
         match &self.bias {
             Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
             None => Ok(ys),
@@ -61,7 +61,7 @@ pub fn conv2d(
         Init::Randn { mean: 0.0, stdev: std },
     )?;
     let bias = bias.then(|| vb.get_with_hints(out_channels, "bias", Init::Const(0.0))).transpose()?;
-    Ok(Conv2d::new(weight, bias, padding, stride))
+    Ok(Conv2d::new(weight, bias, stride, padding))
 }
 
 /// A linear layer with weight `(out, in)` drawn from `N(0, std^2)` and a zero bias.

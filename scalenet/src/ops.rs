@@ -14,12 +14,13 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-/// `conv2d(xs, kernel)` with zero `padding` and `stride` (dilation 1, one group), as
-/// `xs.conv2d(kernel, padding, stride, 1, 1)` but with the backward pass described in the module.
+/// `conv2d(xs, kernel)` with `stride` and zero `padding` (dilation 1, one group), as candle's
+/// `xs.conv2d(kernel, padding, stride, 1, 1)` (note its order) with the backward pass described in
+/// the module.
 ///
 /// Shapes: `xs` is `(batch, in, h, w)`, `kernel` is `(out, in, k, k)`; the result is
 /// `(batch, out, (h + 2 padding - k) / stride + 1, (w + 2 padding - k) / stride + 1)`.
-pub fn conv2d(xs: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+pub fn conv2d(xs: &Tensor, kernel: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, k, _) = kernel.dims4()?;
     if stride == k && padding == 0 {
         return patch_conv2d(xs, kernel);
@@ -151,7 +152,7 @@ mod tests {
             let kernel = Var::from_tensor(&Tensor::randn(0f64, 1., (out, channels, k, k), &device)?)?;
             let input = if input_grad { xs.as_tensor().clone() } else { xs.as_tensor().detach() };
             let expected = input.conv2d(kernel.as_tensor(), padding, stride, 1, 1)?;
-            let actual = conv2d(&input, kernel.as_tensor(), padding, stride)?;
+            let actual = conv2d(&input, kernel.as_tensor(), stride, padding)?;
             assert_eq!(actual.dims(), expected.dims());
             assert!(relative_error(&actual, &expected) < 1e-12);
             let upstream = Tensor::randn(0f64, 1., expected.shape(), &device)?;

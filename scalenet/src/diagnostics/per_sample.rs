@@ -39,7 +39,7 @@ impl LayerInput {
         match &step.op {
             StepOp::Declared { op: Op::Linear { .. }, .. } => Self::linear(input),
             StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
-                Self::conv2d(input, *kernel, *padding, *stride)
+                Self::conv2d(input, *kernel, *stride, *padding)
             }
             _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
         }
@@ -54,7 +54,7 @@ impl LayerInput {
 
     /// The input `(batch, in, h, w)` of a convolution with a square `kernel`, zero `padding` and
     /// `stride`.
-    pub fn conv2d(input: &Tensor, kernel: usize, padding: usize, stride: usize) -> Result<Self> {
+    pub fn conv2d(input: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         let (batch, channels, height, width) = input.dims4()?;
         if height + 2 * padding < kernel || width + 2 * padding < kernel || stride == 0 {
             candle_core::bail!("per-sample conv gradient: kernel {kernel} does not fit input {height}x{width}")
@@ -170,7 +170,7 @@ mod tests {
         let batch = input.dim(0)?;
         let bias_var = Var::zeros(kernel.dim(0)?, DType::F64, input.device())?;
         for b in 0..batch {
-            let y = conv2d(&input.narrow(0, b, 1)?, kernel.as_tensor(), padding, stride)?
+            let y = conv2d(&input.narrow(0, b, 1)?, kernel.as_tensor(), stride, padding)?
                 .broadcast_add(&bias_var.as_tensor().reshape((1, (), 1, 1))?)?;
             let grads = (y * upstream.narrow(0, b, 1)?)?.sum_all()?.backward()?;
             weight += grads.get(kernel.as_tensor()).unwrap().sqr()?.sum_all()?.to_scalar::<f64>()?;
@@ -187,10 +187,10 @@ mod tests {
         {
             let input = Tensor::randn(0f64, 1., (5, channels, size, size), &device)?;
             let kernel = Var::from_tensor(&Tensor::randn(0f64, 1., (out, channels, k, k), &device)?)?;
-            let output = conv2d(&input, kernel.as_tensor(), padding, stride)?;
+            let output = conv2d(&input, kernel.as_tensor(), stride, padding)?;
             let upstream = Tensor::randn(0f64, 1., output.shape(), &device)?;
             let (weight, bias) = one_at_a_time(&input, &upstream, &kernel, padding, stride)?;
-            let fast = LayerInput::conv2d(&input, k, padding, stride)?.weight_gradient_moment(&upstream)?;
+            let fast = LayerInput::conv2d(&input, k, stride, padding)?.weight_gradient_moment(&upstream)?;
             assert!((fast - weight).abs() < 1e-10 * weight, "k {k} p {padding} s {stride}: {fast} vs {weight}");
             let fast_bias = bias_gradient_moment(&upstream)?;
             assert!((fast_bias - bias).abs() < 1e-10 * bias, "bias: {fast_bias} vs {bias}");
