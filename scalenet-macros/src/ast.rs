@@ -77,22 +77,3 @@ pub struct Network {
     pub options: Options,
     pub layers: Vec<Layer>,
 }
-
-impl Network {
-    /// The doc comments of every declared layer, indexed by layer id (pre-order, as lowering
-    /// visits them).
-    pub fn layer_docs(&self) -> Vec<&[Attribute]> {
-        fn visit<'a>(layers: &'a [Layer], out: &mut Vec<&'a [Attribute]>) {
-            for layer in layers {
-                out.push(&layer.docs);
-                if let Some(body) = &layer.body {
-                    visit(&body.main, out);
-                    visit(body.shortcut.as_ref().map_or(&[][..], |(_, layers)| layers), out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        visit(&self.layers, &mut out);
-        out
-    }
-}

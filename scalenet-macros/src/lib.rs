@@ -53,7 +53,8 @@ fn expand_network(input: TokenStream) -> TokenStream {
     match check_and_expand(&network, &mut errors, &mut lowered) {
         Ok(tokens) => tokens,
         Err(error) => {
-            let mut tokens = module::stub(&network, lowered.as_ref());
+            let lowered = lowered.as_ref().map(|(spec, spans)| (spec, spans));
+            let mut tokens = module::stub(&network, lowered);
             tokens.extend(error.to_compile_error());
             tokens
         }
@@ -70,11 +71,11 @@ fn dsl_words(fix: Fix) -> String {
 fn check_and_expand(
     network: &ast::Network,
     errors: &mut Errors,
-    lowered: &mut Option<NetworkSpec>,
+    lowered: &mut Option<(NetworkSpec, lower::Spans)>,
 ) -> syn::Result<TokenStream> {
     errors.propagate()?;
     let (spec, spans) = lower::lower(network, errors);
-    *lowered = Some(spec.clone());
+    let (spec, spans) = lowered.insert((spec, spans));
     errors.propagate()?;
     let report = |diagnostics: &Diagnostics, errors: &mut Errors| {
         for diagnostic in diagnostics.iter() {
@@ -88,12 +89,12 @@ fn check_and_expand(
             spans.declaration(),
             "the network has no `input`; declare its per-sample shape, e.g. `input: [3, 32, 32]` or `input: [784]`",
         );
-        report(&scalenet_calculus::rules::check_rules(&spec), errors);
+        report(&scalenet_calculus::rules::check_rules(spec), errors);
         return Err(errors.propagate().expect_err("an error was recorded"));
     }
-    let plan = scalenet_calculus::analyze(&spec).map_err(|diagnostics| {
+    let plan = scalenet_calculus::analyze(spec).map_err(|diagnostics| {
         report(&diagnostics, errors);
         errors.propagate().expect_err("analysis failed with diagnostics")
     })?;
-    Ok(module::expand(network, &spec, &plan))
+    Ok(module::expand(network, spec, spans, &plan))
 }

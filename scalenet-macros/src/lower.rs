@@ -21,9 +21,16 @@ pub struct Spans {
 struct LayerSpans {
     kind: Span,
     fields: HashMap<LayerField, Span>,
+    /// The layer's doc comments, which become its field's.
+    docs: Vec<syn::Attribute>,
 }
 
 impl Spans {
+    /// The doc comments written on layer `id`.
+    pub fn docs(&self, id: LayerId) -> &[syn::Attribute] {
+        self.layers.get(&id).map_or(&[], |layer| &layer.docs)
+    }
+
     /// The declaration's name: where errors about the whole declaration point.
     pub fn declaration(&self) -> Span {
         self.declaration
@@ -110,7 +117,7 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             fields.insert(LayerField::Name, name.span());
         }
         let slot = spans.len();
-        spans.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new() });
+        spans.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new(), docs: layer.docs.clone() });
         let def = registry::lookup(&layer.kind.to_string());
         let op = match def {
             Some(def) => lower_op(def, layer, &mut fields, errors),

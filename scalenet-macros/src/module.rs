@@ -3,6 +3,7 @@
 //! run, so code that uses the struct reports nothing but the declaration's own errors.
 
 use crate::ast::Network;
+use crate::lower::Spans;
 use crate::spec_tokens::spec_tokens;
 use crate::steps::{expand_steps, field_type, int, Code};
 use proc_macro2::TokenStream;
@@ -36,10 +37,9 @@ struct Bodies {
 }
 
 /// The module of a checked declaration.
-pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream {
+pub fn expand(network: &Network, spec: &NetworkSpec, spans: &Spans, plan: &Plan) -> TokenStream {
     let report_doc = format!("\n\n# Scaling calculus\n\n```text\n{plan}\n```");
-    let docs: Vec<&[syn::Attribute]> = network.layer_docs();
-    let Code { fields, constructors, constants, forward, uses_train } = expand_steps(&plan.steps, &network.vis, &docs);
+    let Code { fields, constructors, constants, forward, uses_train } = expand_steps(&plan.steps, &network.vis, spans);
     generate(
         network,
         Parts {
@@ -57,16 +57,15 @@ pub fn expand(network: &Network, spec: &NetworkSpec, plan: &Plan) -> TokenStream
 /// The same items for an invalid declaration, with bodies that never run. `lowered` is the
 /// declaration when it got as far as the calculus: then the stub has the layers' fields too
 /// (but for a bottleneck's, which need shapes).
-pub fn stub(network: &Network, lowered: Option<&NetworkSpec>) -> TokenStream {
+pub fn stub(network: &Network, lowered: Option<(&NetworkSpec, &Spans)>) -> TokenStream {
     let input = network.options.input.as_ref().and_then(|input| match input.value[..] {
         [features] => Some(Shape::Vector { features }),
         [channels, height, width] => Some(Shape::Image { channels, height, width }),
         _ => None,
     });
     let mut fields = Vec::new();
-    if let Some(spec) = lowered {
-        let docs = network.layer_docs();
-        stub_fields(&spec.layers, "", &network.vis, &docs, &mut fields, &mut HashSet::new());
+    if let Some((spec, spans)) = lowered {
+        stub_fields(&spec.layers, "", &network.vis, spans, &mut fields, &mut HashSet::new());
     }
     generate(
         network,
@@ -88,7 +87,7 @@ fn stub_fields(
     layers: &[LayerSpec],
     prefix: &str,
     vis: &syn::Visibility,
-    docs: &[&[syn::Attribute]],
+    spans: &Spans,
     fields: &mut Vec<TokenStream>,
     seen: &mut HashSet<String>,
 ) {
@@ -96,13 +95,13 @@ fn stub_fields(
         let Some(name) = layer.field_name() else { continue };
         let path = if prefix.is_empty() { name } else { format!("{prefix}_{name}") };
         if let Op::Residual(block) = &layer.op {
-            stub_fields(&block.main, &format!("{path}_main"), vis, docs, fields, seen);
+            stub_fields(&block.main, &format!("{path}_main"), vis, spans, fields, seen);
             let shortcut = block.shortcut.as_deref().unwrap_or_default();
-            stub_fields(shortcut, &format!("{path}_shortcut"), vis, docs, fields, seen);
+            stub_fields(shortcut, &format!("{path}_shortcut"), vis, spans, fields, seen);
         } else if let Some(ty) = field_type(&layer.op) {
             if seen.insert(path.clone()) {
                 let ident = syn::Ident::new(&path, proc_macro2::Span::call_site());
-                let docs = docs.get(layer.id.0).copied().unwrap_or_default();
+                let docs = spans.docs(layer.id);
                 fields.push(quote!(#(#docs)* #vis #ident: #ty));
             }
         }

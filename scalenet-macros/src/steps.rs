@@ -2,6 +2,7 @@
 //! constants, and one forward expression per step. Nothing here is specific to a layer kind but
 //! the parameter layers: a stateless op calls the runtime function its registry entry names.
 
+use crate::lower::Spans;
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use scalenet_calculus::registry::{ArgValue, Runtime};
@@ -51,9 +52,9 @@ pub struct Code {
 }
 
 /// Expands the top-level steps of a plan.
-pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, docs: &[&[syn::Attribute]]) -> Code {
+pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, spans: &Spans) -> Code {
     let mut code = Code::default();
-    let mut context = Context { vis, docs, fixed: 0 };
+    let mut context = Context { vis, spans, fixed: 0 };
     for (index, step) in steps.iter().enumerate() {
         let expression = context.step(step, "", &mut code);
         let index = int(index);
@@ -64,8 +65,8 @@ pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, docs: &[&[syn::Attrib
 
 struct Context<'a> {
     vis: &'a syn::Visibility,
-    /// Documentation of every declared layer, by layer id.
-    docs: &'a [&'a [syn::Attribute]],
+    /// Where the documentation of every declared layer is.
+    spans: &'a Spans,
     fixed: usize,
 }
 
@@ -79,7 +80,7 @@ impl Context<'_> {
         let vis = self.vis;
         // Steps a bottleneck spells out carry its id but not its docs.
         let docs: &[syn::Attribute] = match step.op {
-            StepOp::Declared { id, .. } if !step.name.is_empty() => self.docs.get(id.0).copied().unwrap_or_default(),
+            StepOp::Declared { id, .. } if !step.name.is_empty() => self.spans.docs(id),
             _ => &[],
         };
         if let Some(params) = &step.params {
