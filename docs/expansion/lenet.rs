@@ -1,5 +1,5 @@
-// What `network!` writes for the `lenet` declaration of scalenet-macros/src/tests.rs, as
-// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-macros
+// What `network!` writes for the `lenet` declaration of scalenet-codegen/src/tests.rs, as
+// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-codegen
 
 /// Strided LeNet for 3x32x32 images (max-pooling replaced by average pooling).
 /**

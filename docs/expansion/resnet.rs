@@ -1,5 +1,5 @@
-// What `network!` writes for the `resnet` declaration of scalenet-macros/src/tests.rs, as
-// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-macros
+// What `network!` writes for the `resnet` declaration of scalenet-codegen/src/tests.rs, as
+// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-codegen
 
 /// A small pre-activation ResNet with a global-average-pool head.
 /**

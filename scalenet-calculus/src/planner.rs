@@ -185,6 +185,61 @@ impl<'a> Planner<'a> {
         true
     }
 
+    /// The scaling-factor ratio `sigma_out / sigma_in` through `nodes` from `entry`, and the output
+    /// moments, when the fixed scalars are on: each scalar scales both moments of a step and
+    /// cancels in the ratio, a weight layer's ratio does not depend on its variance, and every
+    /// non-empty branch ends with the scalar that gives `E[F^2] = E[x^2]`. So the moments'
+    /// fractions (mean, coherent part, sign) decide the ratio, and one pass over the nodes gives
+    /// what a dry build would, without building a step: nested blocks cost their size once.
+    fn branch_ratio(&self, nodes: &[Node], entry: Moments) -> (f64, Moments) {
+        let mut moments = entry;
+        let mut ratio = 1.0;
+        for node in nodes {
+            let (numel_in, numel_out) = (node.input.numel() as f64, node.output.numel() as f64);
+            let transfer = match &node.kind {
+                NodeKind::Block { alpha, beta, main, shortcut, .. } => {
+                    // Each branch's output brought back to E[x^2] by its branch-end scalar, and its
+                    // backward gain from its ratio: E[dx^2]/E[dy^2] = n_out / (n_in r).
+                    let branch = |nodes: &[Node]| -> (Moments, f64) {
+                        if nodes.is_empty() {
+                            return (moments, 1.0);
+                        }
+                        let (r, out) = self.branch_ratio(nodes, moments);
+                        (out.scaled((moments.second / out.second).sqrt()), numel_out / (numel_in * r))
+                    };
+                    let ((main_out, main_gain), (shortcut_out, shortcut_gain)) = (branch(main), branch(shortcut));
+                    Transfer {
+                        output: combine(*alpha, shortcut_out, *beta, main_out),
+                        backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
+                    }
+                }
+                NodeKind::Leaf(op) => {
+                    // Any variance will do for a weight layer: its ratio is 1 and its output centred.
+                    let params = weight_geometry(op, node.input, node.output).map(|geometry| {
+                        ParamInit::Weight(WeightInit {
+                            shape: Vec::new(),
+                            geometry,
+                            numerator: 1.0,
+                            second_moment: 1.0,
+                            bias: false,
+                        })
+                    });
+                    let step = Step::new(
+                        StepOp::Declared { id: node.id, op: op.clone() },
+                        String::new(),
+                        node.input,
+                        node.output,
+                        params,
+                    );
+                    transfer(&step, moments, Mode::Nominal)
+                }
+            };
+            ratio *= moments::scaling_ratio(&moments, node.input.numel(), &transfer, node.output.numel());
+            moments = transfer.output;
+        }
+        (ratio, moments)
+    }
+
     /// Pass 1, on the nominal chain: builds the steps of `nodes`, choosing each weight layer's init
     /// and the fixed scalars. `relative_scaling` is `sigma / sigma_0` at the chain's input.
     ///
@@ -208,8 +263,13 @@ impl<'a> Planner<'a> {
                 NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
                     let entry = *nominal;
                     // sigma_B / sigma at the block input through each branch, a scale-free product
-                    // of op ratios (1 unless pooling follows a ReLU), measured by a dry build.
+                    // of op ratios (1 unless pooling follows a ReLU). With the fixed scalars on, a
+                    // moments-only pass gives it in time linear in the branch; without them the
+                    // moments' scale matters, and a dry build measures it.
                     let ratio_through = |nodes: &[Node]| {
+                        if self.spec.fixed_scalars {
+                            return self.branch_ratio(nodes, entry).0;
+                        }
                         let mut ratio = 1.0;
                         self.build_chain(
                             nodes,
@@ -448,4 +508,68 @@ fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 {
         gradient = input_gradient;
     }
     gradient
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{LayerSpec, Residual};
+
+    /// The moments-only pass gives the ratio the dry build measures, on branches where it is not
+    /// 1: average pooling after a ReLU, a nested block, a bottleneck.
+    #[test]
+    fn branch_ratio_equals_the_dry_build() {
+        let conv = |out, kernel, stride, padding| Op::Conv2d { out_channels: out, kernel, stride, padding, bias: true };
+        let inner = Op::Residual(Residual {
+            alpha: None,
+            beta: Some(0.6),
+            main: vec![
+                LayerSpec::new(Op::Relu),
+                LayerSpec::new(Op::AvgPool2d { kernel: 2, stride: 2 }),
+                LayerSpec::new(conv(8, 1, 1, 0)),
+            ],
+            shortcut: Some(vec![LayerSpec::new(Op::AvgPool2d { kernel: 2, stride: 2 })]),
+        });
+        let outer = Op::Residual(Residual {
+            alpha: None,
+            beta: Some(0.5),
+            main: vec![
+                LayerSpec::new(Op::Relu),
+                LayerSpec::new(conv(8, 3, 1, 1)),
+                LayerSpec::new(inner),
+                LayerSpec::new(Op::Relu),
+            ],
+            shortcut: Some(vec![LayerSpec::new(Op::AvgPool2d { kernel: 2, stride: 2 })]),
+        });
+        let mut spec = NetworkSpec::new(Shape::Image { channels: 8, height: 8, width: 8 })
+            .layer(conv(8, 3, 1, 1))
+            .layer(Op::Relu)
+            .layer(outer)
+            .layer(Op::Bottleneck { out_channels: 16, width: 4, stride: 2, beta: 0.5 });
+        spec.assign_layer_ids();
+        let nodes = shapes::infer_chain(&spec.layers, spec.input, &[], &mut Diagnostics::default()).unwrap();
+        let planner = Planner::new(&spec);
+        let mut entry = Moments::centred(1.0);
+        let mut checked = 0;
+        for node in &nodes {
+            if let NodeKind::Block { main, shortcut, .. } = &node.kind {
+                for branch in [main, shortcut] {
+                    let fast = planner.branch_ratio(branch, entry).0;
+                    let mut dry = 1.0;
+                    let mut since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
+                    planner.build_chain(branch, &mut entry.clone(), &mut dry, &mut since);
+                    assert!((fast / dry - 1.0).abs() < 1e-9, "{fast} vs {dry}");
+                    checked += usize::from((dry - 1.0).abs() > 1e-3);
+                }
+            }
+            let step = &planner.build_chain(
+                std::slice::from_ref(node),
+                &mut entry.clone(),
+                &mut 1.0,
+                &mut Since::default(),
+            )[..];
+            entry = chain_transfer(step, entry, Mode::Nominal).0;
+        }
+        assert!(checked >= 3, "only {checked} branches change the scaling factor");
+    }
 }

@@ -1,6 +1,6 @@
 //! The pipeline in process: expansion snapshots of the README's networks (committed under
 //! `docs/expansion/` so a reviewer sees what `network!` writes) and the stub of an invalid
-//! declaration. `SCALENET_BLESS=1 cargo test -p scalenet-macros` rewrites the snapshots.
+//! declaration. `SCALENET_BLESS=1 cargo test -p scalenet-codegen` rewrites the snapshots.
 
 use crate::expand_network;
 use proc_macro2::TokenStream;
@@ -60,7 +60,7 @@ fn expansion(source: &str) -> String {
 fn check_snapshot(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/expansion").join(format!("{name}.rs"));
     let header = format!(
-        "// What `network!` writes for the `{name}` declaration of scalenet-macros/src/tests.rs, as\n// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-macros\n\n"
+        "// What `network!` writes for the `{name}` declaration of scalenet-codegen/src/tests.rs, as\n// prettyplease prints it. Regenerate: SCALENET_BLESS=1 cargo test -p scalenet-codegen\n\n"
     );
     let actual = format!("{header}{actual}");
     if std::env::var_os("SCALENET_BLESS").is_some() {
@@ -71,7 +71,7 @@ fn check_snapshot(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         expected == actual,
-        "the expansion of {name} changed; review it and run `SCALENET_BLESS=1 cargo test -p scalenet-macros`\n{actual}"
+        "the expansion of {name} changed; review it and run `SCALENET_BLESS=1 cargo test -p scalenet-codegen`\n{actual}"
     );
 }
 
