@@ -40,8 +40,14 @@ pub enum LayerField {
 pub enum Rule {
     /// [`crate::rules::check_network_options`]: positive input dimensions, `output_std`, `k*`.
     NetworkOptions,
-    /// [`crate::rules::check_unique_names`].
+    /// [`crate::rules::check_unique_names`], [`crate::rules::check_unique_fields`].
     UniqueNames,
+    /// [`crate::rules::check_reserved_names`].
+    ReservedNames,
+    /// [`crate::rules::check_size_limits`], and the shape and weight sizes of shape inference.
+    SizeLimit,
+    /// [`crate::rules::check_finite_plan`].
+    FinitePlan,
     /// [`crate::rules::check_allow_unscaled_target`].
     AllowUnscaledTarget,
     /// [`crate::rules::reject_max_pooling`] (Table 1).

@@ -202,11 +202,25 @@ pub struct WeightGeometry {
 }
 
 /// Fraction of (output position, tap) pairs of a 1-d window that land inside an input of `size`.
+///
+/// In closed form, for windows that tile the padded input exactly (`(size + 2 padding - kernel)`
+/// divisible by `stride`, which shape inference requires): the windows mirror each other about
+/// the centre, so the taps in the right padding are as many as in the left, and the `o`-th window
+/// has `clamp(padding - o stride, 0, kernel)` taps in the left padding.
 pub fn coverage_1d(size: usize, kernel: usize, stride: usize, padding: usize, output: usize) -> f64 {
-    let inside: usize = (0..output)
-        .map(|o| (0..kernel).filter(|t| (o * stride + t).checked_sub(padding).is_some_and(|i| i < size)).count())
-        .sum();
-    inside as f64 / (output * kernel) as f64
+    let (k, s, p, n) = (kernel as u128, stride as u128, padding as u128, output as u128);
+    // Windows entirely in the left padding's reach: `o` with `p - o s >= k`.
+    let full = if p >= k { ((p - k) / s + 1).min(n) } else { 0 };
+    // Windows that start inside the left padding: `o s < p`.
+    let touching = p.div_ceil(s).min(n);
+    // Sum of `p - o s` for `o` in `full..touching`.
+    let count = touching.saturating_sub(full);
+    let partial = count * p - s * (full + touching.saturating_sub(1)) * count / 2;
+    let left = full * k + partial;
+    let total = n * k;
+    // `size` is implied by the exact tiling: `(output - 1) stride + kernel = size + 2 padding`.
+    debug_assert_eq!((n - 1) * s + k, size as u128 + 2 * p);
+    (total - 2 * left.min(total / 2)) as f64 / total as f64
 }
 
 /// Ratio of activation scaling factors `sigma_out / sigma_in` across an op, eq. (1):
@@ -218,6 +232,39 @@ pub fn scaling_ratio(input: &Moments, numel_in: usize, transfer: &Transfer, nume
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The closed form counts what a loop over every (output, tap) pair counts.
+    #[test]
+    fn coverage_in_closed_form_matches_counting() {
+        for size in 1..12 {
+            for kernel in 1..8 {
+                for padding in 0..5 {
+                    for stride in 1..4 {
+                        let padded = size + 2 * padding;
+                        if kernel > padded || (padded - kernel) % stride != 0 {
+                            continue;
+                        }
+                        let output = (padded - kernel) / stride + 1;
+                        let inside: usize = (0..output)
+                            .map(|o| {
+                                (0..kernel)
+                                    .filter(|&t: &usize| {
+                                        (o * stride + t).checked_sub(padding).is_some_and(|i| i < size)
+                                    })
+                                    .count()
+                            })
+                            .sum();
+                        let expected = inside as f64 / (output * kernel) as f64;
+                        let got = coverage_1d(size, kernel, stride, padding, output);
+                        assert!(
+                            (got - expected).abs() < 1e-12,
+                            "size {size} k {kernel} p {padding} s {stride}: {got} vs {expected}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn relu_of_centred_input_halves_both_moments() {

@@ -10,7 +10,7 @@ use crate::registry::weight::weight_geometry;
 use crate::registry::{Op, Role};
 use crate::rules;
 use crate::shapes::{self, Node, NodeKind};
-use crate::spec::{InitScheme, NetworkSpec, Shape};
+use crate::spec::{InitScheme, NetworkSpec, Shape, MAX_ELEMENTS};
 use std::collections::BTreeMap;
 
 /// Checks `spec` and computes its plan, or returns every rule it breaks.
@@ -23,12 +23,20 @@ pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
     spec.assign_layer_ids();
     let mut diagnostics = Diagnostics::default();
     let broken = rules::check_declaration(&spec, &mut diagnostics);
-    let nodes = match spec.input.dims().contains(&0) {
-        false => shapes::infer_chain(&spec.layers, spec.input, &broken, &mut diagnostics),
-        true => None,
-    };
+    // An input with no element, or more than a tensor holds, was reported: no shape follows.
+    let usable = spec.input.checked_numel().is_some_and(|n| n > 0 && n <= MAX_ELEMENTS);
+    let nodes = usable.then(|| shapes::infer_chain(&spec.layers, spec.input, &broken, &mut diagnostics)).flatten();
     match (nodes, diagnostics.is_empty()) {
-        (Some(nodes), true) => Ok(Planner::new(&spec).plan(&nodes)),
+        (Some(nodes), true) => {
+            let plan = Planner::new(&spec).plan(&nodes);
+            rules::check_unique_fields(&plan, &mut diagnostics);
+            rules::check_finite_plan(&plan, &mut diagnostics);
+            if diagnostics.is_empty() {
+                Ok(plan)
+            } else {
+                Err(diagnostics)
+            }
+        }
         _ => Err(diagnostics),
     }
 }

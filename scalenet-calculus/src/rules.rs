@@ -6,8 +6,9 @@
 //! rules live with each kind's shape function there and in shape inference.
 
 use crate::diagnostic::{Diagnostics, Fix, LayerField, Location, NetworkField, Rule};
-use crate::registry::{Op, Role};
-use crate::spec::{LayerSpec, NetworkSpec};
+use crate::plan::{Plan, StepOp};
+use crate::registry::{ArgValue, Op, Role};
+use crate::spec::{LayerId, LayerSpec, NetworkSpec, MAX_ELEMENTS};
 use std::collections::HashSet;
 
 /// The rules that need no shapes, for a front end that cannot give the input shape (the
@@ -29,10 +30,12 @@ pub(crate) fn check_declaration(spec: &NetworkSpec, diagnostics: &mut Diagnostic
     let mut broken = Vec::new();
     for layer in spec.walk() {
         let before = diagnostics.0.len();
+        check_size_limits(layer, diagnostics);
         for rule in layer.op.def().rules {
             rule(layer, diagnostics);
         }
         check_allow_unscaled_target(layer, diagnostics);
+        check_reserved_names(layer, diagnostics);
         if diagnostics.0.len() > before {
             broken.push(layer.id);
         }
@@ -64,6 +67,97 @@ pub fn check_unique_names(chain: &[LayerSpec], diagnostics: &mut Diagnostics) {
     }
 }
 
+/// Every size a layer is given (channels, kernel, stride, padding, width) is at most
+/// [`MAX_ELEMENTS`]: a tensor cannot hold more, and below it every size arithmetic of the
+/// calculus is exact.
+pub fn check_size_limits(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
+    let params = layer.op.def().param_list();
+    for (param, value) in params.iter().zip(layer.op.args()) {
+        if let Some(ArgValue::Count(value)) = value {
+            if value > MAX_ELEMENTS {
+                diagnostics.push(
+                    Rule::SizeLimit,
+                    Location::layer(layer.id, param.field),
+                    format!("`{}` = {value} is beyond the limit of 2^31 that any tensor size can reach", param.name),
+                );
+            }
+        }
+    }
+}
+
+/// `output_calibration` is the network's own field and parameter (section 7's output
+/// calibration), so no layer may take its name.
+pub fn check_reserved_names(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
+    if let Some(name) = &layer.name {
+        if RESERVED_NAMES.contains(&name.as_str()) {
+            diagnostics.push(
+                Rule::ReservedNames,
+                Location::layer(layer.id, LayerField::Name),
+                format!("`{name}` is the name of the network's own output calibration (section 7); name the layer differently"),
+            );
+        }
+    }
+}
+
+/// The names generated networks use for themselves.
+pub const RESERVED_NAMES: [&str; 1] = ["output_calibration"];
+
+/// Every parameter path of the plan (`res1.main.conv`), flattened with `_` into a struct field
+/// (`res1_main_conv`), names one field: a declared name may not equal a branch layer's
+/// flattened one (`a_main_c` beside `a: residual { c: .. }`), nor a bottleneck's.
+pub fn check_unique_fields(plan: &Plan, diagnostics: &mut Diagnostics) {
+    let mut seen = HashSet::new();
+    for step in plan.walk() {
+        if step.step.params.is_none() {
+            continue;
+        }
+        let field = step.path.replace('.', "_");
+        if !seen.insert(field.clone()) {
+            let id = step.step.layer_id().unwrap_or_default();
+            diagnostics.push(
+                Rule::UniqueNames,
+                Location::layer(id, LayerField::Name),
+                format!("the field `{field}` would be generated twice (branch layers are flattened as `<block>_main_<layer>`); rename one of the layers"),
+            );
+        }
+    }
+}
+
+/// The plan's numbers must be finite and positive where they are second moments, scaling factors
+/// or gammas, and every fixed scalar and initial standard deviation representable in f32 (the
+/// precision the generated network computes in): a factor like `scale(1e308)` or a branch weight
+/// like `beta = 1e-200` makes the moments overflow or vanish, and the network would compute
+/// infinities or zeros.
+pub fn check_finite_plan(plan: &Plan, diagnostics: &mut Diagnostics) {
+    let f32_range = |v: f64| v.is_finite() && v.abs() >= f32::MIN_POSITIVE as f64 && v.abs() <= f32::MAX as f64;
+    let mut last_layer = LayerId::default();
+    for step in plan.walk() {
+        let step = step.step;
+        if let Some(id) = step.layer_id() {
+            last_layer = id;
+        }
+        let mut bad: Vec<(&str, f64)> =
+            vec![("E[x²]", step.forward.second), ("E[dx²]", step.backward), ("the scaling factor", step.scaling)];
+        bad.extend(step.gamma.map(|g| ("γ", g)));
+        if let StepOp::FixedScale { factor, .. } = step.op {
+            bad.push(("a fixed scalar", factor));
+        }
+        if let Some(weight) = step.weight() {
+            bad.push(("the initial weight std", weight.std()));
+        }
+        if let Some((what, value)) = bad.into_iter().find(|&(_, v)| !f32_range(v)) {
+            diagnostics.push(
+                Rule::FinitePlan,
+                Location::layer(last_layer, LayerField::Kind),
+                format!(
+                    "the calculus's numbers leave f32's range here ({what} = {value:e}); a factor or branch weight this extreme cannot be computed, so bring it closer to 1"
+                ),
+            );
+            return;
+        }
+    }
+}
+
 /// `#[allow(unscaled)]` accepts an activation that breaks the calculus; on any other layer it
 /// would silence nothing, so it is a mistake worth pointing out.
 pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
@@ -89,6 +183,12 @@ pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) 
             Rule::NetworkOptions,
             Location::Network(NetworkField::Input),
             "input dimensions must be positive; every dimension of `input` needs at least one element",
+        );
+    } else if spec.input.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+        diagnostics.push(
+            Rule::SizeLimit,
+            Location::Network(NetworkField::Input),
+            "the input has more than 2^31 elements per sample, beyond what a tensor can hold; declare a smaller `input`",
         );
     }
     if !(spec.output_std.is_finite() && spec.output_std > 0.0) {
@@ -214,7 +314,8 @@ pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 /// probability outside [0, 1) has no meaning.
 pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Dropout { p } = layer.op {
-        if !(0.0..1.0).contains(&p) {
+        // Dropout runs in f32, where 0.99999999 is 1.
+        if !(0.0..1.0).contains(&p) || p as f32 >= 1.0 {
             diagnostics.push(
                 Rule::DropoutProbability,
                 Location::layer(layer.id, LayerField::Probability),

@@ -10,7 +10,7 @@
 use crate::blocks;
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::registry::Op;
-use crate::spec::{LayerId, LayerSpec, Shape};
+use crate::spec::{LayerId, LayerSpec, Shape, MAX_ELEMENTS};
 
 /// A declared layer with its inferred shapes; blocks hold their branches.
 #[derive(Debug, Clone)]
@@ -66,6 +66,7 @@ pub(crate) fn infer_chain(
                     let mut current = shape;
                     for inner in layers {
                         let output = (inner.op.def().shape)(&inner.op, current, layer.id, diagnostics)?;
+                        check_sizes(&inner.op, current, output, layer.id, diagnostics)?;
                         let kind = NodeKind::Leaf(inner.op.clone());
                         nodes.push(Node { id: layer.id, name: inner.name.clone(), input: current, output, kind });
                         current = output;
@@ -81,6 +82,7 @@ pub(crate) fn infer_chain(
             }
             op => {
                 let output = (op.def().shape)(op, shape, layer.id, diagnostics)?;
+                check_sizes(op, shape, output, layer.id, diagnostics)?;
                 Node { id: layer.id, name: layer.field_name(), input: shape, output, kind: NodeKind::Leaf(op.clone()) }
             }
         };
@@ -88,6 +90,37 @@ pub(crate) fn infer_chain(
         nodes.push(node);
     }
     Some(nodes)
+}
+
+/// The output and, for a weight layer, the weight hold at most [`MAX_ELEMENTS`] elements.
+fn check_sizes(op: &Op, input: Shape, output: Shape, id: LayerId, diagnostics: &mut Diagnostics) -> Option<()> {
+    if output.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+        diagnostics.push(
+            Rule::SizeLimit,
+            Location::layer(id, LayerField::Kind),
+            format!(
+                "this layer's output {output} has more than 2^31 elements per sample, beyond what a tensor can hold"
+            ),
+        );
+        return None;
+    }
+    if let Some(kernel) = op.weight_kernel() {
+        let weight =
+            [output.channels(), input.channels(), kernel, kernel].into_iter().try_fold(1usize, usize::checked_mul);
+        if weight.is_none_or(|n| n > MAX_ELEMENTS) {
+            diagnostics.push(
+                Rule::SizeLimit,
+                Location::layer(id, LayerField::Size),
+                format!(
+                    "the weight of this layer would have {} x {} x {kernel} x {kernel} elements, more than the 2^31 a tensor can hold",
+                    output.channels(),
+                    input.channels()
+                ),
+            );
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Why a window does not fit its input.

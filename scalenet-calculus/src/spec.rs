@@ -27,9 +27,15 @@ impl Shape {
         }
     }
 
-    /// Number of elements per sample, `n * rho^2`.
+    /// Number of elements per sample, `n * rho^2`. Shapes that reach the planner have at most
+    /// [`MAX_ELEMENTS`]; [`Shape::checked_numel`] is for those that may not.
     pub fn numel(&self) -> usize {
         self.channels() * self.area()
+    }
+
+    /// Number of elements per sample, or `None` if it does not fit in a `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.dims().into_iter().try_fold(1usize, usize::checked_mul)
     }
 
     pub fn dims(&self) -> Vec<usize> {
@@ -48,6 +54,11 @@ impl fmt::Display for Shape {
         }
     }
 }
+
+/// The most elements a declaration may ask for in one tensor: an activation per sample or a
+/// weight. Beyond it candle's indexing (and the machine's memory) gives out, and every size
+/// arithmetic of the calculus is exact below it.
+pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// How weight variances are chosen (section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

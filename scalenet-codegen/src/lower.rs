@@ -157,11 +157,25 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
         };
         spans[slot].fields = fields;
         let mut spec = LayerSpec::new(op);
-        spec.name = layer.name.as_ref().map(|n| n.to_string());
+        spec.name = layer.name.as_ref().and_then(|name| layer_name(name, errors));
         spec.allow_unscaled = layer.allow_unscaled;
         lowered.push(spec);
     }
     lowered
+}
+
+/// A layer's name as the parameter prefix and field it becomes: `r#type` is `type` (its field is
+/// `r#type` again); `self`, `Self`, `super` and `crate` cannot name a field at all.
+fn layer_name(name: &syn::Ident, errors: &mut Errors) -> Option<String> {
+    let unraw = syn::ext::IdentExt::unraw(name).to_string();
+    if ["self", "Self", "super", "crate"].contains(&unraw.as_str()) {
+        errors.error(
+            name.span(),
+            format!("`{unraw}` cannot name a layer (it cannot be a field name); pick another name"),
+        );
+        return None;
+    }
+    Some(unraw)
 }
 
 /// The message for a word that is neither a layer nor an option.

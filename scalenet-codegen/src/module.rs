@@ -5,7 +5,7 @@
 use crate::ast::Network;
 use crate::lower::Spans;
 use crate::spec_tokens::spec_tokens;
-use crate::steps::{expand_steps, field_type, int, Code};
+use crate::steps::{expand_steps, field_ident, field_type, int, Code};
 use proc_macro2::TokenStream;
 use quote::quote;
 use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Plan, Shape};
@@ -100,7 +100,7 @@ fn stub_fields(
             stub_fields(shortcut, &format!("{path}_shortcut"), vis, spans, fields, seen);
         } else if let Some(ty) = field_type(&layer.op) {
             if seen.insert(path.clone()) {
-                let ident = syn::Ident::new(&path, proc_macro2::Span::call_site());
+                let ident = field_ident(&path);
                 let docs = spans.docs(layer.id);
                 fields.push(quote!(#(#docs)* #vis #ident: #ty));
             }

@@ -34,11 +34,26 @@ pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Ne
 
     let mut network = Network { attrs, vis, ident, options: Options::default(), layers: Vec::new() };
     for entry in split_top_level_commas(body) {
-        if let Err(error) = (|input: ParseStream| parse_entry(input, &mut network, errors)).parse2(entry) {
+        if let Err(error) = parse_scoped(entry, |input| parse_entry(input, &mut network, errors)) {
             errors.push(error);
         }
     }
     Ok(network)
+}
+
+/// Parses one entry so that an error at its end (an entry that stops early, like `fc2:` or
+/// `init:`) underlines its last token rather than the whole macro call: the entry is parsed inside
+/// a bracket group spanned on that token, and syn reports a premature end at the group's span.
+fn parse_scoped<T>(entry: TokenStream, parse: impl FnOnce(ParseStream) -> syn::Result<T>) -> syn::Result<T> {
+    let last = entry.clone().into_iter().last().map_or_else(proc_macro2::Span::call_site, |tree| tree.span());
+    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Bracket, entry);
+    group.set_span(last);
+    (|input: ParseStream| {
+        let content;
+        bracketed!(content in input);
+        parse(&content)
+    })
+    .parse2(TokenStream::from(TokenTree::Group(group)))
 }
 
 fn split_top_level_commas(tokens: TokenStream) -> Vec<TokenStream> {
@@ -165,7 +180,7 @@ fn parse_layer(
 fn parse_layer_list(tokens: TokenStream, errors: &mut Errors) -> Vec<Layer> {
     let mut layers = Vec::new();
     for entry in split_top_level_commas(tokens) {
-        let parsed = (|input: ParseStream| {
+        let parsed = parse_scoped(entry, |input: ParseStream| {
             let attrs = input.call(Attribute::parse_outer)?;
             let name = if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
                 let name: Ident = input.parse()?;
@@ -181,8 +196,7 @@ fn parse_layer_list(tokens: TokenStream, errors: &mut Errors) -> Vec<Layer> {
                 None
             };
             parse_layer(input, name, attrs, errors)
-        })
-        .parse2(entry);
+        });
         match parsed {
             Ok(layer) => layers.push(layer),
             Err(error) => errors.push(error),

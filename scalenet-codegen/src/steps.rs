@@ -28,6 +28,15 @@ pub fn arg_literal(value: ArgValue) -> TokenStream {
 
 use quote::ToTokens;
 
+/// The struct field named `name`: raw (`r#type`) where `name` is a keyword. Lowering rejects the
+/// names that cannot be raw (`self`, `Self`, `super`, `crate`).
+pub fn field_ident(name: &str) -> Ident {
+    match syn::parse_str::<Ident>(name) {
+        Ok(ident) => ident,
+        Err(_) => Ident::new_raw(name, proc_macro2::Span::call_site()),
+    }
+}
+
 /// The struct field type of a layer with parameters.
 pub fn field_type(op: &Op) -> Option<TokenStream> {
     match op {
@@ -76,7 +85,7 @@ impl Context<'_> {
     fn step(&mut self, step: &Step, prefix: &str, code: &mut Code) -> TokenStream {
         let path = if prefix.is_empty() { step.name.clone() } else { format!("{prefix}.{}", step.name) };
         // Parameter paths are dotted; the struct's fields flatten them with underscores.
-        let field = || format_ident!("{}", path.replace('.', "_"));
+        let field = || field_ident(&path.replace('.', "_"));
         let vis = self.vis;
         // Steps a bottleneck spells out carry its id but not its docs.
         let docs: &[syn::Attribute] = match step.op {
