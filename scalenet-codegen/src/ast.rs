@@ -63,6 +63,8 @@ pub struct Spanned<T> {
 #[derive(Default)]
 pub struct Options {
     pub input: Option<Spanned<Vec<usize>>>,
+    /// `input:` was written, even if its value did not parse (that error was reported).
+    pub input_written: bool,
     pub init: Option<Spanned<String>>,
     pub typical_kernel: Option<Spanned<usize>>,
     pub output_std: Option<Spanned<f64>>,

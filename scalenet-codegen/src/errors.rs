@@ -18,6 +18,15 @@ impl Errors {
         self.errors.push(error);
     }
 
+    /// How many errors were recorded so far.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// Stops here if any error was recorded.
     pub fn propagate(&mut self) -> syn::Result<()> {
         let mut errors = std::mem::take(&mut self.errors).into_iter();

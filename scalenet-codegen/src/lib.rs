@@ -68,22 +68,25 @@ fn check_and_expand(
     errors: &mut Errors,
     lowered: &mut Option<(NetworkSpec, lower::Spans)>,
 ) -> syn::Result<TokenStream> {
-    errors.propagate()?;
+    // Entries that did not parse were dropped with their error; the rest is lowered so that every
+    // mistake the calculus can still see is reported in the same compile.
     let (spec, spans) = lower::lower(network, errors);
     let (spec, spans) = lowered.insert((spec, spans));
-    errors.propagate()?;
     let report = |diagnostics: &Diagnostics, errors: &mut Errors| {
-        for diagnostic in diagnostics.iter() {
+        for diagnostic in diagnostics.iter().filter(|d| !spans.is_opaque(d.location)) {
             errors.error(spans.at(diagnostic.location), diagnostic.render(dsl_words));
         }
     };
-    if network.options.input.is_none() {
-        // Every moment follows from the input shape: report it missing with every rule that
-        // needs no shapes.
+    if !network.options.input_written {
+        // Every moment follows from the input shape: report it missing.
         errors.error(
             spans.declaration(),
             "the network has no `input`; declare its per-sample shape, e.g. `input: [3, 32, 32]` or `input: [784]`",
         );
+    }
+    if !errors.is_empty() {
+        // Shapes are unknown past a missing entry or an unreadable layer: report the rules that
+        // need none, on the layers that were read.
         report(&scalenet_calculus::rules::check_rules(spec), errors);
         return Err(errors.propagate().expect_err("an error was recorded"));
     }

@@ -19,6 +19,9 @@ pub struct Spans {
 }
 
 struct LayerSpans {
+    /// Lowering reported an error on this layer itself (an unknown kind, a bad argument): the
+    /// calculus sees a placeholder, so its findings there are not reported.
+    opaque: bool,
     kind: Span,
     fields: HashMap<LayerField, Span>,
     /// The layer's doc comments, which become its field's.
@@ -26,6 +29,12 @@ struct LayerSpans {
 }
 
 impl Spans {
+    /// Whether a diagnostic of the calculus is about a layer lowering could not read (and so
+    /// gave a placeholder): then it is not the user's mistake and is not reported.
+    pub fn is_opaque(&self, location: Location) -> bool {
+        matches!(location, Location::Layer { id, .. } if self.layers.get(&id).is_some_and(|layer| layer.opaque))
+    }
+
     /// The doc comments written on layer `id`.
     pub fn docs(&self, id: LayerId) -> &[syn::Attribute] {
         self.layers.get(&id).map_or(&[], |layer| &layer.docs)
@@ -117,7 +126,13 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             fields.insert(LayerField::Name, name.span());
         }
         let slot = spans.len();
-        spans.push(LayerSpans { kind: layer.kind.span(), fields: HashMap::new(), docs: layer.docs.clone() });
+        spans.push(LayerSpans {
+            opaque: false,
+            kind: layer.kind.span(),
+            fields: HashMap::new(),
+            docs: layer.docs.clone(),
+        });
+        let before = errors.len();
         let def = registry::lookup(&layer.kind.to_string());
         let op = match def {
             Some(def) => lower_op(def, layer, &mut fields, errors),
@@ -128,6 +143,7 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
         };
         let op = match (op, &layer.body) {
             (Op::Residual(mut block), Some(body)) => {
+                spans[slot].opaque = errors.len() > before;
                 fields.insert(LayerField::MainEnd, body.main.last().map_or(layer.kind.span(), |l| l.kind.span()));
                 block.main = lower_chain(&body.main, spans, errors);
                 if let Some((keyword, shortcut)) = &body.shortcut {
@@ -156,6 +172,9 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             (op, None) => op,
         };
         spans[slot].fields = fields;
+        if !matches!(op, Op::Residual(_)) {
+            spans[slot].opaque = errors.len() > before;
+        }
         let mut spec = LayerSpec::new(op);
         spec.name = layer.name.as_ref().and_then(|name| layer_name(name, errors));
         spec.allow_unscaled = layer.allow_unscaled;

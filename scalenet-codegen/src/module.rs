@@ -39,7 +39,9 @@ struct Bodies {
 /// The module of a checked declaration.
 pub fn expand(network: &Network, spec: &NetworkSpec, spans: &Spans, plan: &Plan) -> TokenStream {
     let report_doc = format!("\n\n# Scaling calculus\n\n```text\n{plan}\n```");
-    let Code { fields, constructors, constants, forward, uses_train } = expand_steps(&plan.steps, &network.vis, spans);
+    let sn = runtime_alias(&network.ident);
+    let Code { fields, constructors, constants, forward, uses_train } =
+        expand_steps(&plan.steps, &network.vis, spans, &sn);
     generate(
         network,
         Parts {
@@ -48,7 +50,7 @@ pub fn expand(network: &Network, spec: &NetworkSpec, spans: &Spans, plan: &Plan)
             constants,
             input: Some(plan.input),
             output: Some(plan.output),
-            bodies: Some(Bodies { constructors, forward, spec: spec_tokens(spec) }),
+            bodies: Some(Bodies { constructors, forward, spec: spec_tokens(spec, &sn) }),
             uses_train,
         },
     )
@@ -108,8 +110,19 @@ fn stub_fields(
     }
 }
 
+/// The name generated code gives `scalenet::__private` inside its block: `sn`, unless the network
+/// itself is called `sn`.
+pub fn runtime_alias(network: &syn::Ident) -> syn::Ident {
+    if network == "sn" {
+        quote::format_ident!("sn_")
+    } else {
+        quote::format_ident!("sn")
+    }
+}
+
 fn generate(network: &Network, parts: Parts) -> TokenStream {
     let Network { attrs, vis, ident, .. } = network;
+    let sn = runtime_alias(ident);
     let name = ident.to_string();
     let Parts { docs, fields, constants, input, output, bodies, uses_train } = parts;
     let (input_type, input_value) = shape_array(input);
@@ -122,13 +135,13 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 quote! {
                     ::core::result::Result::Ok(Self {
                         #(#constructors,)*
-                        output_calibration: vb.get_with_hints((), "output_calibration", sn::Init::Const(1.0))?,
+                        output_calibration: vb.get_with_hints((), "output_calibration", #sn::Init::Const(1.0))?,
                     })
                 },
                 quote! {
                     #train_unused
-                    sn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
-                    let mut hook = sn::Hook::new(hook);
+                    #sn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
+                    let mut hook = #sn::Hook::new(hook);
                     let xs = xs.clone();
                     #(#forward)*
                     xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
@@ -142,18 +155,18 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
     };
     let module_impl = if uses_train {
         quote! {
-            impl sn::ModuleT for #ident {
+            impl #sn::ModuleT for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`; dropout is active only when `train`.
-                fn forward_t(&self, xs: &sn::Tensor, train: bool) -> sn::Result<sn::Tensor> {
+                fn forward_t(&self, xs: &#sn::Tensor, train: bool) -> #sn::Result<#sn::Tensor> {
                     self.forward_hooked(xs, train, ::core::option::Option::None)
                 }
             }
         }
     } else {
         quote! {
-            impl sn::Module for #ident {
+            impl #sn::Module for #ident {
                 /// `[batch, ...INPUT_SHAPE] -> [batch, ...OUTPUT_SHAPE]`.
-                fn forward(&self, xs: &sn::Tensor) -> sn::Result<sn::Tensor> {
+                fn forward(&self, xs: &#sn::Tensor) -> #sn::Result<#sn::Tensor> {
                     self.forward_hooked(xs, false, ::core::option::Option::None)
                 }
             }
@@ -174,7 +187,7 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
         // The calculus's constants are computed literals; some land near 1/√2 or √2.
         #[allow(clippy::approx_constant)]
         const _: () = {
-            use ::scalenet::__private as sn;
+            use ::scalenet::__private as #sn;
 
             #(#constants)*
 
@@ -188,39 +201,39 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
                 /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
                 /// [`Self::new_seeded`] for reproducible runs, or load trained weights through `vb`.
-                pub fn new(vb: sn::VarBuilder) -> sn::Result<Self> {
+                pub fn new(vb: #sn::VarBuilder) -> #sn::Result<Self> {
                     #new_body
                 }
 
                 /// Creates the parameters in `varmap`, drawn from a `rand` generator seeded with `seed`
                 /// and the parameter's name: the same seed gives the same values on every device.
-                pub fn new_seeded(varmap: &sn::VarMap, dtype: sn::DType, device: &sn::Device, seed: u64) -> sn::Result<Self> {
-                    Self::new(sn::seeded_var_builder(varmap, seed, dtype, device))
+                pub fn new_seeded(varmap: &#sn::VarMap, dtype: #sn::DType, device: &#sn::Device, seed: u64) -> #sn::Result<Self> {
+                    Self::new(#sn::seeded_var_builder(varmap, seed, dtype, device))
                 }
 
                 /// The declaration, as the calculus reads it.
-                pub fn spec() -> sn::calculus::NetworkSpec {
+                pub fn spec() -> #sn::calculus::NetworkSpec {
                     #spec_body
                 }
 
                 /// The calculus's plan: every op, init variance, fixed scalar and predicted moment.
-                pub fn plan() -> &'static sn::calculus::Plan {
-                    static PLAN: ::std::sync::OnceLock<sn::calculus::Plan> = ::std::sync::OnceLock::new();
+                pub fn plan() -> &'static #sn::calculus::Plan {
+                    static PLAN: ::std::sync::OnceLock<#sn::calculus::Plan> = ::std::sync::OnceLock::new();
                     PLAN.get_or_init(|| {
-                        sn::calculus::analyze(&Self::spec()).expect("network! checked this declaration at compile time")
+                        #sn::calculus::analyze(&Self::spec()).expect("network! checked this declaration at compile time")
                     })
                 }
 
                 /// The plan as a table (`Display`), the same one as in this struct's documentation.
-                pub fn report() -> sn::Report {
-                    sn::Report::new(#name, Self::plan())
+                pub fn report() -> #sn::Report {
+                    #sn::Report::new(#name, Self::plan())
                 }
 
                 /// The output of every top-level step of [`Self::plan`] (`plan().steps`, fixed scalars and
                 /// whole residual blocks included), in order: for measuring what the calculus predicts.
-                pub fn forward_steps(&self, xs: &sn::Tensor, train: bool) -> sn::Result<::std::vec::Vec<sn::Tensor>> {
+                pub fn forward_steps(&self, xs: &#sn::Tensor, train: bool) -> #sn::Result<::std::vec::Vec<#sn::Tensor>> {
                     let mut trace = ::std::vec::Vec::new();
-                    let mut record = |_: usize, xs: sn::Tensor| {
+                    let mut record = |_: usize, xs: #sn::Tensor| {
                         trace.push(xs.clone());
                         ::core::result::Result::Ok(xs)
                     };
@@ -233,40 +246,40 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 /// to read `dL/dx` of that activation, which candle's `GradStore` does not keep).
                 pub fn forward_hooked(
                     &self,
-                    xs: &sn::Tensor,
+                    xs: &#sn::Tensor,
                     train: bool,
-                    hook: ::core::option::Option<sn::StepHook<'_>>,
-                ) -> sn::Result<sn::Tensor> {
+                    hook: ::core::option::Option<#sn::StepHook<'_>>,
+                ) -> #sn::Result<#sn::Tensor> {
                     #forward_body
                 }
 
                 /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
                 /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
                 /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
-                pub fn calibrate_output(&self, varmap: &sn::VarMap, xs: &sn::Tensor, target_std: f64) -> sn::Result<f64> {
-                    sn::calibrate(varmap, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
+                pub fn calibrate_output(&self, varmap: &#sn::VarMap, xs: &#sn::Tensor, target_std: f64) -> #sn::Result<f64> {
+                    #sn::calibrate(varmap, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
                 }
             }
 
             #module_impl
 
-            impl sn::Network for #ident {
+            impl #sn::Network for #ident {
                 const NAME: &'static str = #name;
 
-                fn plan() -> &'static sn::calculus::Plan {
+                fn plan() -> &'static #sn::calculus::Plan {
                     Self::plan()
                 }
 
-                fn new_seeded(varmap: &sn::VarMap, dtype: sn::DType, device: &sn::Device, seed: u64) -> sn::Result<Self> {
+                fn new_seeded(varmap: &#sn::VarMap, dtype: #sn::DType, device: &#sn::Device, seed: u64) -> #sn::Result<Self> {
                     Self::new_seeded(varmap, dtype, device, seed)
                 }
 
                 fn forward_hooked(
                     &self,
-                    xs: &sn::Tensor,
+                    xs: &#sn::Tensor,
                     train: bool,
-                    hook: ::core::option::Option<sn::StepHook<'_>>,
-                ) -> sn::Result<sn::Tensor> {
+                    hook: ::core::option::Option<#sn::StepHook<'_>>,
+                ) -> #sn::Result<#sn::Tensor> {
                     Self::forward_hooked(self, xs, train, hook)
                 }
             }

@@ -95,6 +95,8 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
                 if fork.peek(Ident) || !fork.peek(syn::token::Paren) {
                     let name = key.to_string();
                     if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+                        // The misspelling is reported; a "missing input" would repeat it.
+                        network.options.input_written |= option == "input";
                         return Err(syn::Error::new(
                             key.span(),
                             format!("unknown option `{name}`; did you mean `{option}`?"),
@@ -110,6 +112,7 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
         let name = key.to_string();
         if scalenet_calculus::registry::lookup(&kind).is_none() {
             if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+                network.options.input_written |= option == "input";
                 return Err(syn::Error::new(key.span(), format!("unknown option `{name}`; did you mean `{option}`?")));
             }
         }
@@ -252,6 +255,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
     }
     match name.as_str() {
         "input" => {
+            options.input_written = true;
             let content;
             let bracket = bracketed!(content in input);
             let dims = Punctuated::<LitInt, Token![,]>::parse_terminated(&content).map_err(|e| {

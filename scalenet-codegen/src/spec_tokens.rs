@@ -8,15 +8,15 @@ use quote::quote;
 use scalenet_calculus::registry::ArgValue;
 use scalenet_calculus::{LayerSpec, NetworkSpec, Op, Shape};
 
-pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
+pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     let input = match spec.input {
         Shape::Image { channels, height, width } => {
             let (c, h, w) = (int(channels), int(height), int(width));
-            quote!(sn::calculus::Shape::Image { channels: #c, height: #h, width: #w })
+            quote!(#sn::calculus::Shape::Image { channels: #c, height: #h, width: #w })
         }
         Shape::Vector { features } => {
             let d = int(features);
-            quote!(sn::calculus::Shape::Vector { features: #d })
+            quote!(#sn::calculus::Shape::Vector { features: #d })
         }
     };
     let init = spec.init.name();
@@ -29,13 +29,13 @@ pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
     };
     let output_std = float(spec.output_std);
     let (fixed_scalars, branch_scaling) = (spec.fixed_scalars, spec.branch_scaling);
-    let layers = layers(&spec.layers);
+    let layers = layers(&spec.layers, sn);
     quote! {
         use ::core::option::Option::{None, Some};
-        use sn::calculus::registry::ArgValue::{Count, Flag, Number};
-        use sn::spec_layer as layer;
-        let mut spec = sn::calculus::NetworkSpec::new(#input)
-            .with_init(sn::calculus::InitScheme::from_name(#init).expect("a known init"))
+        use #sn::calculus::registry::ArgValue::{Count, Flag, Number};
+        use #sn::spec_layer as layer;
+        let mut spec = #sn::calculus::NetworkSpec::new(#input)
+            .with_init(#sn::calculus::InitScheme::from_name(#init).expect("a known init"))
             .with_output_std(#output_std)
             .with_fixed_scalars(#fixed_scalars)
             .with_branch_scaling(#branch_scaling);
@@ -46,7 +46,7 @@ pub fn spec_tokens(spec: &NetworkSpec) -> TokenStream {
     }
 }
 
-fn layers(layers: &[LayerSpec]) -> TokenStream {
+fn layers(layers: &[LayerSpec], sn: &proc_macro2::Ident) -> TokenStream {
     let layers = layers.iter().map(|layer| {
         let name = match &layer.name {
             Some(name) => quote!(Some(#name)),
@@ -67,10 +67,10 @@ fn layers(layers: &[LayerSpec]) -> TokenStream {
         });
         let branches = match &layer.op {
             Op::Residual(block) => {
-                let main = self::layers(&block.main);
+                let main = self::layers(&block.main, sn);
                 let shortcut = match &block.shortcut {
                     Some(shortcut) => {
-                        let shortcut = self::layers(shortcut);
+                        let shortcut = self::layers(shortcut, sn);
                         quote!(Some(#shortcut))
                     }
                     None => quote!(None),

@@ -61,9 +61,9 @@ pub struct Code {
 }
 
 /// Expands the top-level steps of a plan.
-pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, spans: &Spans) -> Code {
+pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, spans: &Spans, sn: &Ident) -> Code {
     let mut code = Code::default();
-    let mut context = Context { vis, spans, fixed: 0 };
+    let mut context = Context { vis, spans, sn, fixed: 0 };
     for (index, step) in steps.iter().enumerate() {
         let expression = context.step(step, "", &mut code);
         let index = int(index);
@@ -76,6 +76,8 @@ struct Context<'a> {
     vis: &'a syn::Visibility,
     /// Where the documentation of every declared layer is.
     spans: &'a Spans,
+    /// The generated block's name for `scalenet::__private`.
+    sn: &'a Ident,
     fixed: usize,
 }
 
@@ -83,6 +85,7 @@ impl Context<'_> {
     /// The expression computing `step`'s output from `xs`; registers its field, constructor and
     /// constant. `prefix` is the parameter path of the enclosing branch (`""` at the top).
     fn step(&mut self, step: &Step, prefix: &str, code: &mut Code) -> TokenStream {
+        let sn = self.sn;
         let path = if prefix.is_empty() { step.name.clone() } else { format!("{prefix}.{}", step.name) };
         // Parameter paths are dotted; the struct's fields flatten them with underscores.
         let field = || field_ident(&path.replace('.', "_"));
@@ -104,27 +107,27 @@ impl Context<'_> {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
                             (
                                 field_type(op),
-                                quote!(sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
+                                quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
                             )
                         }
                         StepOp::Declared { op, .. } => {
-                            (field_type(op), quote!(sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
+                            (field_type(op), quote!(#sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
                         }
                         _ => unreachable!("a weight is declared"),
                     }
                 }
                 ParamInit::Scalar { value, fixed } => {
                     let (value, fixed) = (float(*value), float(*fixed));
-                    (field_type(&Op::Scalar), quote!(sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
+                    (field_type(&Op::Scalar), quote!(#sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
                 }
                 ParamInit::Bias { channels } => {
                     let channels = int(*channels);
-                    (field_type(&Op::Bias), quote!(sn::Bias::new(vb.pp(#path), #channels)?))
+                    (field_type(&Op::Bias), quote!(#sn::Bias::new(vb.pp(#path), #channels)?))
                 }
             };
             code.fields.push(quote!(#(#docs)* #vis #field: #ty));
             code.constructors.push(quote!(#field: #constructor));
-            return quote!(sn::Module::forward(&self.#field, &xs)?);
+            return quote!(#sn::Module::forward(&self.#field, &xs)?);
         }
         match &step.op {
             StepOp::FixedScale { factor, reasons } => {
@@ -165,7 +168,7 @@ impl Context<'_> {
                         quote!(train)
                     });
                     let args = args.chain(train);
-                    quote!(sn::ops::#function(&xs #(, #args)*)?)
+                    quote!(#sn::ops::#function(&xs #(, #args)*)?)
                 }
                 Runtime::Parameters | Runtime::Branches | Runtime::Rejected => {
                     unreachable!("`{}` reaches code generation only through its parameters or branches", op.keyword())
