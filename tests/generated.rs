@@ -314,7 +314,7 @@ fn output_calibration_is_kept_with_the_model_and_never_trained() -> candle_core:
     let dir = std::env::temp_dir().join(format!("scalenet-calibration-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("lenet.safetensors");
-    scalenet::nn::save_atomically(&varmap, &path)?;
+    scalenet::checkpoint::save_atomically(&varmap, &path).map_err(candle_core::Error::wrap)?;
     let mut loaded = VarMap::new();
     let copy = PooledLeNet::new_seeded(&loaded, DType::F32, &Device::Cpu, 99)?;
     loaded.load(&path)?;

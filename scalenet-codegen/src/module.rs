@@ -257,7 +257,7 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
                 /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
                 pub fn calibrate_output(&self, varmap: &#sn::VarMap, xs: &#sn::Tensor, target_std: f64) -> #sn::Result<f64> {
-                    #sn::calibrate(varmap, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
+                    #sn::calibrate(varmap, &self.output_calibration, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
                 }
             }
 

@@ -29,7 +29,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     };
     let output_std = float(spec.output_std);
     let (fixed_scalars, branch_scaling) = (spec.fixed_scalars, spec.branch_scaling);
-    let layers = layers(&spec.layers, sn);
+    let layers = layers(&spec.layers);
     quote! {
         use ::core::option::Option::{None, Some};
         use #sn::calculus::registry::ArgValue::{Count, Flag, Number};
@@ -46,7 +46,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     }
 }
 
-fn layers(layers: &[LayerSpec], sn: &proc_macro2::Ident) -> TokenStream {
+fn layers(layers: &[LayerSpec]) -> TokenStream {
     let layers = layers.iter().map(|layer| {
         let name = match &layer.name {
             Some(name) => quote!(Some(#name)),
@@ -67,10 +67,10 @@ fn layers(layers: &[LayerSpec], sn: &proc_macro2::Ident) -> TokenStream {
         });
         let branches = match &layer.op {
             Op::Residual(block) => {
-                let main = self::layers(&block.main, sn);
+                let main = self::layers(&block.main);
                 let shortcut = match &block.shortcut {
                     Some(shortcut) => {
-                        let shortcut = self::layers(shortcut, sn);
+                        let shortcut = self::layers(shortcut);
                         quote!(Some(#shortcut))
                     }
                     None => quote!(None),

@@ -214,10 +214,8 @@ fn errors_point_into_the_declaration(output: &TokenStream) -> Result<(), String>
     let mut trees: Vec<TokenTree> = output.clone().into_iter().collect();
     while let Some(tree) = trees.pop() {
         match tree {
-            TokenTree::Ident(ident) if ident == "compile_error" => {
-                if ident.span().start().line < 2 {
-                    return Err("an error underlines the whole call".into());
-                }
+            TokenTree::Ident(ident) if ident == "compile_error" && ident.span().start().line < 2 => {
+                return Err("an error underlines the whole call".into());
             }
             TokenTree::Group(group) => trees.extend(group.stream()),
             _ => {}

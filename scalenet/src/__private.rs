@@ -67,9 +67,15 @@ pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()>
     .bt())
 }
 
-/// Multiplies the `output_calibration` variable in `varmap` so that `output` (computed with the
-/// current calibration) gets standard deviation `target_std`. Returns the new calibration.
-pub fn calibrate(varmap: &VarMap, output: &Tensor, target_std: f64) -> Result<f64> {
+/// Multiplies the `output_calibration` variable in `varmap`, which must be the network's own
+/// `calibration` tensor, so that `output` (computed with the current calibration) gets standard
+/// deviation `target_std`. Returns the new calibration.
+pub fn calibrate(varmap: &VarMap, calibration: &Tensor, output: &Tensor, target_std: f64) -> Result<f64> {
+    if !(target_std.is_finite() && target_std > 0.0) {
+        candle_core::bail!(
+            "calibrate_output needs a positive, finite target std (the paper uses 0.05), got {target_std}"
+        )
+    }
     let output = output.to_dtype(DType::F64)?;
     let centred = output.broadcast_sub(&output.mean_all()?)?;
     let std = centred.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
@@ -82,6 +88,11 @@ pub fn calibrate(varmap: &VarMap, output: &Tensor, target_std: f64) -> Result<f6
             "this varmap has no `output_calibration` variable; pass the varmap the network was built from"
         )
     };
+    if var.as_tensor().id() != calibration.id() {
+        candle_core::bail!(
+            "this varmap's `output_calibration` is another network's; pass the varmap this network was built from"
+        )
+    }
     let current = var.as_tensor().to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let calibrated = current * target_std / std;
     var.set(&Tensor::new(calibrated, var.device())?.to_dtype(var.dtype())?)?;

@@ -16,6 +16,10 @@ pub enum DataError {
     Missing { path: PathBuf, name: &'static str },
     #[error("dataset {path}: tensor `{name}` has shape {shape:?}, expected {expected}")]
     Shape { path: PathBuf, name: &'static str, shape: Vec<usize>, expected: String },
+    #[error("dataset {path} has no images")]
+    Empty { path: PathBuf },
+    #[error("dataset {path}: label {index} is {value}; labels are class indices, integers 0, 1, 2, ...")]
+    Label { path: PathBuf, index: usize, value: f64 },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -57,6 +61,16 @@ impl ImageDataset {
                 shape: labels.dims().to_vec(),
                 expected: format!("[{count}], one label per image"),
             });
+        }
+        if count == 0 {
+            return Err(DataError::Empty { path: path.to_path_buf() });
+        }
+        // Checked in f64 before any cast: -1 as u32 would be class 4294967295, 0.5 class 0.
+        let values = labels.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some((index, &value)) =
+            values.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0 && v.fract() == 0.0 && **v < 1e9))
+        {
+            return Err(DataError::Label { path: path.to_path_buf(), index, value });
         }
         let labels = labels.to_dtype(DType::U32)?;
         let classes = labels.max(0)?.to_scalar::<u32>()? as usize + 1;

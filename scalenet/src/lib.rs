@@ -67,9 +67,11 @@ pub use scalenet_macros::network;
 
 #[doc(hidden)]
 pub mod __private;
+pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
+pub mod finite;
 mod init;
 pub mod nn;
 pub mod ops;
@@ -108,4 +110,27 @@ pub trait Network {
         train: bool,
         hook: Option<&mut dyn FnMut(usize, candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>>,
     ) -> candle_core::Result<candle_core::Tensor>;
+
+    /// The forward pass with every value checked: an error names the input, or the first step of
+    /// `plan().steps` whose output holds a NaN or an infinity (and where), instead of letting it
+    /// reach the output. About one extra pass over each activation; for debugging, like
+    /// PyTorch's anomaly detection.
+    fn forward_checked(&self, xs: &candle_core::Tensor, train: bool) -> candle_core::Result<candle_core::Tensor> {
+        if let Some((index, value)) = finite::first_non_finite(xs)? {
+            candle_core::bail!("{}: the input holds {value} at flat index {index}", Self::NAME)
+        }
+        let steps = &Self::plan().steps;
+        let mut check = |step: usize, ys: candle_core::Tensor| {
+            if let Some((index, value)) = finite::first_non_finite(&ys)? {
+                let what = steps.get(step).and_then(|s| s.op_keyword()).unwrap_or("fixed scalar or block");
+                candle_core::bail!(
+                    "{}: step {step} ({what}) produced {value} at flat index {index} of its output {:?}",
+                    Self::NAME,
+                    ys.dims()
+                )
+            }
+            Ok(ys)
+        };
+        self.forward_hooked(xs, train, Some(&mut check))
+    }
 }

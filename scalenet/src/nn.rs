@@ -124,15 +124,3 @@ impl Module for Bias {
         }
     }
 }
-
-/// Saves every variable of `varmap` as safetensors at `path`, atomically: a temporary file in the
-/// same folder, then a rename, so a failure never leaves a truncated checkpoint in place.
-pub fn save_atomically(varmap: &candle_nn::VarMap, path: impl AsRef<std::path::Path>) -> Result<()> {
-    let path = path.as_ref();
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    varmap.save(&tmp)?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| candle_core::Error::Msg(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))
-}

@@ -282,7 +282,19 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
         probes.push(probe);
         Ok(probed)
     };
+    if let Some((index, value)) = crate::finite::first_non_finite(input)? {
+        candle_core::bail!("{}: cannot measure on an input that holds {value} at flat index {index}", N::NAME)
+    }
     let output = net.forward_hooked(input, false, Some(&mut hook))?;
+    // A non-finite activation would turn every column after it into NaN without a word.
+    for (step, activation) in outputs.iter().enumerate() {
+        if let Some((index, value)) = crate::finite::first_non_finite(activation)? {
+            candle_core::bail!(
+                "{}: step {step} produced {value} at flat index {index}; its weights are not finite",
+                N::NAME
+            )
+        }
+    }
     let signal = seeded_normal(&output, seed)?;
     let grads = (&output * signal)?.sum_all()?.backward()?;
     let weights = weight_second_moments(varmap)?;

@@ -1,0 +1,174 @@
+//! Saving and loading a network's variables so that nothing a user saved is lost or silently
+//! corrupted.
+//!
+//! - [`save_atomically`] writes a safetensors file (the format candle's `VarMap::save` and
+//!   `VarMap::load` use) through a temporary file in the same folder and a rename, so a failure
+//!   never leaves a truncated checkpoint, and records a checksum of every tensor's bytes in the
+//!   file's metadata.
+//! - [`load_checkpoint`] loads all or nothing: every tensor of the file is checked against the
+//!   variable it replaces (present, same shape, a dtype it converts from, finite values, the
+//!   recorded checksum) before any variable is written. Candle's `VarMap::load` writes variables
+//!   one by one and can stop halfway, leaving the network half old, half new.
+//!
+//! ```
+//! use scalenet::candle_core::{DType, Device};
+//! use scalenet::candle_nn::VarMap;
+//! use scalenet::checkpoint::{load_checkpoint, save_atomically};
+//! use scalenet::network;
+//!
+//! network! { pub struct Mlp { input: [4], fc1: linear(8), relu, fc2: linear(2) } }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let path = std::env::temp_dir().join(format!("scalenet-doc-{}.safetensors", std::process::id()));
+//! let trained = VarMap::new();
+//! Mlp::new_seeded(&trained, DType::F32, &Device::Cpu, 1)?;
+//! save_atomically(&trained, &path)?;
+//!
+//! let restored = VarMap::new();
+//! let net = Mlp::new_seeded(&restored, DType::F32, &Device::Cpu, 2)?; // build first, then load
+//! load_checkpoint(&restored, &path)?;
+//! # std::fs::remove_file(&path)?;
+//! # let _ = net;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::finite::first_non_finite;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint could not be saved or loaded; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("cannot write checkpoint {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("the varmap has no variables to load {path} into; build the network first (`Net::new_seeded` or `Net::new`), then load")]
+    EmptyVarMap { path: PathBuf },
+    #[error("checkpoint {path} has no tensor `{name}`, which the network needs; is it this network's checkpoint?")]
+    Missing { path: PathBuf, name: String },
+    #[error("checkpoint {path} has a tensor `{name}` that the network does not; is it this network's checkpoint?")]
+    Unexpected { path: PathBuf, name: String },
+    #[error("checkpoint {path}: tensor `{name}` has shape {found:?}, the network's variable {expected:?}")]
+    Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error(
+        "checkpoint {path}: tensor `{name}` has dtype {found:?}, which does not convert to the variable's {expected:?}"
+    )]
+    DType { path: PathBuf, name: String, expected: DType, found: DType },
+    #[error("checkpoint {path}: tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite { path: PathBuf, name: String, index: usize, value: f64 },
+    #[error("checkpoint {path}: tensor `{name}` does not match the checksum recorded when it was saved; the file is corrupt")]
+    Checksum { path: PathBuf, name: String },
+}
+
+const CHECKSUM_PREFIX: &str = "scalenet.fnv64.";
+
+/// FNV-1a over a tensor's bytes: cheap, stable, and enough to catch flipped bytes.
+fn checksum(tensor: &Tensor) -> candle_core::Result<u64> {
+    let bytes = tensor_bytes(tensor)?;
+    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)))
+}
+
+fn tensor_bytes(tensor: &Tensor) -> candle_core::Result<Vec<u8>> {
+    let tensor = tensor.to_device(&Device::Cpu)?.flatten_all()?;
+    Ok(match tensor.dtype() {
+        DType::F64 => tensor.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F32 => tensor.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => tensor.to_dtype(DType::F64)?.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    })
+}
+
+/// Saves every variable of `varmap` to `path` as safetensors, atomically, with a checksum of each
+/// tensor in the metadata. On failure the file at `path` is untouched and no temporary is left.
+pub fn save_atomically(varmap: &VarMap, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let write = |reason: String| CheckpointError::Write { path: path.to_path_buf(), reason };
+    if path.is_dir() {
+        return Err(write("it is a directory".into()));
+    }
+    let tensors: Vec<(String, Tensor)> = {
+        let data = varmap.data().lock().expect("varmap lock poisoned");
+        let mut tensors: Vec<(String, Tensor)> =
+            data.iter().map(|(name, var)| (name.clone(), var.as_tensor().clone())).collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    };
+    let mut metadata = HashMap::new();
+    for (name, tensor) in &tensors {
+        let sum = checksum(tensor).map_err(|e| write(e.to_string()))?;
+        metadata.insert(format!("{CHECKSUM_PREFIX}{name}"), format!("{sum:016x}"));
+    }
+    let bytes = safetensors::serialize(tensors.iter().map(|(name, tensor)| (name.as_str(), tensor)), Some(metadata))
+        .map_err(|e| write(e.to_string()))?;
+    let file_name = path.file_name().ok_or_else(|| write("it names no file".into()))?;
+    let tmp = path.with_file_name(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write(error.to_string()));
+    }
+    Ok(())
+}
+
+/// Loads `path` into the variables of `varmap`, all or nothing (see the module documentation).
+/// The network must be built first: its variables say what the file must hold.
+pub fn load_checkpoint(varmap: &VarMap, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let at = || path.to_path_buf();
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Read { path: at(), reason: e.to_string() })?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointError::Read { path: at(), reason: e.to_string() })?;
+    let checksums = header.metadata().clone().unwrap_or_default();
+    let mut loaded = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| CheckpointError::Read { path: at(), reason: e.to_string() })?;
+
+    let data = varmap.data().lock().expect("varmap lock poisoned");
+    if data.is_empty() {
+        return Err(CheckpointError::EmptyVarMap { path: at() });
+    }
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    if let Some(name) = loaded.keys().filter(|name| !data.contains_key(*name)).min() {
+        return Err(CheckpointError::Unexpected { path: at(), name: name.clone() });
+    }
+    // Validate every tensor before writing any.
+    let mut staged = Vec::with_capacity(names.len());
+    for name in names {
+        let var = &data[name];
+        let tensor = loaded.remove(name).ok_or_else(|| CheckpointError::Missing { path: at(), name: name.clone() })?;
+        let read = |e: candle_core::Error| CheckpointError::Read { path: at(), reason: format!("`{name}`: {e}") };
+        if tensor.dims() != var.dims() {
+            return Err(CheckpointError::Shape {
+                path: at(),
+                name: name.clone(),
+                expected: var.dims().to_vec(),
+                found: tensor.dims().to_vec(),
+            });
+        }
+        if tensor.dtype().is_float() != var.dtype().is_float() {
+            return Err(CheckpointError::DType {
+                path: at(),
+                name: name.clone(),
+                expected: var.dtype(),
+                found: tensor.dtype(),
+            });
+        }
+        if let Some(recorded) = checksums.get(&format!("{CHECKSUM_PREFIX}{name}")) {
+            if format!("{:016x}", checksum(&tensor).map_err(read)?) != *recorded {
+                return Err(CheckpointError::Checksum { path: at(), name: name.clone() });
+            }
+        }
+        if let Some((index, value)) = first_non_finite(&tensor).map_err(read)? {
+            return Err(CheckpointError::NonFinite { path: at(), name: name.clone(), index, value });
+        }
+        let tensor = tensor.to_dtype(var.dtype()).and_then(|t| t.to_device(var.device())).map_err(read)?;
+        staged.push((var, tensor));
+    }
+    for (var, tensor) in staged {
+        var.set(&tensor).map_err(|e| CheckpointError::Read { path: at(), reason: e.to_string() })?;
+    }
+    Ok(())
+}
