@@ -412,6 +412,7 @@ const _: () = {
         ) -> sn::Result<f64> {
             sn::calibrate(
                 varmap,
+                &self.output_calibration,
                 &self.forward_hooked(xs, false, ::core::option::Option::None)?,
                 target_std,
             )
