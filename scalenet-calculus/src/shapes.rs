@@ -162,7 +162,9 @@ impl WindowError {
                 ),
             ),
             WindowError::NotIntegral { padded } => {
-                let padding_fix = (1..=kernel).find(|extra| (padded + 2 * extra - kernel).is_multiple_of(stride));
+                // The smallest extra padding that makes the windows tile, if a small one does: the
+                // search is bounded so that no size a user writes makes it long.
+                let padding_fix = (1..=kernel.min(64)).find(|extra| (padded + 2 * extra - kernel).is_multiple_of(stride));
                 let hint = match padding_fix {
                     Some(extra) => format!("use `padding = {}`", padding + extra),
                     None => format!("pick an input size that {stride} divides"),

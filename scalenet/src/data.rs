@@ -1,6 +1,9 @@
 //! Small labelled image datasets stored as safetensors: `images` (u8 or f32, `[N, H, W]` or
 //! `[N, C, H, W]`) and `labels` (integers, `[N]`). `data/digits.safetensors` in the repository is
 //! one (scikit-learn's 8x8 handwritten digits; `scripts/make_digits.py` regenerates it).
+//! [`libsvm`] reads the LIBSVM / SVMlight text format into dense tensors.
+
+pub mod libsvm;
 
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
