@@ -18,7 +18,6 @@ pub fn check_rules(spec: &NetworkSpec) -> Diagnostics {
     let mut spec = spec.clone();
     spec.assign_layer_ids();
     check_declaration(&spec, &mut diagnostics);
-    diagnostics.0.retain(|d| d.location != Location::Network(NetworkField::Input));
     diagnostics
 }
 

@@ -24,8 +24,10 @@ struct LayerSpans {
     opaque: bool,
     kind: Span,
     fields: HashMap<LayerField, Span>,
-    /// The layer's doc comments, which become its field's.
+    /// The layer's doc comments, which become its field's (a block has no field of its own, and
+    /// the layers a bottleneck spells out do not inherit them).
     docs: Vec<syn::Attribute>,
+    block: bool,
 }
 
 impl Spans {
@@ -37,7 +39,10 @@ impl Spans {
 
     /// The doc comments written on layer `id`.
     pub fn docs(&self, id: LayerId) -> &[syn::Attribute] {
-        self.layers.get(&id).map_or(&[], |layer| &layer.docs)
+        match self.layers.get(&id) {
+            Some(layer) if !layer.block => &layer.docs,
+            _ => &[],
+        }
     }
 
     /// The declaration's name: where errors about the whole declaration point.
@@ -126,14 +131,15 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             fields.insert(LayerField::Name, name.span());
         }
         let slot = spans.len();
+        let def = registry::lookup(&layer.kind.to_string());
         spans.push(LayerSpans {
             opaque: false,
             kind: layer.kind.span(),
             fields: HashMap::new(),
             docs: layer.docs.clone(),
+            block: def.is_some_and(|def| def.role == registry::Role::Block),
         });
         let before = errors.len();
-        let def = registry::lookup(&layer.kind.to_string());
         let op = match def {
             Some(def) => lower_op(def, layer, &mut fields, errors),
             None => {
