@@ -71,6 +71,7 @@ pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
+pub mod ensemble;
 pub mod finite;
 mod init;
 pub mod nn;
