@@ -1,0 +1,141 @@
+//! `scalenet-experiments`: the paper's experiments on real data.
+//!
+//! ```text
+//! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/table2
+//! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/quick --quick
+//! ```
+//!
+//! `table2` reads every regular file of `--data` as a LIBSVM dataset (a file that does not parse
+//! is reported with its first error and skipped), trains the section 9 network under the four
+//! inits over the learning-rate grid and seeds, appends each finished (dataset, init) to
+//! `results.jsonl` (a rerun with the same settings skips what is there), and writes the table as
+//! `table2.md` and `table2.csv`. See `fixtures::table2` for the protocol.
+
+use clap::{Parser, Subcommand};
+use fixtures::table2::{self, Dataset, Runs, Settings, Table, INITS};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Parser)]
+#[command(about = "The scaling calculus paper's experiments on real data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Table 2: average normalized training loss of the four inits over LIBSVM datasets.
+    Table2(Table2Args),
+}
+
+#[derive(clap::Args)]
+struct Table2Args {
+    /// A folder of LIBSVM files (every regular file is read, whatever its extension).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where results.jsonl, table2.md and table2.csv go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Smoke-run settings: every other rate, 2 seeds, 1 epoch, 300 examples, minibatch 16.
+    #[arg(long)]
+    quick: bool,
+    /// Minibatch size; learning rates stay per sample (the loss is summed over the minibatch).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rates, comma-separated (default: 2^1 .. 2^-12).
+    #[arg(long, value_delimiter = ',')]
+    lr_grid: Option<Vec<f64>>,
+    #[arg(long)]
+    seeds: Option<u64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Use at most this many examples of each dataset.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// `off` trains the plain baselines without the calculus's fixed scalars.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    fixed_scalars: String,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Command::Table2(args) = Cli::parse().command;
+    let mut settings = if args.quick { Settings::quick() } else { Settings::paper() };
+    settings.batch_size = args.batch_size.unwrap_or(settings.batch_size);
+    settings.learning_rates = args.lr_grid.clone().unwrap_or(settings.learning_rates);
+    settings.seeds = args.seeds.unwrap_or(settings.seeds);
+    settings.epochs = args.epochs.unwrap_or(settings.epochs);
+    settings.max_examples = args.max_examples.or(settings.max_examples);
+    settings.fixed_scalars = args.fixed_scalars == "on";
+    let device = match args.device.as_str() {
+        "cuda" => candle_core::Device::new_cuda(0)?,
+        _ => candle_core::Device::Cpu,
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let log = args.out.join("results.jsonl");
+    println!(
+        "table2: fixed scalars {} for every init; {} rates x {} seeds; results in {}",
+        if settings.fixed_scalars { "on" } else { "off" },
+        settings.learning_rates.len(),
+        settings.seeds,
+        log.display()
+    );
+
+    let mut datasets: Vec<Dataset> = Vec::new();
+    for path in table2::dataset_files(&args.data)? {
+        match table2::load(&path, &settings) {
+            Ok(data) => datasets.push(data),
+            Err(error) => eprintln!("skipping {}: {error}", path.display()),
+        }
+    }
+    let done: Vec<Runs> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| table2::from_json_line(line, &settings))
+        .collect();
+    let jobs: Vec<(usize, usize)> = (0..datasets.len())
+        .flat_map(|d| (0..INITS.len()).map(move |i| (d, i)))
+        .filter(|&(d, i)| !done.iter().any(|r| r.dataset == datasets[d].name && r.init == INITS[i]))
+        .collect();
+    let total: u64 = jobs.iter().map(|&(d, _)| table2::steps(&datasets[d], &settings)).sum();
+    let progress = ProgressBar::new(total);
+    progress
+        .set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")?);
+    let queue = Mutex::new(jobs.into_iter());
+    let finished = Mutex::new(done);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let Some((d, i)) = queue.lock().expect("queue").next() else { break };
+                let data = &datasets[d];
+                match table2::run(data, INITS[i], &settings, &device, &|n| progress.inc(n)) {
+                    Ok(runs) => {
+                        if let Err(error) = table2::append_line(&log, &table2::to_json_line(&runs, &settings)) {
+                            progress.suspend(|| eprintln!("cannot append to {}: {error}", log.display()));
+                        }
+                        progress.set_message(format!("{} {}", data.name, INITS[i].name()));
+                        finished.lock().expect("results").push(runs);
+                    }
+                    Err(error) => progress.suspend(|| eprintln!("{} {}: {error}", data.name, INITS[i].name())),
+                }
+            });
+        }
+    });
+    progress.finish_and_clear();
+    let finished = finished.into_inner().expect("results");
+    let table = Table::new(&finished, &settings.learning_rates);
+    let markdown = table.to_markdown(&settings);
+    std::fs::write(args.out.join("table2.md"), &markdown)?;
+    std::fs::write(args.out.join("table2.csv"), table.to_csv())?;
+    println!("{markdown}");
+    println!("{} datasets in {:.1} s on {threads} threads", table.datasets.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
