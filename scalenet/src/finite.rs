@@ -83,17 +83,10 @@ pub fn backward_step_checked<O: Optimizer>(
     let value = loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
     let grads = loss.backward()?;
     let vars = variables(varmap);
+    // Every parameter is finite before the step (a network handed in broken is named as such).
+    check_parameters(&vars, step)?;
     let mut first_gradient = None;
     for (name, var) in &vars {
-        if let Some((index, bad)) = first_non_finite(var.as_tensor())? {
-            return Err(TrainingError::NonFinite {
-                step,
-                culprit: Culprit::Parameter,
-                name: name.clone(),
-                index,
-                value: bad,
-            });
-        }
         if first_gradient.is_none() {
             if let Some(grad) = grads.get(var.as_tensor()) {
                 if let Some((index, bad)) = first_non_finite(grad)? {
@@ -110,16 +103,17 @@ pub fn backward_step_checked<O: Optimizer>(
         return Err(TrainingError::NonFinite { step, culprit: Culprit::Gradient, name, index, value: bad });
     }
     optimizer.step(&grads)?;
-    for (name, var) in &vars {
-        if let Some((index, bad)) = first_non_finite(var.as_tensor())? {
-            return Err(TrainingError::NonFinite {
-                step,
-                culprit: Culprit::Parameter,
-                name: name.clone(),
-                index,
-                value: bad,
-            });
+    check_parameters(&vars, step)?;
+    Ok(value)
+}
+
+/// The first parameter (in name order) holding a NaN or an infinity, as an error of `step`.
+fn check_parameters(vars: &[(String, candle_core::Var)], step: usize) -> Result<(), TrainingError> {
+    for (name, var) in vars {
+        if let Some((index, value)) = first_non_finite(var.as_tensor())? {
+            let name = name.clone();
+            return Err(TrainingError::NonFinite { step, culprit: Culprit::Parameter, name, index, value });
         }
     }
-    Ok(value)
+    Ok(())
 }
