@@ -30,6 +30,7 @@ mod diagnostic;
 pub mod moments;
 mod plan;
 mod planner;
+mod propagate;
 pub mod registry;
 mod report;
 pub mod rules;
