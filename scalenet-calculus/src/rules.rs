@@ -77,7 +77,7 @@ pub fn check_size_limits(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
                 diagnostics.push(
                     Rule::SizeLimit,
                     Location::layer(layer.id, param.field),
-                    format!("`{}` = {value} is beyond the limit of 2^31 that any tensor size can reach", param.name),
+                    format!("`{}` = {value} is beyond the limit of 2^31 that any tensor size can reach; use a smaller value", param.name),
                 );
             }
         }
@@ -313,13 +313,14 @@ pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 /// probability outside [0, 1) has no meaning.
 pub fn check_dropout_probability(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     if let Op::Dropout { p } = layer.op {
-        // Dropout runs in f32, where 0.99999999 is 1.
-        if !(0.0..1.0).contains(&p) || p as f32 >= 1.0 {
-            diagnostics.push(
-                Rule::DropoutProbability,
-                Location::layer(layer.id, LayerField::Probability),
-                format!("dropout probability must lie in [0, 1), got {p:?}; e.g. `dropout(0.5)`"),
-            );
+        let at = Location::layer(layer.id, LayerField::Probability);
+        if !(0.0..1.0).contains(&p) {
+            let message = format!("dropout probability must lie in [0, 1), got {p:?}; e.g. `dropout(0.5)`");
+            diagnostics.push(Rule::DropoutProbability, at, message);
+        } else if p as f32 >= 1.0 {
+            // Dropout runs in f32, where a probability this close to 1 is 1: it would keep nothing.
+            let message = format!("dropout probability {p:?} is 1 in f32, the precision dropout runs in, and would keep nothing; use at most 0.9999999");
+            diagnostics.push(Rule::DropoutProbability, at, message);
         }
     }
 }

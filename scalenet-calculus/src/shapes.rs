@@ -99,7 +99,7 @@ fn check_sizes(op: &Op, input: Shape, output: Shape, id: LayerId, diagnostics: &
             Rule::SizeLimit,
             Location::layer(id, LayerField::Kind),
             format!(
-                "this layer's output {output} has more than 2^31 elements per sample, beyond what a tensor can hold"
+                "this layer's output {output} has more than 2^31 elements per sample, beyond what a tensor can hold; use fewer channels or downsample before it"
             ),
         );
         return None;
@@ -112,7 +112,7 @@ fn check_sizes(op: &Op, input: Shape, output: Shape, id: LayerId, diagnostics: &
                 Rule::SizeLimit,
                 Location::layer(id, LayerField::Size),
                 format!(
-                    "the weight of this layer would have {} x {} x {kernel} x {kernel} elements, more than the 2^31 a tensor can hold",
+                    "the weight of this layer would have {} x {} x {kernel} x {kernel} elements, more than the 2^31 a tensor can hold; use fewer channels or features on either side",
                     output.channels(),
                     input.channels()
                 ),

@@ -182,7 +182,7 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             spans[slot].opaque = errors.len() > before;
         }
         let mut spec = LayerSpec::new(op);
-        spec.name = layer.name.as_ref().and_then(|name| layer_name(name, errors));
+        spec.name = layer.name.as_ref().map(layer_name);
         spec.allow_unscaled = layer.allow_unscaled;
         lowered.push(spec);
     }
@@ -190,17 +190,10 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
 }
 
 /// A layer's name as the parameter prefix and field it becomes: `r#type` is `type` (its field is
-/// `r#type` again); `self`, `Self`, `super` and `crate` cannot name a field at all.
-fn layer_name(name: &syn::Ident, errors: &mut Errors) -> Option<String> {
-    let unraw = syn::ext::IdentExt::unraw(name).to_string();
-    if ["self", "Self", "super", "crate"].contains(&unraw.as_str()) {
-        errors.error(
-            name.span(),
-            format!("`{unraw}` cannot name a layer (it cannot be a field name); pick another name"),
-        );
-        return None;
-    }
-    Some(unraw)
+/// `r#type` again). Keywords that cannot be raw (`self`, `crate`) never get here: they do not parse
+/// as a name.
+fn layer_name(name: &syn::Ident) -> String {
+    syn::ext::IdentExt::unraw(name).to_string()
 }
 
 /// The message for a word that is neither a layer nor an option.

@@ -67,7 +67,11 @@ pub fn stub(network: &Network, lowered: Option<(&NetworkSpec, &Spans)>) -> Token
     });
     let mut fields = Vec::new();
     if let Some((spec, spans)) = lowered {
-        stub_fields(&spec.layers, "", &network.vis, spans, &mut fields, &mut HashSet::new());
+        // The network's own fields are declared by the template; a layer that took one of their
+        // names is already an error.
+        let mut seen: HashSet<String> =
+            scalenet_calculus::rules::RESERVED_NAMES.iter().map(|n| n.to_string()).collect();
+        stub_fields(&spec.layers, "", &network.vis, spans, &mut fields, &mut seen);
     }
     generate(
         network,

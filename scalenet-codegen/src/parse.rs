@@ -242,6 +242,18 @@ fn parse_value(input: ParseStream) -> syn::Result<Value> {
 fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: &mut Errors) -> syn::Result<()> {
     let name = key.to_string();
     let span = key.span();
+    if input.is_empty() {
+        options.input_written |= name == "input";
+        let example = match name.as_str() {
+            "input" => "input: [3, 32, 32]",
+            "init" => "init: geometric",
+            "typical_kernel" => "typical_kernel: 3",
+            "output_std" => "output_std: 0.05",
+            "fixed_scalars" => "fixed_scalars: true",
+            _ => "branch_scaling: true",
+        };
+        return Err(syn::Error::new(span, format!("`{name}` needs a value after the colon, e.g. `{example}`")));
+    }
     let duplicate = match name.as_str() {
         "input" => options.input.is_some(),
         "init" => options.init.is_some(),

@@ -56,7 +56,7 @@ fn extreme_factors_are_errors_that_name_the_layer() {
     expect_error("input: [4], r: residual(beta = 1e-200) { relu, linear(4) }, linear(2)", "leave f32's range");
     expect_valid("input: [4], r: residual(beta = 1e-3) { relu, linear(4) }, linear(2)");
     expect_error("input: [4], scale(1e308), linear(2)", "leave f32's range");
-    expect_error("input: [4], dropout(0.99999999), linear(2)", "dropout probability must lie in [0, 1)");
+    expect_error("input: [4], dropout(0.99999999), linear(2)", "is 1 in f32");
 }
 
 #[test]

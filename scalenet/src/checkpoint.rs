@@ -68,8 +68,7 @@ const CHECKSUM_PREFIX: &str = "scalenet.fnv64.";
 
 /// FNV-1a over a tensor's bytes: cheap, stable, and enough to catch flipped bytes.
 fn checksum(tensor: &Tensor) -> candle_core::Result<u64> {
-    let bytes = tensor_bytes(tensor)?;
-    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)))
+    Ok(crate::init::fnv1a(&tensor_bytes(tensor)?))
 }
 
 fn tensor_bytes(tensor: &Tensor) -> candle_core::Result<Vec<u8>> {

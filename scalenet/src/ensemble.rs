@@ -198,6 +198,14 @@ impl Ensemble {
         Ok(())
     }
 
+    /// Each copy's softmax cross-entropy on its own examples, `xs` `[P, B, D]` with integer
+    /// `labels` `[P, B]`, averaged over the batch: `[P]`.
+    pub fn losses(&self, xs: &Tensor, labels: &Tensor) -> Result<Tensor, EnsembleError> {
+        let log_probs = candle_nn::ops::log_softmax(&self.forward(xs)?, D::Minus1)?;
+        let picked = log_probs.gather(&labels.to_dtype(DType::U32)?.unsqueeze(2)?, 2)?.squeeze(2)?;
+        Ok(picked.mean(1)?.neg()?)
+    }
+
     /// Every trainable parameter, each `[P, ...]` (the calibration is not one).
     pub fn vars(&self) -> Vec<Var> {
         let mut vars = Vec::new();
@@ -244,10 +252,7 @@ impl EnsembleSgd {
     /// One step on `xs` `[P, B, D]` with integer `labels` `[P, B]`: softmax cross-entropy, mean over
     /// the batch, per copy. Returns each copy's loss before the update.
     pub fn step(&mut self, ensemble: &Ensemble, xs: &Tensor, labels: &Tensor) -> Result<Vec<f64>, EnsembleError> {
-        let logits = ensemble.forward(xs)?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let picked = log_probs.gather(&labels.to_dtype(DType::U32)?.unsqueeze(2)?, 2)?.squeeze(2)?;
-        let losses = picked.mean(1)?.neg()?; // [P]
+        let losses = ensemble.losses(xs, labels)?;
         let grads = losses.sum_all()?.backward()?;
         for var in &self.vars {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };

@@ -24,10 +24,12 @@ struct SeededVarMap {
 
 /// FNV-1a: a stable hash of the variable's name (std's hasher may change between releases).
 fn stable_hash(seed: u64, name: &str) -> u64 {
-    seed.to_le_bytes()
-        .iter()
-        .chain(name.as_bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+    fnv1a(seed.to_le_bytes().iter().chain(name.as_bytes()))
+}
+
+/// FNV-1a over `bytes`: stable across releases and platforms (also the checkpoints' checksum).
+pub(crate) fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Draws `shape` values following `init`, as candle's `Init::var` would, from `rng`.
