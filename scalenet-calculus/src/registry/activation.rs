@@ -11,7 +11,6 @@ use crate::rules;
 pub static RELU: OpDef = OpDef {
     keyword: "relu",
     aliases: &[],
-    summary: "max(x, 0)",
     example: "relu",
     params: Params::List(&[]),
     branches: false,
@@ -28,7 +27,6 @@ pub static RELU: OpDef = OpDef {
 pub static LEAKY_RELU: OpDef = OpDef {
     keyword: "leaky_relu",
     aliases: &[],
-    summary: "max(x, a x) for a slope 0 <= a < 1",
     example: "leaky_relu(0.01)",
     params: Params::List(&[Param::positional("slope", ParamKind::Number, LayerField::Slope)
         .meaning("negative slope", "its negative slope")
@@ -57,7 +55,6 @@ macro_rules! unscaled {
         pub static $name: OpDef = OpDef {
             keyword: $keyword,
             aliases: $aliases,
-            summary: "breaks the calculus; kept only with `#[allow(unscaled)]`",
             example: "relu",
             params: Params::List(&[]),
             branches: false,

@@ -10,7 +10,6 @@ use crate::spec::Residual;
 pub static RESIDUAL: OpDef = OpDef {
     keyword: "residual",
     aliases: &[],
-    summary: "`alpha S(x) + beta F(x)` with `alpha^2 + beta^2 = 1` (section 11)",
     example: "residual(beta = 0.5) { relu, conv(16, kernel = 3, padding = 1) }",
     params: Params::List(&[
         Param::named("beta", ParamKind::Number, LayerField::Beta).default(ParamDefault::Absent),
@@ -41,7 +40,6 @@ pub static RESIDUAL: OpDef = OpDef {
 pub static BOTTLENECK: OpDef = OpDef {
     keyword: "bottleneck",
     aliases: &[],
-    summary: "the pre-activation bottleneck of section 11.1, spelled out",
     example: "bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)",
     params: Params::List(&[
         Param::named("out", ParamKind::Count, LayerField::Size).meaning("output channels", "its output channels `out`"),
@@ -79,7 +77,6 @@ macro_rules! normalization {
         pub static $name: OpDef = OpDef {
             keyword: $keyword,
             aliases: &[],
-            summary: "rejected: the calculus conditions the network without normalization",
             example: "relu",
             params: Params::Ignored,
             branches: false,

@@ -191,8 +191,6 @@ pub struct OpDef {
     pub keyword: &'static str,
     /// Other spellings (`swish` for `silu`).
     pub aliases: &'static [&'static str],
-    /// One line for the documentation.
-    pub summary: &'static str,
     /// A complete use, for messages: `conv(16, kernel = 3, padding = 1)`.
     pub example: &'static str,
     pub params: Params,

@@ -13,7 +13,6 @@ use crate::spec::{LayerId, Shape};
 pub static AVG_POOL: OpDef = OpDef {
     keyword: "avg_pool",
     aliases: &[],
-    summary: "average pooling, stride `k`; `k` must tile the input exactly",
     example: "avg_pool(2)",
     params: Params::List(&[
         Param::positional("kernel", ParamKind::Count, LayerField::Size).meaning("kernel size", "a kernel size"),
@@ -39,7 +38,6 @@ pub static AVG_POOL: OpDef = OpDef {
 pub static GLOBAL_AVG_POOL: OpDef = OpDef {
     keyword: "global_avg_pool",
     aliases: &[],
-    summary: "averages each channel over the whole image, then flattens: `[C, H, W] -> [C]`",
     example: "global_avg_pool",
     params: Params::List(&[]),
     branches: false,
@@ -68,7 +66,6 @@ pub static GLOBAL_AVG_POOL: OpDef = OpDef {
 pub static MAX_POOL: OpDef = OpDef {
     keyword: "max_pool",
     aliases: &[],
-    summary: "rejected: max pooling does not preserve the scaling factor",
     example: "avg_pool(2)",
     params: AVG_POOL.params,
     branches: false,

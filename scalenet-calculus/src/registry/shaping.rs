@@ -11,7 +11,6 @@ use crate::spec::Shape;
 pub static DROPOUT: OpDef = OpDef {
     keyword: "dropout",
     aliases: &[],
-    summary: "inverted dropout, active only in `forward_t(.., true)`",
     example: "dropout(0.5)",
     params: Params::List(&[Param::positional("p", ParamKind::Number, LayerField::Probability)
         .meaning("drop probability", "its drop probability")
@@ -38,7 +37,6 @@ pub static DROPOUT: OpDef = OpDef {
 pub static FLATTEN: OpDef = OpDef {
     keyword: "flatten",
     aliases: &[],
-    summary: "`[C, H, W] -> [C*H*W]`",
     example: "flatten",
     params: Params::List(&[]),
     branches: false,
@@ -55,7 +53,6 @@ pub static FLATTEN: OpDef = OpDef {
 pub static SCALE: OpDef = OpDef {
     keyword: "scale",
     aliases: &[],
-    summary: "a fixed multiplier you want; the calculus never cancels it",
     example: "scale(0.5)",
     params: Params::List(&[
         Param::positional("factor", ParamKind::Number, LayerField::Factor).meaning("factor", "a factor")

@@ -22,7 +22,6 @@ const fn count(value: usize) -> ParamDefault {
 pub static CONV: OpDef = OpDef {
     keyword: "conv",
     aliases: &[],
-    summary: "2-d convolution; stride 1 or equal to the kernel",
     example: "conv(16, kernel = 3, padding = 1)",
     params: Params::List(&[
         Param::positional("out", ParamKind::Count, LayerField::Size)
@@ -101,7 +100,6 @@ fn weight_transfer(_: &Op, step: &Step, input: Moments) -> Transfer {
 pub static LINEAR: OpDef = OpDef {
     keyword: "linear",
     aliases: &[],
-    summary: "fully connected; needs a vector input (`flatten` or `global_avg_pool` first)",
     example: "linear(10)",
     params: Params::List(&[
         Param::positional("out", ParamKind::Count, LayerField::Size)
@@ -143,7 +141,6 @@ pub static LINEAR: OpDef = OpDef {
 pub static SCALAR: OpDef = OpDef {
     keyword: "scalar",
     aliases: &[],
-    summary: "a learnable scalar, initialized per Appendix E (starts as the identity)",
     example: "scalar",
     params: Params::List(&[]),
     branches: false,
@@ -166,7 +163,6 @@ pub static SCALAR: OpDef = OpDef {
 pub static BIAS: OpDef = OpDef {
     keyword: "bias",
     aliases: &[],
-    summary: "a standalone learnable per-channel bias, zero at initialization",
     example: "bias",
     params: Params::List(&[]),
     branches: false,
