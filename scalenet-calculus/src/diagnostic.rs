@@ -78,6 +78,8 @@ pub enum Rule {
     BranchShapes,
     /// A bottleneck needs an image whose size its stride divides (section 11.1).
     BottleneckShape,
+    /// [`crate::rules::check_mirrored_weights`] (`init: mirrored`).
+    MirroredWeights,
 }
 
 /// A fix that depends on the front end's syntax: the calculus says what to do, each front end

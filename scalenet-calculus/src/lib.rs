@@ -43,4 +43,6 @@ pub use plan::{ParamInit, Plan, ScaleReason, Step, StepOp, StepRef, WeightInit};
 pub use planner::{analyze, most_common_kernel, weight_second_moment};
 pub use registry::{Normalization, Op, UnscaledActivation};
 pub use report::number;
-pub use spec::{InitScheme, LayerId, LayerSpec, NetworkSpec, Residual, Shape, DEFAULT_OUTPUT_STD, MAX_ELEMENTS};
+pub use spec::{
+    InitScheme, LayerId, LayerSpec, Mirror, NetworkSpec, Residual, Shape, WeightLaw, DEFAULT_OUTPUT_STD, MAX_ELEMENTS,
+};

@@ -5,7 +5,7 @@
 
 use crate::moments::{Moments, WeightGeometry};
 use crate::registry::Op;
-use crate::spec::{InitScheme, LayerId, Shape};
+use crate::spec::{InitScheme, LayerId, Mirror, Shape, WeightLaw};
 use std::fmt;
 
 /// Why the calculus inserted a fixed scalar.
@@ -70,9 +70,12 @@ pub struct WeightInit {
     /// where the scaling factor has grown and a smaller one where it has shrunk, as inside a
     /// residual branch (section 11 derives `c = beta` the same way).
     pub numerator: f64,
-    /// `E[W^2]`: the variance of the centred normal the weights are drawn from.
+    /// `E[W^2]`: the variance of the centred normal the weights are drawn from, or the mean
+    /// square of the mirrored orthogonal weights.
     pub second_moment: f64,
     pub bias: bool,
+    /// Which dimensions are mirrored (`init: mirrored`); [`Mirror::None`] for Gaussian weights.
+    pub mirror: Mirror,
 }
 
 impl WeightInit {
@@ -187,6 +190,8 @@ pub struct Plan {
     pub input: Shape,
     pub output: Shape,
     pub init: InitScheme,
+    /// Gaussian or mirrored weights.
+    pub weights: WeightLaw,
     pub typical_kernel: usize,
     /// `2 / (1 + a^2)` for the network's activation slope `a`.
     pub gain: f64,

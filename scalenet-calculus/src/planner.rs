@@ -11,7 +11,7 @@ use crate::registry::weight::weight_geometry;
 use crate::registry::{Op, Role};
 use crate::rules;
 use crate::shapes::{self, Node, NodeKind};
-use crate::spec::{InitScheme, NetworkSpec, Shape, MAX_ELEMENTS};
+use crate::spec::{InitScheme, LayerId, Mirror, NetworkSpec, Shape, WeightLaw, MAX_ELEMENTS};
 use std::collections::BTreeMap;
 
 /// Checks `spec` and computes its plan, or returns every rule it breaks.
@@ -92,6 +92,38 @@ pub fn weight_second_moment(scheme: InitScheme, geometry: &WeightGeometry, numer
     }
 }
 
+/// `E[W^2]` of a mirrored layer whose `W0` is exactly (semi-)orthogonal: `W0` of `r x c` has
+/// `min(r, c)` unit singular values, so its entries' mean square is `1/max(r, c)`, and mirroring
+/// copies entries with a sign, which keeps it.
+pub fn orthogonal_second_moment(mirror: Mirror, geometry: &WeightGeometry) -> f64 {
+    let (rows, cols) = mirror.half_shape(geometry.fan_in, geometry.fan_out, geometry.kernel);
+    1.0 / rows.max(cols) as f64
+}
+
+/// Which dimensions of each top-level weight layer `init: mirrored` mirrors: the first along its
+/// outputs, the last along its inputs, the others along both (a lone layer: neither).
+fn mirror_roles(spec: &NetworkSpec) -> BTreeMap<LayerId, Mirror> {
+    if !spec.weights.is_mirrored() {
+        return BTreeMap::new();
+    }
+    let weights: Vec<LayerId> =
+        spec.layers.iter().filter(|layer| layer.op.weight_kernel().is_some()).map(|layer| layer.id).collect();
+    let last = weights.len().saturating_sub(1);
+    weights
+        .iter()
+        .enumerate()
+        .map(|(index, &id)| {
+            let role = match (index == 0, index == last) {
+                (true, true) => Mirror::Neither,
+                (true, false) => Mirror::Outputs,
+                (false, true) => Mirror::Inputs,
+                (false, false) => Mirror::Both,
+            };
+            (id, role)
+        })
+        .collect()
+}
+
 /// What the scalars inserted so far in a chain have to say about the next one.
 #[derive(Clone, Copy, Default)]
 struct Since {
@@ -104,6 +136,7 @@ struct Since {
 
 struct Planner<'a> {
     spec: &'a NetworkSpec,
+    mirror_roles: BTreeMap<LayerId, Mirror>,
     typical_kernel: usize,
     slope: f64,
     gain: f64,
@@ -115,7 +148,7 @@ impl<'a> Planner<'a> {
         let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
         let slope = network_slope(spec);
         let gain = 2.0 / (1.0 + slope * slope);
-        Planner { spec, typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
+        Planner { spec, mirror_roles: mirror_roles(spec), typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
     }
 
     /// Inserts a fixed scalar at the end of `steps`, or before a weight layer about to be added:
@@ -182,6 +215,7 @@ impl<'a> Planner<'a> {
                             numerator: 1.0,
                             second_moment: 1.0,
                             bias: false,
+                            mirror: Mirror::None,
                         })
                     });
                     let step = Step::new(
@@ -283,7 +317,11 @@ impl<'a> Planner<'a> {
                         (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
                             let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
                             let numerator = self.c * relative_scaling.sqrt();
-                            let second_moment = weight_second_moment(self.spec.init, &geometry, numerator, self.gain);
+                            let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
+                            let second_moment = match self.spec.weights {
+                                WeightLaw::MirroredOrthogonal => orthogonal_second_moment(mirror, &geometry),
+                                _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
+                            };
                             let target = numerator / (geometry.fan_out as f64).sqrt();
                             let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second;
                             let mut reasons = Vec::new();
@@ -302,7 +340,9 @@ impl<'a> Planner<'a> {
                                 (since.activation_mismatch, ScaleReason::Activation),
                                 (since.in_branch, ScaleReason::Branch),
                                 (
-                                    self.spec.init != InitScheme::Geometric && since.seen_weight_layer,
+                                    (self.spec.init != InitScheme::Geometric
+                                        || self.spec.weights == WeightLaw::MirroredOrthogonal)
+                                        && since.seen_weight_layer,
                                     ScaleReason::InitScheme,
                                 ),
                             ] {
@@ -331,6 +371,7 @@ impl<'a> Planner<'a> {
                                 numerator,
                                 second_moment,
                                 bias: *bias,
+                                mirror,
                             }))
                         }
                         (Role::Scalar, _) => {
@@ -378,6 +419,7 @@ impl<'a> Planner<'a> {
             input,
             output,
             init: self.spec.init,
+            weights: self.spec.weights,
             typical_kernel: self.typical_kernel,
             gain: self.gain,
             c: self.c,

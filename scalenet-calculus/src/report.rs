@@ -1,6 +1,7 @@
 //! The plan as a table: what a user reads in `report()` and in the struct's rustdoc.
 
 use crate::plan::{Plan, Step, StepOp};
+use crate::spec::{Mirror, WeightLaw};
 use std::fmt;
 
 /// Formats a positive quantity with 4 significant digits, switching to scientific notation
@@ -26,7 +27,16 @@ fn describe(step: &Step) -> String {
             let shortcut = if shortcut.is_empty() { ", identity shortcut" } else { "" };
             format!("{keyword} α={} β={}{shortcut}", number(*alpha), number(*beta))
         }
-        StepOp::Declared { op, .. } => (op.def().describe)(op, step),
+        StepOp::Declared { op, .. } => {
+            let described = (op.def().describe)(op, step);
+            match step.weight().map(|w| w.mirror) {
+                Some(mirror @ (Mirror::Outputs | Mirror::Inputs | Mirror::Both)) => {
+                    format!("{described} mirrored {}", mirror.name())
+                }
+                Some(Mirror::Neither) => format!("{described} orthogonal"),
+                _ => described,
+            }
+        }
     }
 }
 
@@ -69,7 +79,11 @@ impl fmt::Display for Plan {
         writeln!(
             f,
             "init {}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {})",
-            self.init,
+            match self.weights {
+                WeightLaw::Gaussian => self.init.to_string(),
+                WeightLaw::Mirrored => format!("mirrored({})", self.init),
+                WeightLaw::MirroredOrthogonal => "mirrored(orthogonal)".to_string(),
+            },
             self.typical_kernel,
             number(self.c),
             self.input,

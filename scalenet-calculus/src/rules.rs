@@ -26,7 +26,7 @@ pub fn check_rules(spec: &NetworkSpec) -> Diagnostics {
 /// that shape inference stops before them and each mistake is reported once.
 pub(crate) fn check_declaration(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Vec<crate::spec::LayerId> {
     check_network_options(spec, diagnostics);
-    let mut broken = Vec::new();
+    let mut broken = check_mirrored_weights(spec, diagnostics);
     for layer in spec.walk() {
         let before = diagnostics.0.len();
         check_size_limits(layer, diagnostics);
@@ -204,6 +204,92 @@ pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) 
             "`typical_kernel` must be at least 1; it is the k* of c = 2/k* (section 6.2)",
         );
     }
+}
+
+/// Mirrored weights (`init: mirrored`, Burkholz & Dubatovka 2019) make a ReLU network compute a
+/// linear map at initialization: a layer mirrored along its outputs produces pairs `(g, -g)`, a
+/// ReLU turns them into `(relu(g), relu(-g))`, and the next layer, mirrored along its inputs,
+/// reads their difference `relu(g) - relu(-g) = g`. So every weight layer but the last needs an
+/// even number of outputs (the two halves of `[W0; -W0]`), and exactly one `relu` must separate
+/// consecutive weight layers: none leaves `(g, -g)` to be summed into `2 W0 g`, and a leaky ReLU
+/// of slope `a` passes `(1 + a) g`, whose second moment is not the `(1 + a^2)/2` gain the
+/// calculus propagates (section 6). Residual blocks are rejected: a shortcut adds a stream that is
+/// not mirrored to one that is (or a ReLU-ed one to a mirrored one, in post-activation blocks), so
+/// the pairing does not survive the sum in general. Returns the layers at fault.
+pub fn check_mirrored_weights(spec: &NetworkSpec, diagnostics: &mut Diagnostics) -> Vec<LayerId> {
+    let mut broken = Vec::new();
+    if !spec.weights.is_mirrored() {
+        return broken;
+    }
+    let mut fail = |id: LayerId, field: LayerField, message: String| {
+        diagnostics.push(Rule::MirroredWeights, Location::layer(id, field), message);
+        broken.push(id);
+    };
+    let weight_layers: Vec<&LayerSpec> = spec.layers.iter().filter(|layer| layer.op.weight_kernel().is_some()).collect();
+    let last_weight = weight_layers.last().map(|layer| layer.id);
+    let mut activations_since_weight: Option<Vec<&LayerSpec>> = None;
+    for layer in &spec.layers {
+        if layer.op.is_block() {
+            fail(
+                layer.id,
+                LayerField::Kind,
+                "`init: mirrored` does not support residual blocks: the shortcut's sum breaks the mirrored pairs; use `init: geometric` for residual networks, or remove the block".to_string(),
+            );
+            continue;
+        }
+        let is_activation = matches!(layer.op.def().role, Role::Activation | Role::Unscaled);
+        if is_activation {
+            if let Some(seen) = &mut activations_since_weight {
+                seen.push(layer);
+            }
+            continue;
+        }
+        let Some(_) = layer.op.weight_kernel() else { continue };
+        if let Some(seen) = activations_since_weight.take() {
+            match seen.as_slice() {
+                [] => fail(
+                    layer.id,
+                    LayerField::Kind,
+                    "`init: mirrored` needs a `relu` before this layer: without one the mirrored pairs (g, -g) of the previous layer cancel into 2 W0 g; add `relu`".to_string(),
+                ),
+                [only] if only.op == Op::Relu => {}
+                [only] => fail(
+                    only.id,
+                    LayerField::Kind,
+                    format!(
+                        "`init: mirrored` pairs each unit with its negative and reads relu(g) - relu(-g) = g, which only `relu` gives; `{}` does not, replace it with `relu`",
+                        only.op.keyword()
+                    ),
+                ),
+                [_, second, ..] => fail(
+                    second.id,
+                    LayerField::Kind,
+                    "`init: mirrored` needs exactly one `relu` between weight layers; remove this one".to_string(),
+                ),
+            }
+        }
+        if Some(layer.id) != last_weight {
+            let outputs = match layer.op {
+                Op::Conv2d { out_channels, .. } => out_channels,
+                Op::Linear { out_features, .. } => out_features,
+                _ => 0,
+            };
+            if outputs % 2 == 1 {
+                let what = if matches!(layer.op, Op::Conv2d { .. }) { "channels" } else { "features" };
+                fail(
+                    layer.id,
+                    LayerField::Size,
+                    format!(
+                        "`init: mirrored` splits the outputs into mirrored halves [W0; -W0], so they must be even; use {} or {} output {what}",
+                        outputs - 1,
+                        outputs + 1
+                    ),
+                );
+            }
+        }
+        activations_since_weight = Some(Vec::new());
+    }
+    broken
 }
 
 /// Max pooling does not preserve the activation scaling factor (Table 1): its forward pass keeps

@@ -98,6 +98,75 @@ impl fmt::Display for InitScheme {
     }
 }
 
+/// How the weights of a layer are drawn, given the variance its [`InitScheme`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WeightLaw {
+    /// Independent centred normals (the paper's assumption 3).
+    #[default]
+    Gaussian,
+    /// Mirrored ("looks-linear") semi-orthogonal weights, `[[W0, -W0], [-W0, W0]]` (Burkholz &
+    /// Dubatovka 2019): with zero biases the network computes a linear map at initialization.
+    /// `W0` is scaled so that `E[W^2]` is the variance of the [`InitScheme`].
+    Mirrored,
+    /// Mirrored weights with `W0` exactly (semi-)orthogonal, gain 1: `E[W^2] = 1/max(rows, cols)`
+    /// of `W0`, whatever the [`InitScheme`]. With orthogonal `W0` every singular value of the
+    /// input-output Jacobian is 1 at initialization (dynamical isometry).
+    MirroredOrthogonal,
+}
+
+impl WeightLaw {
+    pub fn is_mirrored(&self) -> bool {
+        !matches!(self, WeightLaw::Gaussian)
+    }
+}
+
+/// Which dimensions of a weight are mirrored under [`WeightLaw::Mirrored`]: the first weight
+/// layer along its outputs (`[W0; -W0]`), the last along its inputs (`[W0, -W0]`), every other
+/// along both; a network with a single weight layer keeps it unmirrored (orthogonal `W0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mirror {
+    /// Gaussian weights: nothing mirrored.
+    #[default]
+    None,
+    /// Orthogonal, not mirrored: the only weight layer of a mirrored network.
+    Neither,
+    Outputs,
+    Inputs,
+    Both,
+}
+
+impl Mirror {
+    /// `(rows, columns)` of `W0` for a weight of `fan_out` outputs and `fan_in` inputs, each
+    /// with a `k x k` kernel: the weight flattened to `(out, in k^2)`, halved where mirrored.
+    pub fn half_shape(&self, fan_in: usize, fan_out: usize, kernel: usize) -> (usize, usize) {
+        let (rows, cols) = match self {
+            Mirror::None | Mirror::Neither => (fan_out, fan_in),
+            Mirror::Outputs => (fan_out / 2, fan_in),
+            Mirror::Inputs => (fan_out, fan_in / 2),
+            Mirror::Both => (fan_out / 2, fan_in / 2),
+        };
+        (rows, cols * kernel * kernel)
+    }
+
+    pub fn mirrors_outputs(&self) -> bool {
+        matches!(self, Mirror::Outputs | Mirror::Both)
+    }
+
+    pub fn mirrors_inputs(&self) -> bool {
+        matches!(self, Mirror::Inputs | Mirror::Both)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mirror::None => "none",
+            Mirror::Neither => "neither",
+            Mirror::Outputs => "outputs",
+            Mirror::Inputs => "inputs",
+            Mirror::Both => "both",
+        }
+    }
+}
+
 /// A residual block `B(x) = alpha S(x) + beta F(x)` with `alpha^2 + beta^2 = 1` (section 11).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Residual {
@@ -188,6 +257,8 @@ pub const DEFAULT_OUTPUT_STD: f64 = 0.05;
 pub struct NetworkSpec {
     pub input: Shape,
     pub init: InitScheme,
+    /// Gaussian (default) or mirrored orthogonal weights (`init: mirrored`).
+    pub weights: WeightLaw,
     /// `k*` in `c = 2/k*`; `None` picks the most common kernel among weight layers.
     pub typical_kernel: Option<usize>,
     pub output_std: f64,
@@ -205,6 +276,7 @@ impl NetworkSpec {
         NetworkSpec {
             input,
             init: InitScheme::Geometric,
+            weights: WeightLaw::Gaussian,
             typical_kernel: None,
             output_std: DEFAULT_OUTPUT_STD,
             fixed_scalars: true,
@@ -263,6 +335,41 @@ impl NetworkSpec {
     pub fn with_init(mut self, init: InitScheme) -> Self {
         self.init = init;
         self
+    }
+
+    /// Sets both halves of the `init` option (see [`Self::parse_init`]).
+    pub fn with_init_law(self, (init, weights): (InitScheme, WeightLaw)) -> Self {
+        self.with_init(init).with_weights(weights)
+    }
+
+    pub fn with_weights(mut self, weights: WeightLaw) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Reads the `init` option as [`Self::init_name`] writes it; `None` for an unknown name.
+    pub fn parse_init(text: &str) -> Option<(InitScheme, WeightLaw)> {
+        let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        match text.strip_prefix("mirrored") {
+            Some("") => Some((InitScheme::Geometric, WeightLaw::Mirrored)),
+            Some("(orthogonal)") => Some((InitScheme::Geometric, WeightLaw::MirroredOrthogonal)),
+            Some(rest) => {
+                let scheme = rest.strip_prefix('(')?.strip_suffix(')')?;
+                Some((InitScheme::from_name(scheme)?, WeightLaw::Mirrored))
+            }
+            None => Some((InitScheme::from_name(&text)?, WeightLaw::Gaussian)),
+        }
+    }
+
+    /// The `init` option as written: `geometric`, `mirrored`, `mirrored(fan_in)`,
+    /// `mirrored(orthogonal)`.
+    pub fn init_name(&self) -> String {
+        match self.weights {
+            WeightLaw::Gaussian => self.init.name().to_string(),
+            WeightLaw::Mirrored if self.init == InitScheme::Geometric => "mirrored".to_string(),
+            WeightLaw::Mirrored => format!("mirrored({})", self.init.name()),
+            WeightLaw::MirroredOrthogonal => "mirrored(orthogonal)".to_string(),
+        }
     }
 
     pub fn with_typical_kernel(mut self, kernel: usize) -> Self {

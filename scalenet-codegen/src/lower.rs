@@ -7,7 +7,8 @@ use crate::errors::{suggestion, Errors};
 use proc_macro2::Span;
 use scalenet_calculus::registry::{self, ArgValue, Args, OpDef, Param, ParamKind, Params};
 use scalenet_calculus::{
-    InitScheme, LayerField, LayerId, LayerSpec, Location, NetworkField, NetworkSpec, Op, Shape, DEFAULT_OUTPUT_STD,
+    InitScheme, LayerField, LayerId, LayerSpec, Location, NetworkField, NetworkSpec, Op, Shape, WeightLaw,
+    DEFAULT_OUTPUT_STD,
 };
 use std::collections::HashMap;
 
@@ -75,24 +76,25 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
             _ => unreachable!("checked by the parser"),
         }
     });
-    let init = match &options.init {
-        None => InitScheme::Geometric,
+    let (init, weights) = match &options.init {
+        None => (InitScheme::Geometric, WeightLaw::Gaussian),
         Some(init) => {
             spans.network.insert(NetworkField::Init, init.span);
-            InitScheme::from_name(&init.value).unwrap_or_else(|| {
-                let names = InitScheme::ALL.map(|s| s.name());
+            NetworkSpec::parse_init(&init.value).unwrap_or_else(|| {
+                const NAMES: [&str; 6] =
+                    ["geometric", "fan_in", "fan_out", "arithmetic", "mirrored", "mirrored(orthogonal)"];
                 errors.error(
                     init.span,
                     format!(
                         "unknown init `{}`{}",
                         init.value,
-                        match suggestion(&init.value, names).as_str() {
-                            "" => "; expected geometric, fan_in, fan_out or arithmetic".to_string(),
+                        match suggestion(&init.value, NAMES).as_str() {
+                            "" => "; expected geometric, fan_in, fan_out, arithmetic, mirrored, mirrored(<one of the first four>) or mirrored(orthogonal)".to_string(),
                             hint => hint.to_string(),
                         }
                     ),
                 );
-                InitScheme::Geometric
+                (InitScheme::Geometric, WeightLaw::Gaussian)
             })
         }
     };
@@ -108,6 +110,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     let mut spec = NetworkSpec {
         input,
         init,
+        weights,
         typical_kernel: options.typical_kernel.as_ref().map(|k| k.value),
         output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
         fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),

@@ -285,7 +285,19 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         }
         "init" => {
             let scheme: Ident = input.parse()?;
-            options.init = Some(Spanned { value: scheme.to_string(), span: scheme.span() });
+            let (value, span) = if input.peek(syn::token::Paren) {
+                let content;
+                let parens = parenthesized!(content in input);
+                let variance: Ident = content.parse()?;
+                if !content.is_empty() {
+                    return Err(content.error("`mirrored(..)` takes one variance rule, e.g. `mirrored(fan_in)`"));
+                }
+                let span = scheme.span().join(parens.span.close()).unwrap_or_else(|| scheme.span());
+                (format!("{scheme}({variance})"), span)
+            } else {
+                (scheme.to_string(), scheme.span())
+            };
+            options.init = Some(Spanned { value, span });
         }
         "typical_kernel" => {
             let lit: LitInt = input.parse()?;

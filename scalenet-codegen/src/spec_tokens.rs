@@ -19,7 +19,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
             quote!(#sn::calculus::Shape::Vector { features: #d })
         }
     };
-    let init = spec.init.name();
+    let init = spec.init_name();
     let typical = match spec.typical_kernel {
         Some(k) => {
             let k = int(k);
@@ -35,7 +35,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
         use #sn::calculus::registry::ArgValue::{Count, Flag, Number};
         use #sn::spec_layer as layer;
         let mut spec = #sn::calculus::NetworkSpec::new(#input)
-            .with_init(#sn::calculus::InitScheme::from_name(#init).expect("a known init"))
+            .with_init_law(#sn::calculus::NetworkSpec::parse_init(#init).expect("a known init"))
             .with_output_std(#output_std)
             .with_fixed_scalars(#fixed_scalars)
             .with_branch_scaling(#branch_scaling);

@@ -6,7 +6,7 @@ use crate::lower::Spans;
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use scalenet_calculus::registry::{ArgValue, Runtime};
-use scalenet_calculus::{Op, ParamInit, Step, StepOp};
+use scalenet_calculus::{Mirror, Op, ParamInit, Step, StepOp};
 
 /// Literals are unsuffixed: every place they land in has a declared type.
 pub fn float(value: f64) -> Literal {
@@ -102,17 +102,39 @@ impl Context<'_> {
                     let g = &weight.geometry;
                     let (fan_in, fan_out, std, bias) =
                         (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
-                    match &step.op {
-                        StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. } => {
-                            let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
-                            (
-                                field_type(op),
-                                quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
-                            )
+                    // Mirrored weights (`init: mirrored`) are drawn the same way, then replaced by
+                    // their mirrored orthogonal version before first use.
+                    let mirror = match weight.mirror {
+                        Mirror::None => None,
+                        mirror => {
+                            let variant = format_ident!(
+                                "{}",
+                                match mirror {
+                                    Mirror::Neither => "Neither",
+                                    Mirror::Outputs => "Outputs",
+                                    Mirror::Inputs => "Inputs",
+                                    _ => "Both",
+                                }
+                            );
+                            Some(quote!(#sn::Mirror::#variant))
                         }
-                        StepOp::Declared { op, .. } => {
+                    };
+                    match (&step.op, mirror) {
+                        (StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. }, mirror) => {
+                            let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
+                            let constructor = match mirror {
+                                None => quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
+                                Some(mirror) => quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std, #mirror)?),
+                            };
+                            (field_type(op), constructor)
+                        }
+                        (StepOp::Declared { op, .. }, None) => {
                             (field_type(op), quote!(#sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
                         }
+                        (StepOp::Declared { op, .. }, Some(mirror)) => (
+                            field_type(op),
+                            quote!(#sn::mirrored_linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std, #mirror)?),
+                        ),
                         _ => unreachable!("a weight is declared"),
                     }
                 }

@@ -108,8 +108,18 @@ impl Ensemble {
                 (StepOp::FixedScale { factor, .. }, _) => Layer::Scale(*factor),
                 (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
-                    let linear = |vb: &candle_nn::VarBuilder| {
-                        crate::nn::linear(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std())
+                    let linear = |vb: &candle_nn::VarBuilder| match init.mirror {
+                        crate::calculus::Mirror::None => {
+                            crate::nn::linear(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std())
+                        }
+                        mirror => crate::mirrored::mirrored_linear(
+                            vb.pp(&step.name),
+                            fan_in,
+                            fan_out,
+                            init.bias,
+                            init.std(),
+                            mirror,
+                        ),
                     };
                     let weight = stack(&|vb| linear(vb)?.weight().t()?.contiguous())?;
                     let bias = match init.bias {

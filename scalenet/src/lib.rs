@@ -73,6 +73,7 @@ pub mod data;
 pub mod diagnostics;
 pub mod ensemble;
 pub mod finite;
+pub mod mirrored;
 mod init;
 pub mod nn;
 pub mod ops;
