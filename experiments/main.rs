@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Table 2: average normalized training loss of the four inits over LIBSVM datasets.
     Table2(Table2Args),
+    /// Mirrored orthogonal init (Burkholz & Dubatovka 2019): Jacobian spectra, the exact output
+    /// law, and trainability of deep narrow MLPs against Gaussian inits.
+    Mirrored(mirrored::MirroredArgs),
 }
 
 #[derive(clap::Args)]
@@ -64,8 +67,16 @@ struct Table2Args {
     threads: Option<usize>,
 }
 
+mod mirrored;
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Command::Table2(args) = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Table2(args) => table2(args),
+        Command::Mirrored(args) => mirrored::run(args),
+    }
+}
+
+fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut settings = if args.quick { Settings::quick() } else { Settings::paper() };
     settings.batch_size = args.batch_size.unwrap_or(settings.batch_size);
     settings.learning_rates = args.lr_grid.clone().unwrap_or(settings.learning_rates);

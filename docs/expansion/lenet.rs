@@ -114,8 +114,8 @@ const _: () = {
                     height: 32,
                     width: 32,
                 })
-                .with_init(
-                    sn::calculus::InitScheme::from_name("geometric")
+                .with_init_law(
+                    sn::calculus::NetworkSpec::parse_init("geometric")
                         .expect("a known init"),
                 )
                 .with_output_std(0.05)

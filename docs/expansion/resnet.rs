@@ -176,8 +176,8 @@ const _: () = {
                     height: 16,
                     width: 16,
                 })
-                .with_init(
-                    sn::calculus::InitScheme::from_name("geometric")
+                .with_init_law(
+                    sn::calculus::NetworkSpec::parse_init("geometric")
                         .expect("a known init"),
                 )
                 .with_output_std(0.05)

@@ -250,7 +250,7 @@ pub fn check_mirrored_weights(spec: &NetworkSpec, diagnostics: &mut Diagnostics)
                 [] => fail(
                     layer.id,
                     LayerField::Kind,
-                    "`init: mirrored` needs a `relu` before this layer: without one the mirrored pairs (g, -g) of the previous layer cancel into 2 W0 g; add `relu`".to_string(),
+                    "`init: mirrored` needs a `relu` before this layer: without one it reads the previous layer's mirrored pairs (g, -g) as g - (-g) = 2g instead of g; add `relu`".to_string(),
                 ),
                 [only] if only.op == Op::Relu => {}
                 [only] => fail(

@@ -392,3 +392,28 @@ impl NetworkSpec {
         self
     }
 }
+
+#[cfg(test)]
+mod init_name_tests {
+    use super::*;
+
+    #[test]
+    fn every_init_name_reads_back_as_itself() {
+        let laws = [WeightLaw::Gaussian, WeightLaw::Mirrored, WeightLaw::MirroredOrthogonal];
+        for init in InitScheme::ALL {
+            for weights in laws {
+                let spec = NetworkSpec::new(Shape::Vector { features: 4 }).with_init(init).with_weights(weights);
+                let (read_init, read_weights) = NetworkSpec::parse_init(&spec.init_name()).expect("a known name");
+                assert_eq!(read_weights, weights);
+                // `mirrored(orthogonal)` ignores the variance rule, so it reads back as geometric.
+                if weights != WeightLaw::MirroredOrthogonal {
+                    assert_eq!(read_init, init, "{}", spec.init_name());
+                }
+            }
+        }
+        assert_eq!(NetworkSpec::parse_init("mirrored( fan_out )"), Some((InitScheme::FanOut, WeightLaw::Mirrored)));
+        for bad in ["mirrored(", "mirrored(he)", "mirroredfan_in", "orthogonal", "mirrored(orthogonal)x"] {
+            assert_eq!(NetworkSpec::parse_init(bad), None, "{bad}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! its kind's [`OpDef`] in the calculus's registry: nothing here is specific to a layer kind.
 
 use crate::ast::{Arg, Layer, Network, Value, ValueKind};
-use crate::errors::{suggestion, Errors};
+use crate::errors::{did_you_mean, suggestion, Errors};
 use proc_macro2::Span;
 use scalenet_calculus::registry::{self, ArgValue, Args, OpDef, Param, ParamKind, Params};
 use scalenet_calculus::{
@@ -88,7 +88,16 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
                     format!(
                         "unknown init `{}`{}",
                         init.value,
-                        match suggestion(&init.value, NAMES).as_str() {
+                        match match init.value.strip_prefix("mirrored(").and_then(|v| v.strip_suffix(')')) {
+                            Some(variance) => {
+                                did_you_mean(variance, ["geometric", "fan_in", "fan_out", "arithmetic", "orthogonal"])
+                                    .map(|rule| format!("; did you mean `mirrored({rule})`?"))
+                                    .unwrap_or_default()
+                            }
+                            None => suggestion(&init.value, NAMES),
+                        }
+                        .as_str()
+                        {
                             "" => "; expected geometric, fan_in, fan_out, arithmetic, mirrored, mirrored(<one of the first four>) or mirrored(orthogonal)".to_string(),
                             hint => hint.to_string(),
                         }

@@ -292,7 +292,9 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
                 if !content.is_empty() {
                     return Err(content.error("`mirrored(..)` takes one variance rule, e.g. `mirrored(fan_in)`"));
                 }
-                let span = scheme.span().join(parens.span.close()).unwrap_or_else(|| scheme.span());
+                // `mirrored(..)` errors are about the variance rule: underline it.
+                let span = if scheme == "mirrored" { variance.span() } else { scheme.span() };
+                let _ = parens;
                 (format!("{scheme}({variance})"), span)
             } else {
                 (scheme.to_string(), scheme.span())

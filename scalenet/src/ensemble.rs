@@ -216,6 +216,17 @@ impl Ensemble {
         Ok(picked.mean(1)?.neg()?)
     }
 
+    /// The first linear layer's weight, `[P, in, out]` (each copy's candle-nn weight transposed).
+    pub fn first_weight(&self) -> Result<Tensor, EnsembleError> {
+        self.layers
+            .iter()
+            .find_map(|layer| match layer {
+                Layer::Linear { weight, .. } => Some(weight.as_tensor().clone()),
+                _ => None,
+            })
+            .ok_or_else(|| EnsembleError::Unsupported { step: 0, op: "a network without a linear layer".into() })
+    }
+
     /// Every trainable parameter, each `[P, ...]` (the calibration is not one).
     pub fn vars(&self) -> Vec<Var> {
         let mut vars = Vec::new();

@@ -289,3 +289,149 @@ fn line_panel(
         .draw()
         .map_err(text)
 }
+
+/// One line of a [`sweep_panels`] figure: `(x, median, lower quartile, upper quartile)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub label: String,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Panels side by side, each a set of lines with their 25-75% band (a median over seeds against
+/// a learning rate, a step, a depth), on a log2 x axis and a log y axis: the paper's Fig. 3 and
+/// Fig. 4 style. Infinite or non-positive values (diverged runs) are left out.
+pub fn sweep_panels(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    panels: &[(String, Vec<Band>)],
+) -> Result<(), PlotError> {
+    let finite = |v: f64| v.is_finite() && v > 0.0;
+    let all: Vec<f64> = panels
+        .iter()
+        .flat_map(|(_, bands)| bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2, p.3])))
+        .filter(|v| finite(*v))
+        .collect();
+    if all.is_empty() {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    let lo = all.iter().copied().fold(f64::MAX, f64::min) / 1.5;
+    let hi = all.iter().copied().fold(f64::MIN, f64::max) * 1.5;
+    let panel_width = 620u32;
+    draw_png(path, (panel_width * panels.len().max(1) as u32, 520), |root| {
+        let root = root.titled(title, (FONT, 22)).map_err(text)?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, (caption, bands)) in areas.iter().zip(panels) {
+            let xs: Vec<f64> = bands.iter().flat_map(|b| b.points.iter().map(|p| p.0.log2())).collect();
+            let (x_lo, x_hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, (FONT, 18))
+                .margin(12)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), (lo..hi).log_scale())
+                .map_err(text)?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .label_style((FONT, 13))
+                .x_label_formatter(&|v| format!("2^{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.2e}"))
+                .draw()
+                .map_err(text)?;
+            for (index, band) in bands.iter().enumerate() {
+                let colour = Palette99::pick(index).to_rgba();
+                let kept: Vec<(f64, f64, f64, f64)> = band
+                    .points
+                    .iter()
+                    .filter(|p| finite(p.1) && finite(p.2) && finite(p.3))
+                    .map(|&(x, m, l, u)| (x.log2(), m, l, u))
+                    .collect();
+                if kept.len() > 1 {
+                    let mut outline: Vec<(f64, f64)> = kept.iter().map(|p| (p.0, p.3)).collect();
+                    outline.extend(kept.iter().rev().map(|p| (p.0, p.2)));
+                    chart.draw_series([Polygon::new(outline, colour.mix(0.15).filled())]).map_err(text)?;
+                }
+                chart
+                    .draw_series(LineSeries::new(kept.iter().map(|p| (p.0, p.1)), colour.stroke_width(2)))
+                    .map_err(text)?
+                    .label(band.label.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+                chart.draw_series(kept.iter().map(|p| Circle::new((p.0, p.1), 3, colour.filled()))).map_err(text)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FONT, 13))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(text)?;
+        }
+        Ok(())
+    })
+}
+
+/// Histograms of several samples over shared log-spaced bins, one colour each (e.g. the singular
+/// values of a Jacobian under two inits). Zeros and non-finite values are left out.
+pub fn log_histograms(path: &Path, title: &str, x_label: &str, samples: &[(String, Vec<f64>)], bins: usize) -> Result<(), PlotError> {
+    let kept: Vec<(String, Vec<f64>)> = samples
+        .iter()
+        .map(|(label, values)| (label.clone(), values.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect()))
+        .collect();
+    let all: Vec<f64> = kept.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    if all.is_empty() || bins == 0 {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    let lo = all.iter().copied().fold(f64::MAX, f64::min).log10().min(-0.5) - 0.05;
+    let hi = all.iter().copied().fold(f64::MIN, f64::max).log10().max(0.5) + 0.05;
+    let width = (hi - lo) / bins as f64;
+    let counts: Vec<Vec<f64>> = kept
+        .iter()
+        .map(|(_, values)| {
+            let mut counts = vec![0.0; bins];
+            for v in values {
+                counts[(((v.log10() - lo) / width) as usize).min(bins - 1)] += 1.0 / values.len() as f64;
+            }
+            counts
+        })
+        .collect();
+    let highest = counts.iter().flatten().copied().fold(0.0, f64::max);
+    draw_png(path, (900, 560), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(lo..hi, 0.0..highest * 1.1)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc("fraction")
+            .label_style((FONT, 15))
+            .x_label_formatter(&|v| format!("{:.2}", 10f64.powf(*v)))
+            .draw()
+            .map_err(text)?;
+        for (index, ((label, _), counts)) in kept.iter().zip(&counts).enumerate() {
+            let colour = Palette99::pick(index).to_rgba();
+            chart
+                .draw_series(counts.iter().enumerate().map(|(i, c)| {
+                    let x0 = lo + i as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width, *c)], colour.mix(0.45).filled())
+                }))
+                .map_err(text)?
+                .label(label.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(text)
+    })
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 mod coordinate;
 mod gauss_newton;
+pub mod jacobian;
 pub mod per_sample;
 
 pub use coordinate::CoordinateCheck;
