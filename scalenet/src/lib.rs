@@ -77,9 +77,11 @@ pub mod mirrored;
 mod init;
 pub mod nn;
 pub mod ops;
+pub mod regions;
 #[cfg(feature = "plot")]
 pub mod plot;
 mod report;
+pub mod triangle;
 
 pub use report::Report;
 

@@ -338,7 +338,7 @@ pub fn sweep_panels(
                 .y_desc(y_label)
                 .label_style((FONT, 13))
                 .x_label_formatter(&|v| format!("2^{v:.0}"))
-                .y_label_formatter(&|v| format!("{v:.2e}"))
+                .y_label_formatter(&|v| crate::calculus::number(*v))
                 .draw()
                 .map_err(text)?;
             for (index, band) in bands.iter().enumerate() {
@@ -412,7 +412,7 @@ pub fn log_histograms(path: &Path, title: &str, x_label: &str, samples: &[(Strin
             .x_desc(x_label)
             .y_desc("fraction")
             .label_style((FONT, 15))
-            .x_label_formatter(&|v| format!("{:.2}", 10f64.powf(*v)))
+            .x_label_formatter(&|v| format!("{:.0e}", 10f64.powf(*v)))
             .draw()
             .map_err(text)?;
         for (index, ((label, _), counts)) in kept.iter().zip(&counts).enumerate() {
