@@ -31,6 +31,9 @@ enum Command {
     /// Mirrored orthogonal init (Burkholz & Dubatovka 2019): Jacobian spectra, the exact output
     /// law, and trainability of deep narrow MLPs against Gaussian inits.
     Mirrored(mirrored::MirroredArgs),
+    /// The triangle reparameterization (Milkert, Hyde & Laine 2025): exact pieces at
+    /// initialization and the x^3 / x^11 fits against He init.
+    Triangle(triangle::TriangleArgs),
 }
 
 #[derive(clap::Args)]
@@ -68,11 +71,13 @@ struct Table2Args {
 }
 
 mod mirrored;
+mod triangle;
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Cli::parse().command {
         Command::Table2(args) => table2(args),
         Command::Mirrored(args) => mirrored::run(args),
+        Command::Triangle(args) => triangle::run(args),
     }
 }
 

@@ -435,3 +435,80 @@ pub fn log_histograms(path: &Path, title: &str, x_label: &str, samples: &[(Strin
             .map_err(text)
     })
 }
+
+/// A fitted function of one input: its values on the grid and its breakpoints (drawn as dots).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedCurve {
+    pub label: String,
+    pub values: Vec<f64>,
+    pub breakpoints: Vec<(f64, f64)>,
+}
+
+/// A target function (black) and fitted curves over the same grid `xs`, with each curve's
+/// breakpoints marked; a lower panel shows each curve's error against the target.
+pub fn fitted_curves(path: &Path, title: &str, xs: &[f64], target: &[f64], curves: &[FittedCurve]) -> Result<(), PlotError> {
+    if xs.is_empty() || xs.len() != target.len() || curves.iter().any(|c| c.values.len() != xs.len()) {
+        return Err(PlotError::Empty(path.display().to_string()));
+    }
+    let (x_lo, x_hi) = (xs[0], xs[xs.len() - 1]);
+    let values = target.iter().chain(curves.iter().flat_map(|c| c.values.iter())).copied();
+    let (y_lo, y_hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let margin = 0.05 * (y_hi - y_lo).max(1e-12);
+    let errors: Vec<Vec<f64>> =
+        curves.iter().map(|c| c.values.iter().zip(target).map(|(v, t)| (v - t).abs().max(1e-12)).collect()).collect();
+    let (e_lo, e_hi) = errors.iter().flatten().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    draw_png(path, (1000, 800), |root| {
+        let root = root.titled(title, (FONT, 22)).map_err(text)?;
+        let (upper, lower) = root.split_vertically(480);
+        let mut chart = ChartBuilder::on(&upper)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_lo..x_hi, (y_lo - margin)..(y_hi + margin))
+            .map_err(text)?;
+        chart.configure_mesh().x_desc("x").y_desc("y").label_style((FONT, 13)).draw().map_err(text)?;
+        chart
+            .draw_series(LineSeries::new(xs.iter().copied().zip(target.iter().copied()), BLACK.stroke_width(3)))
+            .map_err(text)?
+            .label("target")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+        for (index, curve) in curves.iter().enumerate() {
+            let colour = Palette99::pick(index + 1).to_rgba();
+            chart
+                .draw_series(LineSeries::new(xs.iter().copied().zip(curve.values.iter().copied()), colour.stroke_width(2)))
+                .map_err(text)?
+                .label(format!("{} ({} breakpoints)", curve.label, curve.breakpoints.len()))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart.draw_series(curve.breakpoints.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(text)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(text)?;
+        let mut chart = ChartBuilder::on(&lower)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_lo..x_hi, (e_lo / 2.0..e_hi * 2.0).log_scale())
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc("x")
+            .y_desc("|error|")
+            .label_style((FONT, 13))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .draw()
+            .map_err(text)?;
+        for (index, error) in errors.iter().enumerate() {
+            let colour = Palette99::pick(index + 1).to_rgba();
+            chart
+                .draw_series(LineSeries::new(xs.iter().copied().zip(error.iter().copied()), colour.stroke_width(1)))
+                .map_err(text)?;
+        }
+        Ok(())
+    })
+}
