@@ -3,13 +3,16 @@
 //! ```text
 //! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/table2
 //! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/quick --quick
+//! cargo run --release --bin scalenet-experiments -- mirrored --out docs/experiments/mirrored
+//! cargo run --release --bin scalenet-experiments -- triangle --out docs/experiments/triangle
 //! ```
 //!
 //! `table2` reads every regular file of `--data` as a LIBSVM dataset (a file that does not parse
 //! is reported with its first error and skipped), trains the section 9 network under the four
 //! inits over the learning-rate grid and seeds, appends each finished (dataset, init) to
 //! `results.jsonl` (a rerun with the same settings skips what is there), and writes the table as
-//! `table2.md` and `table2.csv`. See `fixtures::table2` for the protocol.
+//! `table2.md` and `table2.csv`. See `fixtures::table2` for the protocol. `mirrored` and `triangle`
+//! measure the two related methods (docs/related-initializations.md).
 
 use clap::{Parser, Subcommand};
 use fixtures::table2::{self, Dataset, Runs, Settings, Table, INITS};

@@ -111,10 +111,11 @@ fn gammas(report: &mut String) -> Result<(), Error> {
     let plan = Triangle5::plan();
     writeln!(
         report,
-        "## The calculus on triangle weights
-
-Measured γ = E[dW²]/E[W²] per layer of `Triangle5` at initialization (inputs:          the 500 points of [0, 1]; backward signal N(0, 1) per output, batch-size-1 semantics), mean over 16 seeds,          under He init and under random-peak triangle weights; the plan's γ is for its own (He) init with centred          unit-variance inputs. The triangle weights are set by the construction, not by a variance rule: their γ          spreads over orders of magnitude across layers, which the report makes visible and the calculus does not          correct.
-"
+        "## The calculus on triangle weights\n\nMeasured γ = E[dW²]/E[W²] per layer of `Triangle5` at initialization \
+         (inputs: the 500 points of [0, 1]; backward signal N(0, 1) per output, batch-size-1 semantics), mean over \
+         16 seeds, under He init and under random-peak triangle weights; the plan's γ is for its own (He) init with \
+         centred unit-variance inputs, which points of [0, 1] are not. The triangle weights are set by the \
+         construction, not by a variance rule, and the calculus does not balance them.\n"
     )?;
     writeln!(report, "| layer | plan γ (He, centred inputs) | measured γ, He | measured γ, triangle |")?;
     writeln!(report, "|---|---|---|---|")?;

@@ -9,7 +9,8 @@
 //! [`Plan`], so it serves networks declared with `network!` (`Net::plan()`) and networks built
 //! at run time (`analyze(&spec)`, e.g. for a dataset's own input width).
 //!
-//! Supported today: sequential networks of vectors (linear layers, ReLU-family activations,
+//! Supported today: sequential networks of vectors (linear layers, Gaussian or mirrored
+//! (`init: mirrored`) weights, ReLU-family activations,
 //! fixed and declared scalars, standalone biases, flatten, dropout in evaluation mode). A plan
 //! with convolutions, pooling or residual blocks is a typed error naming the step.
 //!
