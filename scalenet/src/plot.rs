@@ -51,6 +51,22 @@ fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// The legend every figure draws: white box, black border, at `position`.
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, font_size))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(text)
+}
+
 /// A histogram of `values` with `bins` bins, a line at 1 (perfect agreement) and the median: the
 /// paper's Fig. 1.
 pub fn ratio_histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<(), PlotError> {
@@ -92,13 +108,7 @@ pub fn ratio_histogram(path: &Path, title: &str, x_label: &str, values: &[f64], 
             .map_err(text)?
             .label(format!("median {median:.3} (n = {})", sorted.len()))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(text)
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight, 15)
     })
 }
 
@@ -280,14 +290,7 @@ fn line_panel(
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(text)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(text)
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 13)
 }
 
 /// One line of a [`sweep_panels`] figure: `(x, median, lower quartile, upper quartile)` points.
@@ -361,14 +364,7 @@ pub fn sweep_panels(
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
                 chart.draw_series(kept.iter().map(|p| Circle::new((p.0, p.1), 3, colour.filled()))).map_err(text)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(text)?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
         }
         Ok(())
     })
@@ -426,13 +422,7 @@ pub fn log_histograms(path: &Path, title: &str, x_label: &str, samples: &[(Strin
                 .label(label.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(text)
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight, 15)
     })
 }
 
@@ -481,14 +471,7 @@ pub fn fitted_curves(path: &Path, title: &str, xs: &[f64], target: &[f64], curve
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
             chart.draw_series(curve.breakpoints.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(text)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(text)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 14)?;
         let mut chart = ChartBuilder::on(&lower)
             .margin(12)
             .x_label_area_size(40)
