@@ -76,6 +76,14 @@ struct Table2Args {
 mod mirrored;
 mod triangle;
 
+/// Writes `text` to a temporary file beside `path`, then renames it over `path`: an interrupted
+/// run never leaves a half-written report.
+pub(crate) fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Cli::parse().command {
         Command::Table2(args) => table2(args),
@@ -152,8 +160,15 @@ fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Syn
     let finished = finished.into_inner().expect("results");
     let table = Table::new(&finished, &settings.learning_rates);
     let markdown = table.to_markdown(&settings);
-    std::fs::write(args.out.join("table2.md"), &markdown)?;
-    std::fs::write(args.out.join("table2.csv"), table.to_csv())?;
+    write_atomically(&args.out.join("table2.md"), &markdown)?;
+    write_atomically(&args.out.join("table2.csv"), &table.to_csv())?;
+    let title = format!(
+        "Fig. 3: training loss after {} epochs against the learning rate (median, 25-75% over {} seeds), fixed scalars {}",
+        settings.epochs,
+        settings.seeds,
+        if settings.fixed_scalars { "on" } else { "off" }
+    );
+    table2::figure3(&finished, &settings.learning_rates, &args.out.join("fig3.png"), &title)?;
     println!("{markdown}");
     println!("{} datasets in {:.1} s on {threads} threads", table.datasets.len(), started.elapsed().as_secs_f64());
     Ok(())

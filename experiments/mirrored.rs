@@ -31,15 +31,9 @@ pub fn run(args: MirroredArgs) -> Result<(), Error> {
     output_law(&args, &mut report)?;
     trainability(&args, &mut report)?;
     writeln!(report, "\nTotal time: {:.0} s.", started.elapsed().as_secs_f64())?;
-    write_atomically(&args.out.join("report.md"), &report)?;
+    crate::write_atomically(&args.out.join("report.md"), &report)?;
     println!("{report}");
     Ok(())
-}
-
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
 }
 
 /// Singular values of the input-output Jacobian at initialization, MLPs 100 -> 100 x (d-1) -> 100.

@@ -49,9 +49,7 @@ pub fn run(mut args: TriangleArgs) -> Result<(), Error> {
     gammas(&mut report)?;
     fits(&args, &mut report)?;
     writeln!(report, "\nTotal time: {:.0} s.", started.elapsed().as_secs_f64())?;
-    let path = args.out.join("report.md");
-    std::fs::write(path.with_extension("tmp"), &report)?;
-    std::fs::rename(path.with_extension("tmp"), &path)?;
+    crate::write_atomically(&args.out.join("report.md"), &report)?;
     println!("{report}");
     Ok(())
 }

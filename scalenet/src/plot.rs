@@ -300,8 +300,8 @@ pub struct Band {
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
-/// Panels side by side, each a set of lines with their 25-75% band (a median over seeds against
-/// a learning rate, a step, a depth), on a log2 x axis and a log y axis: the paper's Fig. 3 and
+/// Panels, four to a row, each a set of lines with their 25-75% band (a median over seeds against
+/// a learning rate, a step, a depth), on a log2 x axis and a linear y axis of its own per panel: the paper's Fig. 3 and
 /// Fig. 4 style. Infinite or non-positive values (diverged runs) are left out.
 pub fn sweep_panels(
     path: &Path,
@@ -311,21 +311,27 @@ pub fn sweep_panels(
     panels: &[(String, Vec<Band>)],
 ) -> Result<(), PlotError> {
     let finite = |v: f64| v.is_finite() && v > 0.0;
-    let all: Vec<f64> = panels
+    // Each panel gets its own y range: datasets' losses differ by orders of magnitude.
+    let ranges: Vec<Option<(f64, f64)>> = panels
         .iter()
-        .flat_map(|(_, bands)| bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2, p.3])))
-        .filter(|v| finite(*v))
+        .map(|(_, bands)| {
+            let values = bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2, p.3])).filter(|v| finite(*v));
+            values.fold(None, |range: Option<(f64, f64)>, v| Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v)))))
+        })
         .collect();
-    if all.is_empty() {
+    if ranges.iter().all(Option::is_none) {
         return Err(PlotError::Empty(path.display().to_string()));
     }
-    let lo = all.iter().copied().fold(f64::MAX, f64::min) / 1.5;
-    let hi = all.iter().copied().fold(f64::MIN, f64::max) * 1.5;
-    let panel_width = 620u32;
-    draw_png(path, (panel_width * panels.len().max(1) as u32, 520), |root| {
+    // Up to four panels a row.
+    let columns = panels.len().clamp(1, 4);
+    let rows = panels.len().div_ceil(columns).max(1);
+    draw_png(path, (620 * columns as u32, 40 + 480 * rows as u32), |root| {
         let root = root.titled(title, (FONT, 22)).map_err(text)?;
-        let areas = root.split_evenly((1, panels.len().max(1)));
-        for (area, (caption, bands)) in areas.iter().zip(panels) {
+        let areas = root.split_evenly((rows, columns));
+        for ((area, (caption, bands)), range) in areas.iter().zip(panels).zip(&ranges) {
+            let Some((lo, hi)) = *range else { continue };
+            let margin = 0.05 * (hi - lo).max(1e-3 * hi.abs()).max(1e-12);
+            let (lo, hi) = ((lo - margin).max(0.0), hi + margin);
             let xs: Vec<f64> = bands.iter().flat_map(|b| b.points.iter().map(|p| p.0.log2())).collect();
             let (x_lo, x_hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
             let mut chart = ChartBuilder::on(area)
@@ -333,7 +339,7 @@ pub fn sweep_panels(
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(70)
-                .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), (lo..hi).log_scale())
+                .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), lo..hi)
                 .map_err(text)?;
             chart
                 .configure_mesh()
