@@ -1,8 +1,10 @@
 //! Small labelled image datasets stored as safetensors: `images` (u8 or f32, `[N, H, W]` or
 //! `[N, C, H, W]`) and `labels` (integers, `[N]`). `data/digits.safetensors` in the repository is
 //! one (scikit-learn's 8x8 handwritten digits; `scripts/make_digits.py` regenerates it).
-//! [`libsvm`] reads the LIBSVM / SVMlight text format into dense tensors.
+//! [`libsvm`] reads the LIBSVM / SVMlight text format into dense tensors; [`binary`] reads IDX
+//! (Fashion-MNIST) and CIFAR-10 binary batches.
 
+pub mod binary;
 pub mod libsvm;
 
 use candle_core::{DType, Device, Tensor};
