@@ -37,6 +37,8 @@ enum Command {
     /// The triangle reparameterization (Milkert, Hyde & Laine 2025): exact pieces at
     /// initialization and the x^3 / x^11 fits against He init.
     Triangle(triangle::TriangleArgs),
+    /// The strided AlexNet of section 10 (Fig. 4) on CIFAR-10 binary batches or IDX files.
+    Alexnet(alexnet::AlexNetArgs),
 }
 
 #[derive(clap::Args)]
@@ -73,6 +75,7 @@ struct Table2Args {
     threads: Option<usize>,
 }
 
+mod alexnet;
 mod mirrored;
 mod triangle;
 
@@ -89,6 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Command::Table2(args) => table2(args),
         Command::Mirrored(args) => mirrored::run(args),
         Command::Triangle(args) => triangle::run(args),
+        Command::Alexnet(args) => alexnet::run(args),
     }
 }
 

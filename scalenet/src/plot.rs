@@ -310,6 +310,30 @@ pub fn sweep_panels(
     y_label: &str,
     panels: &[(String, Vec<Band>)],
 ) -> Result<(), PlotError> {
+    band_panels(path, title, x_label, y_label, panels, true)
+}
+
+/// Training curves: lines with their 25-75% band against the step (linear x), in panels like
+/// [`sweep_panels`]: the paper's Fig. 4.
+pub fn training_curves(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    panels: &[(String, Vec<Band>)],
+) -> Result<(), PlotError> {
+    band_panels(path, title, x_label, y_label, panels, false)
+}
+
+fn band_panels(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    panels: &[(String, Vec<Band>)],
+    log2_x: bool,
+) -> Result<(), PlotError> {
+    let to_x = |x: f64| if log2_x { x.log2() } else { x };
     let finite = |v: f64| v.is_finite() && v > 0.0;
     // Each panel gets its own y range: datasets' losses differ by orders of magnitude.
     let ranges: Vec<Option<(f64, f64)>> = panels
@@ -332,21 +356,22 @@ pub fn sweep_panels(
             let Some((lo, hi)) = *range else { continue };
             let margin = 0.05 * (hi - lo).max(1e-3 * hi.abs()).max(1e-12);
             let (lo, hi) = ((lo - margin).max(0.0), hi + margin);
-            let xs: Vec<f64> = bands.iter().flat_map(|b| b.points.iter().map(|p| p.0.log2())).collect();
+            let xs: Vec<f64> = bands.iter().flat_map(|b| b.points.iter().map(|p| to_x(p.0))).collect();
             let (x_lo, x_hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let pad = if log2_x { 0.3 } else { 0.02 * (x_hi - x_lo).max(1.0) };
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FONT, 18))
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(70)
-                .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), lo..hi)
+                .build_cartesian_2d((x_lo - pad)..(x_hi + pad), lo..hi)
                 .map_err(text)?;
             chart
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
                 .label_style((FONT, 13))
-                .x_label_formatter(&|v| format!("2^{v:.0}"))
+                .x_label_formatter(&|v| if log2_x { format!("2^{v:.0}") } else { format!("{v:.0}") })
                 .y_label_formatter(&|v| crate::calculus::number(*v))
                 .draw()
                 .map_err(text)?;
@@ -356,7 +381,7 @@ pub fn sweep_panels(
                     .points
                     .iter()
                     .filter(|p| finite(p.1) && finite(p.2) && finite(p.3))
-                    .map(|&(x, m, l, u)| (x.log2(), m, l, u))
+                    .map(|&(x, m, l, u)| (to_x(x), m, l, u))
                     .collect();
                 if kept.len() > 1 {
                     let mut outline: Vec<(f64, f64)> = kept.iter().map(|p| (p.0, p.3)).collect();
