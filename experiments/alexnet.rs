@@ -7,7 +7,6 @@ use fixtures::stats::quantile;
 use fixtures::table2::INITS;
 use indicatif::{ProgressBar, ProgressStyle};
 use scalenet::calculus::InitScheme;
-use scalenet::data::ImageDataset;
 use scalenet::plot::{self, Band};
 use std::fmt::Write as _;
 use std::path::PathBuf;
