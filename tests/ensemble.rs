@@ -1,12 +1,31 @@
 //! An ensemble of P copies trains each copy exactly as the copy trained alone: the paper's MLP
-//! (784-384-64-10), four seeds, four learning rates, each copy its own minibatch order, SGD with
-//! weight decay; losses agree within 1e-5 relative over 20 steps.
+//! (784-384-64-10) and two conv nets (one with flatten, one with a standalone bias, a learnable
+//! scalar and global average pooling), four seeds, four learning rates, each copy its own
+//! minibatch order, SGD with weight decay; losses agree within 1e-5 relative over 20 steps.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
-use fixtures::networks::Mlp;
+use fixtures::networks::{Mlp, PooledLeNet};
 use scalenet::diagnostics::seeded_normal;
 use scalenet::ensemble::{Ensemble, EnsembleError, EnsembleSgd};
+use scalenet::{network, Network};
+
+network! {
+    /// Convolutions (padded and strided), a standalone bias, a learnable scalar, average and
+    /// global average pooling.
+    pub struct ConvPool {
+        input: [2, 8, 8],
+        conv1: conv(4, kernel = 3, padding = 1),
+        relu,
+        bias,
+        avg_pool(2),
+        gain: scalar,
+        conv2: conv(6, kernel = 2, stride = 2),
+        relu,
+        global_avg_pool,
+        fc: linear(10),
+    }
+}
 
 const STEPS: usize = 20;
 const BATCH: usize = 16;
@@ -18,15 +37,25 @@ fn batch_rows(copy: usize, step: usize, rows: usize) -> Vec<u32> {
 
 #[test]
 fn each_copy_follows_the_trajectory_it_has_alone() -> Result<(), EnsembleError> {
+    check::<Mlp>(&[784])
+}
+
+#[test]
+fn conv_copies_follow_their_trajectories_too() -> Result<(), EnsembleError> {
+    check::<PooledLeNet>(&[3, 32, 32])?;
+    check::<ConvPool>(&[2, 8, 8])
+}
+
+fn check<N: Network + Module>(input: &[usize]) -> Result<(), EnsembleError> {
     let device = Device::Cpu;
     let rows = 256;
-    let data = seeded_normal(&Tensor::zeros((rows, 784), DType::F32, &device)?, 17)?;
+    let data = seeded_normal(&Tensor::zeros([&[rows], input].concat(), DType::F32, &device)?, 17)?;
     let labels = Tensor::from_vec((0..rows as u32).map(|i| (i * 7) % 10).collect::<Vec<_>>(), rows, &device)?;
     let seeds = [3u64, 4, 5, 6];
     let learning_rates = [0.1, 0.05, 0.2, 0.01];
     let weight_decay = 1e-3;
 
-    let ensemble = Ensemble::new(Mlp::plan(), &seeds, DType::F32, &device)?;
+    let ensemble = Ensemble::new(N::plan(), &seeds, DType::F32, &device)?;
     let mut sgd = EnsembleSgd::new(&ensemble, &learning_rates, weight_decay)?;
     let mut together = Vec::new();
     for step in 0..STEPS {
@@ -42,7 +71,7 @@ fn each_copy_follows_the_trajectory_it_has_alone() -> Result<(), EnsembleError> 
 
     for (copy, (&seed, &lr)) in seeds.iter().zip(&learning_rates).enumerate() {
         let varmap = VarMap::new();
-        let net = Mlp::new_seeded(&varmap, DType::F32, &device, seed)?;
+        let net = N::new_seeded(&varmap, DType::F32, &device, seed)?;
         for (step, losses) in together.iter().enumerate() {
             let index = Tensor::new(batch_rows(copy, step, rows).as_slice(), &device)?;
             let logits = net.forward(&data.index_select(&index, 0)?)?;
@@ -59,7 +88,8 @@ fn each_copy_follows_the_trajectory_it_has_alone() -> Result<(), EnsembleError> 
             }
         }
         println!(
-            "copy {copy} (seed {seed}, lr {lr}): loss {:.4} -> {:.4}",
+            "{} copy {copy} (seed {seed}, lr {lr}): loss {:.4} -> {:.4}",
+            N::NAME,
             together[0][copy],
             together[STEPS - 1][copy]
         );
@@ -69,7 +99,7 @@ fn each_copy_follows_the_trajectory_it_has_alone() -> Result<(), EnsembleError> 
 
 #[test]
 fn plans_an_ensemble_cannot_run_are_typed_errors() {
-    let error = Ensemble::new(fixtures::networks::PooledLeNet::plan(), &[0], DType::F32, &Device::Cpu).unwrap_err();
+    let error = Ensemble::new(fixtures::networks::StridedResNet::plan(), &[0], DType::F32, &Device::Cpu).unwrap_err();
     assert!(error.to_string().contains("not supported by ensembles yet"), "{error}");
     assert!(matches!(Ensemble::new(Mlp::plan(), &[], DType::F32, &Device::Cpu), Err(EnsembleError::Empty)));
 }

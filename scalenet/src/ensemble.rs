@@ -9,10 +9,11 @@
 //! [`Plan`], so it serves networks declared with `network!` (`Net::plan()`) and networks built
 //! at run time (`analyze(&spec)`, e.g. for a dataset's own input width).
 //!
-//! Supported today: sequential networks of vectors (linear layers, Gaussian or mirrored
-//! (`init: mirrored`) weights, ReLU-family activations,
-//! fixed and declared scalars, standalone biases, flatten, dropout in evaluation mode). A plan
-//! with convolutions, pooling or residual blocks is a typed error naming the step.
+//! Supported: sequential networks of vectors and images (linear layers and convolutions, Gaussian
+//! or mirrored (`init: mirrored`) weights, ReLU-family activations, average and global average
+//! pooling, fixed and declared scalars, standalone biases, flatten, dropout in evaluation mode).
+//! A convolution runs the copies as the groups of one grouped convolution. A plan with residual
+//! blocks (or a layer outside this list) is a typed error naming the step.
 //!
 //! ```
 //! use scalenet::candle_core::{DType, Device, Tensor};
@@ -40,7 +41,7 @@ use candle_nn::VarMap;
 /// Why a plan cannot run as an ensemble, or a candle error.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsembleError {
-    #[error("step {step} (`{op}`) is not supported by ensembles yet; they run sequential networks of vectors (linear, activations, scalars, biases, flatten)")]
+    #[error("step {step} (`{op}`) is not supported by ensembles yet; they run sequential networks (linear, conv, activations, pooling, scalars, biases, flatten), not residual blocks")]
     Unsupported { step: usize, op: String },
     #[error("an ensemble needs at least one copy")]
     Empty,
@@ -59,19 +60,48 @@ enum Layer {
         weight: Var,
         bias: Option<Var>,
     },
-    /// A learnable scalar `[P, 1, 1]` times its fixed factor.
+    /// `weight` `[P, out, in, k, k]`, `bias` `[P, out]`: one grouped convolution over the copies'
+    /// channels stacked side by side.
+    Conv {
+        weight: Var,
+        bias: Option<Var>,
+        stride: usize,
+        padding: usize,
+    },
+    /// A learnable scalar `[P]` times its fixed factor.
     Scalar {
         weight: Var,
         fixed: f64,
     },
-    /// A standalone bias `[P, 1, C]`.
+    /// A standalone per-channel bias `[P, C]`.
     Bias(Var),
     /// A fixed multiplier (inserted by the calculus, or the user's `scale`).
     Scale(f64),
     LeakyRelu(f64),
     Relu,
-    /// Flatten and evaluation-mode dropout: nothing to do on vectors.
+    AvgPool(usize),
+    GlobalAvgPool,
+    /// `[P, B, C, H, W] -> [P, B, C*H*W]`.
+    Flatten,
+    /// Flatten of vectors and evaluation-mode dropout: nothing to do.
     Identity,
+}
+
+/// `t` (`[P, n]` or `[P]`) reshaped to broadcast against activations of `rank` (`[P, B, ...]`):
+/// `[P, 1, n, 1, 1]` for images, `[P, 1, n]` for vectors.
+fn per_copy(t: &Tensor, rank: usize) -> candle_core::Result<Tensor> {
+    let mut shape = vec![t.dim(0)?, 1];
+    shape.push(if t.rank() > 1 { t.dim(1)? } else { 1 });
+    shape.resize(rank, 1);
+    t.reshape(shape)
+}
+
+/// Runs `op` on `[P, B, C, H, W]` as `[P * B, C, H, W]` (pooling treats every image alike).
+fn merged(xs: &Tensor, op: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+    let dims = xs.dims().to_vec();
+    let ys = op(&xs.reshape([&[dims[0] * dims[1]], &dims[2..]].concat())?)?;
+    let out = ys.dims().to_vec();
+    ys.reshape([&[dims[0], dims[1]], &out[1..]].concat())
 }
 
 /// `P` independent copies of one network (see the module documentation).
@@ -81,7 +111,7 @@ pub struct Ensemble {
     /// Output calibration per copy, `[P, 1, 1]`, 1 until [`Ensemble::calibrate_output`].
     calibration: Var,
     population: usize,
-    input: usize,
+    input: crate::calculus::Shape,
 }
 
 impl Ensemble {
@@ -130,32 +160,59 @@ impl Ensemble {
                     Layer::Linear { weight, bias }
                 }
                 (StepOp::Declared { op: Op::Scalar, .. }, Some(ParamInit::Scalar { value, fixed })) => {
-                    let weight = stack(&|vb| {
-                        crate::nn::Scalar::new(vb.pp(&step.name), *value, *fixed)?.weight().reshape((1, 1))
-                    })?;
+                    let weight =
+                        stack(&|vb| Ok(crate::nn::Scalar::new(vb.pp(&step.name), *value, *fixed)?.weight().clone()))?;
                     Layer::Scalar { weight, fixed: *fixed }
                 }
                 (StepOp::Declared { op: Op::Bias, .. }, Some(ParamInit::Bias { channels })) => {
-                    if step.input_shape.area() != 1 {
-                        return Err(unsupported());
-                    }
-                    Layer::Bias(stack(&|vb| crate::nn::Bias::new(vb.pp(&step.name), *channels)?.bias().unsqueeze(0))?)
+                    Layer::Bias(stack(&|vb| Ok(crate::nn::Bias::new(vb.pp(&step.name), *channels)?.bias().clone()))?)
                 }
                 (StepOp::Declared { op: Op::Relu, .. }, _) => Layer::Relu,
                 (StepOp::Declared { op: Op::LeakyRelu { slope }, .. }, _) => Layer::LeakyRelu(*slope),
                 (StepOp::Declared { op: Op::Scale { factor }, .. }, _) => Layer::Scale(*factor),
-                (StepOp::Declared { op: Op::Flatten | Op::Dropout { .. }, .. }, _) if step.input_shape.area() == 1 => {
-                    Layer::Identity
+                (StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. }, Some(ParamInit::Weight(init))) => {
+                    let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
+                    let (kernel, stride, padding) = (*kernel, *stride, *padding);
+                    let conv = |vb: &candle_nn::VarBuilder| match init.mirror {
+                        crate::calculus::Mirror::None => crate::nn::conv2d(
+                            vb.pp(&step.name),
+                            fan_in,
+                            fan_out,
+                            kernel,
+                            stride,
+                            padding,
+                            init.bias,
+                            init.std(),
+                        ),
+                        mirror => crate::mirrored::mirrored_conv2d(
+                            vb.pp(&step.name),
+                            fan_in,
+                            fan_out,
+                            kernel,
+                            stride,
+                            padding,
+                            init.bias,
+                            init.std(),
+                            mirror,
+                        ),
+                    };
+                    let weight = stack(&|vb| Ok(conv(vb)?.weight().clone()))?;
+                    let bias = match init.bias {
+                        true => Some(stack(&|vb| Ok(conv(vb)?.bias().expect("declared with a bias").clone()))?),
+                        false => None,
+                    };
+                    Layer::Conv { weight, bias, stride, padding }
                 }
+                (StepOp::Declared { op: Op::AvgPool2d { kernel, .. }, .. }, _) => Layer::AvgPool(*kernel),
+                (StepOp::Declared { op: Op::GlobalAvgPool, .. }, _) => Layer::GlobalAvgPool,
+                (StepOp::Declared { op: Op::Flatten, .. }, _) if step.input_shape.area() > 1 => Layer::Flatten,
+                (StepOp::Declared { op: Op::Flatten | Op::Dropout { .. }, .. }, _) => Layer::Identity,
                 _ => return Err(unsupported()),
             };
             layers.push(layer);
         }
-        if plan.input.area() != 1 {
-            return Err(EnsembleError::Unsupported { step: 0, op: format!("input {}", plan.input) });
-        }
         let calibration = Var::ones((seeds.len(), 1, 1), dtype, device)?;
-        Ok(Ensemble { layers, calibration, population: seeds.len(), input: plan.input.numel() })
+        Ok(Ensemble { layers, calibration, population: seeds.len(), input: plan.input })
     }
 
     /// The number of copies.
@@ -163,11 +220,13 @@ impl Ensemble {
         self.population
     }
 
-    /// `[P, B, D] -> [P, B, out]`: copy `p` computes on `xs[p]`. Dropout is off (evaluation).
+    /// `[P, B, ...input] -> [P, B, out]`: copy `p` computes on `xs[p]` (`[P, B, D]` for vectors,
+    /// `[P, B, C, H, W]` for images). Dropout is off (evaluation).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, EnsembleError> {
         let dims = xs.dims();
-        if dims.len() != 3 || dims[0] != self.population || dims[2] != self.input {
-            let expected = format!("[{}, batch, {}]", self.population, self.input);
+        let input = self.input.dims();
+        if dims.len() != input.len() + 2 || dims[0] != self.population || dims[2..] != input[..] {
+            let expected = format!("[{}, batch, {}]", self.population, self.input.dims().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
             return Err(EnsembleError::Shape { what: "ensemble input", expected, got: dims.to_vec() });
         }
         let mut xs = xs.clone();
@@ -180,11 +239,29 @@ impl Ensemble {
                         None => ys,
                     }
                 }
-                Layer::Scalar { weight, fixed } => xs.broadcast_mul(&(weight.as_tensor() * *fixed)?.unsqueeze(2)?)?,
-                Layer::Bias(bias) => xs.broadcast_add(bias.as_tensor())?,
+                Layer::Conv { weight, bias, stride, padding } => {
+                    let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
+                    let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
+                    let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
+                    // Copies side by side along the channels: one convolution of `P` groups.
+                    let stacked = xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
+                    let kernels = weight.as_tensor().reshape((population * out, inputs, kernel, kernel))?;
+                    let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population)?;
+                    let (_, _, out_height, out_width) = ys.dims4()?;
+                    let ys = ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
+                    match bias {
+                        Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
+                        None => ys,
+                    }
+                }
+                Layer::Scalar { weight, fixed } => xs.broadcast_mul(&per_copy(&(weight.as_tensor() * *fixed)?, xs.rank())?)?,
+                Layer::Bias(bias) => xs.broadcast_add(&per_copy(bias.as_tensor(), xs.rank())?)?,
                 Layer::Scale(factor) => (xs * *factor)?,
                 Layer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&xs, *slope)?,
                 Layer::Relu => xs.relu()?,
+                Layer::AvgPool(kernel) => merged(&xs, |x| crate::__private::ops::avg_pool(x, *kernel, *kernel))?,
+                Layer::GlobalAvgPool => merged(&xs, crate::__private::ops::global_avg_pool)?,
+                Layer::Flatten => xs.flatten_from(2)?,
                 Layer::Identity => xs,
             };
         }
@@ -233,7 +310,7 @@ impl Ensemble {
         let mut vars = Vec::new();
         for layer in &self.layers {
             match layer {
-                Layer::Linear { weight, bias } => {
+                Layer::Linear { weight, bias } | Layer::Conv { weight, bias, .. } => {
                     vars.push(weight.clone());
                     vars.extend(bias.clone());
                 }
