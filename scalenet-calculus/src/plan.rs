@@ -74,7 +74,7 @@ pub struct WeightInit {
     /// square of the mirrored orthogonal weights.
     pub second_moment: f64,
     pub bias: bool,
-    /// Which dimensions are mirrored (`init: mirrored`); [`Mirror::None`] for Gaussian weights.
+    /// Which dimensions are mirrored (`init: mirrored`); [`Mirror::Gaussian`] for Gaussian weights.
     pub mirror: Mirror,
 }
 

@@ -114,7 +114,7 @@ fn mirror_roles(spec: &NetworkSpec) -> BTreeMap<LayerId, Mirror> {
         .enumerate()
         .map(|(index, &id)| {
             let role = match (index == 0, index == last) {
-                (true, true) => Mirror::Neither,
+                (true, true) => Mirror::Unmirrored,
                 (true, false) => Mirror::Outputs,
                 (false, true) => Mirror::Inputs,
                 (false, false) => Mirror::Both,
@@ -215,7 +215,7 @@ impl<'a> Planner<'a> {
                             numerator: 1.0,
                             second_moment: 1.0,
                             bias: false,
-                            mirror: Mirror::None,
+                            mirror: Mirror::Gaussian,
                         })
                     });
                     let step = Step::new(

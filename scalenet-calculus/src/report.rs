@@ -33,7 +33,7 @@ fn describe(step: &Step) -> String {
                 Some(mirror @ (Mirror::Outputs | Mirror::Inputs | Mirror::Both)) => {
                     format!("{described} mirrored {}", mirror.name())
                 }
-                Some(Mirror::Neither) => format!("{described} orthogonal"),
+                Some(Mirror::Unmirrored) => format!("{described} orthogonal"),
                 _ => described,
             }
         }

@@ -123,13 +123,14 @@ impl WeightLaw {
 /// Which dimensions of a weight are mirrored under [`WeightLaw::Mirrored`]: the first weight
 /// layer along its outputs (`[W0; -W0]`), the last along its inputs (`[W0, -W0]`), every other
 /// along both; a network with a single weight layer keeps it unmirrored (orthogonal `W0`).
+/// Gaussian weights are [`Mirror::Gaussian`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mirror {
     /// Gaussian weights: nothing mirrored.
     #[default]
-    None,
+    Gaussian,
     /// Orthogonal, not mirrored: the only weight layer of a mirrored network.
-    Neither,
+    Unmirrored,
     Outputs,
     Inputs,
     Both,
@@ -140,7 +141,7 @@ impl Mirror {
     /// with a `k x k` kernel: the weight flattened to `(out, in k^2)`, halved where mirrored.
     pub fn half_shape(&self, fan_in: usize, fan_out: usize, kernel: usize) -> (usize, usize) {
         let (rows, cols) = match self {
-            Mirror::None | Mirror::Neither => (fan_out, fan_in),
+            Mirror::Gaussian | Mirror::Unmirrored => (fan_out, fan_in),
             Mirror::Outputs => (fan_out / 2, fan_in),
             Mirror::Inputs => (fan_out, fan_in / 2),
             Mirror::Both => (fan_out / 2, fan_in / 2),
@@ -158,8 +159,8 @@ impl Mirror {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Mirror::None => "none",
-            Mirror::Neither => "neither",
+            Mirror::Gaussian => "gaussian",
+            Mirror::Unmirrored => "unmirrored",
             Mirror::Outputs => "outputs",
             Mirror::Inputs => "inputs",
             Mirror::Both => "both",

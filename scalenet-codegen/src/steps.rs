@@ -105,12 +105,12 @@ impl Context<'_> {
                     // Mirrored weights (`init: mirrored`) are drawn the same way, then replaced by
                     // their mirrored orthogonal version before first use.
                     let mirror = match weight.mirror {
-                        Mirror::None => None,
+                        Mirror::Gaussian => None,
                         mirror => {
                             let variant = format_ident!(
                                 "{}",
                                 match mirror {
-                                    Mirror::Neither => "Neither",
+                                    Mirror::Unmirrored => "Unmirrored",
                                     Mirror::Outputs => "Outputs",
                                     Mirror::Inputs => "Inputs",
                                     _ => "Both",

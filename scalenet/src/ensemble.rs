@@ -140,7 +140,7 @@ impl Ensemble {
                 (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
                     let linear = |vb: &candle_nn::VarBuilder| match init.mirror {
-                        crate::calculus::Mirror::None => {
+                        crate::calculus::Mirror::Gaussian => {
                             crate::nn::linear(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std())
                         }
                         mirror => crate::mirrored::mirrored_linear(
@@ -174,7 +174,7 @@ impl Ensemble {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
                     let (kernel, stride, padding) = (*kernel, *stride, *padding);
                     let conv = |vb: &candle_nn::VarBuilder| match init.mirror {
-                        crate::calculus::Mirror::None => crate::nn::conv2d(
+                        crate::calculus::Mirror::Gaussian => crate::nn::conv2d(
                             vb.pp(&step.name),
                             fan_in,
                             fan_out,
