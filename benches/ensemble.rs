@@ -1,11 +1,12 @@
 //! One SGD step of a sweep: P copies of the paper's section 9 network (64 inputs, as the digits
 //! dataset has, 384-64-10) trained as one ensemble, against the same P copies stepped one at a
-//! time. `cargo bench --bench ensemble`.
+//! time, and against the host ensemble (plain Rust loops, threads over copies).
+//! `cargo bench --bench ensemble`.
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use scalenet::calculus::{analyze, NetworkSpec, Op, Shape};
-use scalenet::ensemble::{Ensemble, EnsembleSgd};
+use scalenet::ensemble::{Ensemble, EnsembleSgd, HostEnsemble};
 
 fn plan() -> scalenet::calculus::Plan {
     let spec = NetworkSpec::new(Shape::Vector { features: 64 })
@@ -31,6 +32,11 @@ fn sweep_step(c: &mut Criterion) {
         let ys = Tensor::zeros((population, batch), DType::U32, &device).unwrap();
         group.bench_with_input(BenchmarkId::new("ensemble", batch), &batch, |b, _| {
             b.iter(|| sgd.step(&ensemble, &xs, &ys).unwrap())
+        });
+        let mut host = HostEnsemble::new(&ensemble).unwrap();
+        let (flat_xs, flat_ys) = (xs.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0u32; population * batch]);
+        group.bench_with_input(BenchmarkId::new("host ensemble", batch), &batch, |b, _| {
+            b.iter(|| host.step(&flat_xs, &flat_ys, &rates, 1e-5).unwrap())
         });
         let singles: Vec<(Ensemble, EnsembleSgd)> = seeds
             .iter()

@@ -34,6 +34,10 @@
 //! # }
 //! ```
 
+mod host;
+
+pub use host::HostEnsemble;
+
 use crate::calculus::{Op, ParamInit, Plan, Step, StepOp};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
