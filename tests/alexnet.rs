@@ -5,6 +5,7 @@
 use candle_core::Device;
 use fixtures::alexnet::{load, prepare, smoothed, train, Protocol, Run, Size};
 use scalenet::calculus::InitScheme;
+use scalenet::data::binary::idx_bytes;
 use std::io::Write;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -19,15 +20,6 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes)?;
     Ok(encoder.finish()?)
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        bytes.extend_from_slice(&d.to_be_bytes());
-    }
-    bytes.extend_from_slice(data);
-    bytes
 }
 
 fn check_training(dir: &std::path::Path, channels: usize) -> Result<()> {
@@ -60,9 +52,9 @@ fn trains_on_a_cifar10_batch_file() -> Result<()> {
 fn trains_on_gzipped_idx_files_padded_to_32() -> Result<()> {
     let dir = dir("idx")?;
     let pixels: Vec<u8> = (0..12 * 28 * 28).map(|i| (i * 31 % 256) as u8).collect();
-    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&idx(&[12, 28, 28], &pixels))?)?;
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&idx_bytes(&[12, 28, 28], &pixels))?)?;
     let labels: Vec<u8> = (0..12).map(|i| i % 10).collect();
-    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx(&[12], &labels))?)?;
+    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[12], &labels))?)?;
     check_training(&dir, 1)
 }
 

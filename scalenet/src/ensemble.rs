@@ -143,18 +143,8 @@ impl Ensemble {
                 (StepOp::FixedScale { factor, .. }, _) => Layer::Scale(*factor),
                 (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
-                    let linear = |vb: &candle_nn::VarBuilder| match init.mirror {
-                        crate::calculus::Mirror::Gaussian => {
-                            crate::nn::linear(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std())
-                        }
-                        mirror => crate::mirrored::mirrored_linear(
-                            vb.pp(&step.name),
-                            fan_in,
-                            fan_out,
-                            init.bias,
-                            init.std(),
-                            mirror,
-                        ),
+                    let linear = |vb: &candle_nn::VarBuilder| {
+                        crate::mirrored::linear_for(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std(), init.mirror)
                     };
                     let weight = stack(&|vb| linear(vb)?.weight().t()?.contiguous())?;
                     let bias = match init.bias {
@@ -177,28 +167,9 @@ impl Ensemble {
                 (StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. }, Some(ParamInit::Weight(init))) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
                     let (kernel, stride, padding) = (*kernel, *stride, *padding);
-                    let conv = |vb: &candle_nn::VarBuilder| match init.mirror {
-                        crate::calculus::Mirror::Gaussian => crate::nn::conv2d(
-                            vb.pp(&step.name),
-                            fan_in,
-                            fan_out,
-                            kernel,
-                            stride,
-                            padding,
-                            init.bias,
-                            init.std(),
-                        ),
-                        mirror => crate::mirrored::mirrored_conv2d(
-                            vb.pp(&step.name),
-                            fan_in,
-                            fan_out,
-                            kernel,
-                            stride,
-                            padding,
-                            init.bias,
-                            init.std(),
-                            mirror,
-                        ),
+                    let conv = |vb: &candle_nn::VarBuilder| {
+                        let vb = vb.pp(&step.name);
+                        crate::mirrored::conv2d_for(vb, fan_in, fan_out, kernel, stride, padding, init.bias, init.std(), init.mirror)
                     };
                     let weight = stack(&|vb| Ok(conv(vb)?.weight().clone()))?;
                     let bias = match init.bias {

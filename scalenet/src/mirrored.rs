@@ -50,6 +50,35 @@ pub fn mirrored_conv2d(
     Ok(crate::nn::Conv2d::new(weight, bias, stride, padding))
 }
 
+/// A linear layer under `mirror`: [`crate::nn::linear`] for Gaussian weights, else
+/// [`mirrored_linear`]. What a plan's [`crate::calculus::WeightInit`] asks for.
+pub fn linear_for(vb: VarBuilder, in_features: usize, out_features: usize, bias: bool, std: f64, mirror: Mirror) -> Result<Linear> {
+    match mirror {
+        Mirror::Gaussian => crate::nn::linear(vb, in_features, out_features, bias, std),
+        mirror => mirrored_linear(vb, in_features, out_features, bias, std, mirror),
+    }
+}
+
+/// A convolution under `mirror`: [`crate::nn::conv2d`] for Gaussian weights, else
+/// [`mirrored_conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_for(
+    vb: VarBuilder,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    std: f64,
+    mirror: Mirror,
+) -> Result<crate::nn::Conv2d> {
+    match mirror {
+        Mirror::Gaussian => crate::nn::conv2d(vb, in_channels, out_channels, kernel, stride, padding, bias, std),
+        mirror => mirrored_conv2d(vb, in_channels, out_channels, kernel, stride, padding, bias, std, mirror),
+    }
+}
+
 /// `<vb>.weight` of `shape`: created from a Gaussian draw of the backend (seeded with
 /// [`crate::init::seeded_var_builder`]) and overwritten in place by its mirrored orthogonal
 /// version, or returned as it is when the backend already holds it.

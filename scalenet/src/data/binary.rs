@@ -65,6 +65,17 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), BinaryError> {
     }
 }
 
+/// The bytes of an IDX file of unsigned bytes with dimensions `dims` (the inverse of
+/// [`read_idx`]): for writing small datasets and test files.
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 impl ImageDataset {
     /// Images (`[N, H, W]` IDX) and labels (`[N]` IDX), as Fashion-MNIST and MNIST ship them:
     /// pixels 0..255 as f32, one channel.
@@ -150,21 +161,12 @@ mod tests {
         path
     }
 
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
-        for d in dims {
-            bytes.extend_from_slice(&d.to_be_bytes());
-        }
-        bytes.extend_from_slice(data);
-        bytes
-    }
-
     #[test]
     fn idx_images_and_labels_plain_and_gzipped() -> Result<(), Box<dyn std::error::Error>> {
         let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
-        let images = temp("images-idx3", &idx(&[2, 3, 4], &pixels));
+        let images = temp("images-idx3", &idx_bytes(&[2, 3, 4], &pixels));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&idx(&[2], &[7, 1]))?;
+        gz.write_all(&idx_bytes(&[2], &[7, 1]))?;
         let labels = temp("labels-idx1.gz", &gz.finish()?);
         let data = ImageDataset::from_idx(&images, &labels)?;
         assert_eq!(data.images.dims(), &[2, 1, 3, 4]);
@@ -176,11 +178,11 @@ mod tests {
 
     #[test]
     fn malformed_idx_files_are_typed_errors() {
-        let labels = temp("ok-labels", &idx(&[2], &[0, 1]));
+        let labels = temp("ok-labels", &idx_bytes(&[2], &[0, 1]));
         let cases: [(&str, Vec<u8>, &str); 4] = [
             ("bad-magic", vec![1, 2, 8, 1, 0, 0, 0, 1, 5], "magic"),
             ("floats", vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "element type 0x0d"),
-            ("truncated", idx(&[2, 3, 4], &[0; 10]), "need 24 bytes of data, the file has 10"),
+            ("truncated", idx_bytes(&[2, 3, 4], &[0; 10]), "need 24 bytes of data, the file has 10"),
             ("short-header", vec![0, 0, 8, 3, 0, 0], "announces 3 dimensions"),
         ];
         for (name, bytes, expected) in cases {
@@ -188,7 +190,7 @@ mod tests {
             let error = ImageDataset::from_idx(&path, &labels).unwrap_err().to_string();
             assert!(error.contains(expected) && error.contains(name), "{name}: {error}");
         }
-        let images = temp("three-images", &idx(&[3, 2, 2], &[0; 12]));
+        let images = temp("three-images", &idx_bytes(&[3, 2, 2], &[0; 12]));
         let error = ImageDataset::from_idx(&images, &labels).unwrap_err();
         assert!(matches!(error, BinaryError::Count { image_count: 3, label_count: 2, .. }), "{error}");
     }
