@@ -160,6 +160,7 @@ fn report(args: &AlexNetArgs, done: &[(Run, Vec<f64>)], seconds: f64) -> Result<
             }
             let finals: Vec<f64> = curves.iter().map(|c| *c.last().unwrap_or(&f64::INFINITY)).collect();
             let median = quantile(&finals, 0.5);
+            let median = if median.is_nan() { f64::INFINITY } else { median };
             if best.as_ref().is_none_or(|b| median < b.1) {
                 best = Some((rate, median, curves));
             }

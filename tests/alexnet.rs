@@ -68,4 +68,7 @@ fn a_folder_without_either_format_says_what_it_looked_for() -> Result<()> {
 #[test]
 fn smoothing_is_a_trailing_window() {
     assert_eq!(smoothed(&[1.0, 3.0, 5.0, 7.0], 2), vec![1.0, 2.0, 4.0, 6.0]);
+    // A diverged step makes the windows that hold it infinite, not NaN.
+    let inf = f64::INFINITY;
+    assert_eq!(smoothed(&[1.0, inf, 3.0, 5.0], 2), vec![1.0, inf, inf, 4.0]);
 }

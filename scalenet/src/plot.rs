@@ -349,7 +349,9 @@ fn band_panels(
     // Up to four panels a row.
     let columns = panels.len().clamp(1, 4);
     let rows = panels.len().div_ceil(columns).max(1);
-    draw_png(path, (620 * columns as u32, 40 + 480 * rows as u32), |root| {
+    // A lone panel gets room for a long title.
+    let panel_width = if panels.len() == 1 { 1000 } else { 620 };
+    draw_png(path, (panel_width * columns as u32, 40 + 480 * rows as u32), |root| {
         let root = root.titled(title, (FONT, 22)).map_err(text)?;
         let areas = root.split_evenly((rows, columns));
         for ((area, (caption, bands)), range) in areas.iter().zip(panels).zip(&ranges) {
