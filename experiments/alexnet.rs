@@ -91,7 +91,11 @@ pub fn run(mut args: AlexNetArgs) -> Result<(), Error> {
         .collect();
     let runs: Vec<Run> = INITS
         .iter()
-        .flat_map(|&init| args.lr_grid.iter().flat_map(move |&learning_rate| (0..args.seeds).map(move |seed| Run { init, learning_rate, seed })))
+        .flat_map(|&init| {
+            args.lr_grid
+                .iter()
+                .flat_map(move |&learning_rate| (0..args.seeds).map(move |seed| Run { init, learning_rate, seed }))
+        })
         .filter(|run| !done.iter().any(|(d, _)| same(d, run)))
         .collect();
     println!(
@@ -104,7 +108,8 @@ pub fn run(mut args: AlexNetArgs) -> Result<(), Error> {
         log.display()
     );
     let progress = ProgressBar::new((runs.len() * protocol.steps) as u64);
-    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")?);
+    progress
+        .set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")?);
     for run in runs {
         progress.set_message(format!("{} lr {} seed {}", run.init.name(), run.learning_rate, run.seed));
         let losses = alexnet::train(&data, run, &protocol, &device)?;
@@ -142,7 +147,13 @@ fn from_json_line(line: &str, key: &str) -> Option<(Run, Vec<f64>)> {
 fn report(args: &AlexNetArgs, done: &[(Run, Vec<f64>)], seconds: f64) -> Result<(), Error> {
     let mut markdown = format!(
         "Strided AlexNet ({}), {} steps of minibatch {}, rates {:?}, {} seeds, smoothing window {}; data {}.\n\n",
-        args.size, args.steps, args.batch_size, args.lr_grid, args.seeds, args.window, args.data.display()
+        args.size,
+        args.steps,
+        args.batch_size,
+        args.lr_grid,
+        args.seeds,
+        args.window,
+        args.data.display()
     );
     writeln!(markdown, "| init | best rate | final smoothed loss: median | 25% | 75% | at grid edge |")?;
     writeln!(markdown, "|---|---|---|---|---|---|")?;
@@ -190,7 +201,8 @@ fn report(args: &AlexNetArgs, done: &[(Run, Vec<f64>)], seconds: f64) -> Result<
     }
     writeln!(markdown, "\n{:.0} s for the runs of this invocation.", seconds)?;
     crate::write_atomically(&args.out.join("alexnet.md"), &markdown)?;
-    let title = format!("Fig. 4: strided AlexNet ({}), smoothed minibatch loss, median and 25-75% over seeds", args.size);
+    let title =
+        format!("Fig. 4: strided AlexNet ({}), smoothed minibatch loss, median and 25-75% over seeds", args.size);
     plot::training_curves(&args.out.join("fig4.png"), &title, "step", "training loss", &[(String::new(), bands)])?;
     println!("{markdown}");
     Ok(())

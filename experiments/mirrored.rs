@@ -109,21 +109,22 @@ fn output_law(args: &MirroredArgs, report: &mut String) -> Result<(), Error> {
     )?;
     writeln!(report, "| L | init | 5% | 25% | 50% | 75% | 95% | mean | std | KS D | p |")?;
     writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|")?;
-    let row = |report: &mut String, depth: usize, label: &str, values: &[f64], ks: Option<(f64, f64)>| -> Result<(), Error> {
-        let (mean, std) = m::mean_std(values);
-        let q = |p: f64| m::quantile(values, p);
-        let ks = ks.map_or_else(|| " | ".to_string(), |(d, p)| format!("{d:.4} | {p:.3}"));
-        writeln!(
-            report,
-            "| {depth} | {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {mean:.3} | {std:.3} | {ks} |",
-            q(0.05),
-            q(0.25),
-            q(0.5),
-            q(0.75),
-            q(0.95)
-        )?;
-        Ok(())
-    };
+    let row =
+        |report: &mut String, depth: usize, label: &str, values: &[f64], ks: Option<(f64, f64)>| -> Result<(), Error> {
+            let (mean, std) = m::mean_std(values);
+            let q = |p: f64| m::quantile(values, p);
+            let ks = ks.map_or_else(|| " | ".to_string(), |(d, p)| format!("{d:.4} | {p:.3}"));
+            writeln!(
+                report,
+                "| {depth} | {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {mean:.3} | {std:.3} | {ks} |",
+                q(0.05),
+                q(0.25),
+                q(0.5),
+                q(0.75),
+                q(0.95)
+            )?;
+            Ok(())
+        };
     for depth in [1, 5, 10] {
         let he = m::output_norms(&m::plan(&m::mlp(100, 100, depth, 100, Variant::He))?, inits)?;
         let law = m::law_samples(100, 100, depth, 100, law_count, 1_000 + depth as u64);
@@ -181,12 +182,15 @@ fn trainability(args: &MirroredArgs, report: &mut String) -> Result<(), Error> {
         let mut bands = Vec::new();
         for variant in Variant::ALL {
             let plan = m::plan(&m::mlp(inputs, 100, depth, data.classes, variant))?;
-            let losses = table2::train_population(&data, &plan, &settings, Some(0.05), &candle_core::Device::Cpu, &|_| {})?;
+            let losses =
+                table2::train_population(&data, &plan, &settings, Some(0.05), &candle_core::Device::Cpu, &|_| {})?;
             let points: Vec<(f64, f64, f64, f64)> = settings
                 .learning_rates
                 .iter()
                 .zip(&losses)
-                .map(|(&rate, seeds)| (rate, m::quantile(seeds, 0.5), m::quantile(seeds, 0.25), m::quantile(seeds, 0.75)))
+                .map(|(&rate, seeds)| {
+                    (rate, m::quantile(seeds, 0.5), m::quantile(seeds, 0.25), m::quantile(seeds, 0.75))
+                })
                 .collect();
             let best = points.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("a rate");
             writeln!(

@@ -67,9 +67,12 @@ fn pieces(report: &mut String) -> Result<(), Error> {
     writeln!(report, "| d | 2^d | triangle: min | max | fan_in: mean | max | PyTorch default: mean | max |")?;
     writeln!(report, "|---|---|---|---|---|---|---|---|")?;
     fn row<N: Network>(depth: u32, inits: u64, report: &mut String) -> Result<(), Error> {
-        let triangle: Vec<usize> = (0..10).map(|s| pieces_at_init::<N>(s, true).map(|p| p.count())).collect::<Result<_, _>>()?;
-        let fan_in: Vec<usize> = (0..inits).map(|s| pieces_at_init::<N>(s, false).map(|p| p.count())).collect::<Result<_, _>>()?;
-        let torch: Vec<usize> = (0..inits).map(|s| pieces_at_torch_default_init::<N>(s).map(|p| p.count())).collect::<Result<_, _>>()?;
+        let triangle: Vec<usize> =
+            (0..10).map(|s| pieces_at_init::<N>(s, true).map(|p| p.count())).collect::<Result<_, _>>()?;
+        let fan_in: Vec<usize> =
+            (0..inits).map(|s| pieces_at_init::<N>(s, false).map(|p| p.count())).collect::<Result<_, _>>()?;
+        let torch: Vec<usize> =
+            (0..inits).map(|s| pieces_at_torch_default_init::<N>(s).map(|p| p.count())).collect::<Result<_, _>>()?;
         let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
         let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
         let min = |v: &[usize]| v.iter().copied().min().unwrap_or(0);
@@ -231,7 +234,13 @@ fn fits(args: &TriangleArgs, report: &mut String) -> Result<(), Error> {
         let path = args.out.join(format!("fit-x{power}.png"));
         let grid: Vec<f64> = xs.flatten_all()?.to_vec1::<f64>()?;
         let target: Vec<f64> = ys.flatten_all()?.to_vec1::<f64>()?;
-        plot::fitted_curves(&path, &format!("x^{power}, width 4, depth 5: median runs (dots: breakpoints)"), &grid, &target, &best_curves)?;
+        plot::fitted_curves(
+            &path,
+            &format!("x^{power}, width 4, depth 5: median runs (dots: breakpoints)"),
+            &grid,
+            &target,
+            &best_curves,
+        )?;
         figures.push(path);
     }
     writeln!(report)?;

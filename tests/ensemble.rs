@@ -139,7 +139,10 @@ fn host_ensemble_matches_the_candle_ensemble() -> Result<(), EnsembleError> {
             let candle = sgd.step(&ensemble, &xs, &ys_tensor)?;
             let ours = host.step(&flat, &ys, &learning_rates, 1e-3)?;
             for (copy, (a, b)) in candle.iter().zip(&ours).enumerate() {
-                assert!((a - b).abs() <= 1e-4 * a.abs(), "batch {batch}, step {step}, copy {copy}: candle {a}, host {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * a.abs(),
+                    "batch {batch}, step {step}, copy {copy}: candle {a}, host {b}"
+                );
             }
         }
     }

@@ -25,7 +25,8 @@ network! {
 /// singular value of its Jacobian on the difference subspace is 1, at depth 10 and 50 (f64, so
 /// the tolerance 1e-4 of the issue has room; measured: 1e-14).
 #[test]
-fn orthogonal_mirrored_jacobian_is_an_isometry_on_the_difference_subspace() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn orthogonal_mirrored_jacobian_is_an_isometry_on_the_difference_subspace(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for depth in [10, 50] {
         let plan = m::plan(&m::mlp(100, 100, depth, 100, Variant::MirroredOrthogonal))?;
         for spectrum in m::spectra(&plan, &[0, 1, 2])? {
@@ -64,7 +65,8 @@ fn mirrored_with_fixed_scalars_is_an_isometry_up_to_scale() -> Result<(), Box<dy
 /// orthogonal network's spread does not grow with depth: after its first (semi-orthogonal) layer
 /// every layer preserves the norm exactly.
 #[test]
-fn output_norms_follow_the_exact_law_and_mirrored_ones_do_not_spread() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn output_norms_follow_the_exact_law_and_mirrored_ones_do_not_spread(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for depth in [5, 10] {
         let he = m::output_norms(&m::plan(&m::mlp(100, 100, depth, 100, Variant::He))?, 1000)?;
         let law = m::law_samples(100, 100, depth, 100, 100_000, depth as u64);
@@ -106,7 +108,11 @@ fn mirrored_weights_meet_the_calculus_gammas() -> candle_core::Result<()> {
         let (mean, std) = m::mean_std(measured);
         let predicted = step.step.gamma.expect("a weight layer");
         let standard_error = std / (measured.len() as f64).sqrt() / predicted;
-        println!("{}: measured {mean:.4e} predicted {predicted:.4e} ratio {:.3} ± {standard_error:.3}", step.path, mean / predicted);
+        println!(
+            "{}: measured {mean:.4e} predicted {predicted:.4e} ratio {:.3} ± {standard_error:.3}",
+            step.path,
+            mean / predicted
+        );
         assert!((mean / predicted - 1.0).abs() < 0.1, "{}: ratio {}", step.path, mean / predicted);
     }
     Ok(())

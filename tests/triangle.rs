@@ -47,7 +47,8 @@ fn random_peaks_give_exactly_two_to_the_depth_pieces() -> Result<()> {
 /// homogeneous in its input, so on [0, 1] it is one linear piece (100 inits).
 #[test]
 fn fan_in_init_is_one_piece_on_the_unit_interval() -> Result<()> {
-    let counts: Vec<usize> = (0..100).map(|seed| pieces_at_init::<Triangle5>(seed, false).map(|p| p.count())).collect::<Result<_>>()?;
+    let counts: Vec<usize> =
+        (0..100).map(|seed| pieces_at_init::<Triangle5>(seed, false).map(|p| p.count())).collect::<Result<_>>()?;
     let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
     println!("fan_in, depth 5, width 4: mean {mean} pieces over 100 inits");
     assert!(counts.iter().all(|&c| c == 1), "{counts:?}");
@@ -66,7 +67,10 @@ fn linear_regions_agree_with_dense_sampling() -> Result<()> {
         for (name, var) in varmap.data().lock().unwrap().iter() {
             if name.ends_with(".bias") {
                 let n = var.dim(0)?;
-                var.set(&scalenet::diagnostics::seeded_normal(&Tensor::zeros(n, DType::F64, &Device::Cpu)?, seed * 31 + n as u64)?)?;
+                var.set(&scalenet::diagnostics::seeded_normal(
+                    &Tensor::zeros(n, DType::F64, &Device::Cpu)?,
+                    seed * 31 + n as u64,
+                )?)?;
             }
         }
         let pieces = linear_regions(&net, (-2.0, 2.0))?;
@@ -79,7 +83,9 @@ fn linear_regions_agree_with_dense_sampling() -> Result<()> {
         // mixed cell); one on a grid point as one.
         let sampled_kinks = slopes
             .windows(3)
-            .filter(|s| (s[1] - s[0]).abs() > 1e-6 * (1.0 + s[0].abs()) && (s[2] - s[1]).abs() <= 1e-6 * (1.0 + s[1].abs()))
+            .filter(|s| {
+                (s[1] - s[0]).abs() > 1e-6 * (1.0 + s[0].abs()) && (s[2] - s[1]).abs() <= 1e-6 * (1.0 + s[1].abs())
+            })
             .count();
         assert!(changes >= sampled_kinks);
         assert_eq!(pieces.breakpoints.len(), sampled_kinks, "seed {seed}: walk {:?}", pieces.breakpoints);

@@ -225,7 +225,8 @@ pub fn check_mirrored_weights(spec: &NetworkSpec, diagnostics: &mut Diagnostics)
         diagnostics.push(Rule::MirroredWeights, Location::layer(id, field), message);
         broken.push(id);
     };
-    let weight_layers: Vec<&LayerSpec> = spec.layers.iter().filter(|layer| layer.op.weight_kernel().is_some()).collect();
+    let weight_layers: Vec<&LayerSpec> =
+        spec.layers.iter().filter(|layer| layer.op.weight_kernel().is_some()).collect();
     let last_weight = weight_layers.last().map(|layer| layer.id);
     let mut activations_since_weight: Option<Vec<&LayerSpec>> = None;
     for layer in &spec.layers {

@@ -123,8 +123,12 @@ impl Context<'_> {
                         (StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. }, mirror) => {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
                             let constructor = match mirror {
-                                None => quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?),
-                                Some(mirror) => quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std, #mirror)?),
+                                None => {
+                                    quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?)
+                                }
+                                Some(mirror) => {
+                                    quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std, #mirror)?)
+                                }
                             };
                             (field_type(op), constructor)
                         }

@@ -6,8 +6,8 @@
 //! the layer's arguments in the order the registry lists them.
 
 pub use crate::calculus;
-pub use crate::init::seeded_var_builder;
 pub use crate::calculus::Mirror;
+pub use crate::init::seeded_var_builder;
 pub use crate::mirrored::{mirrored_conv2d, mirrored_linear};
 pub use crate::nn::{conv2d, linear, Bias, Conv2d, Scalar};
 pub use crate::{Network, Report};

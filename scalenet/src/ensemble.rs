@@ -144,7 +144,14 @@ impl Ensemble {
                 (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
                     let linear = |vb: &candle_nn::VarBuilder| {
-                        crate::mirrored::linear_for(vb.pp(&step.name), fan_in, fan_out, init.bias, init.std(), init.mirror)
+                        crate::mirrored::linear_for(
+                            vb.pp(&step.name),
+                            fan_in,
+                            fan_out,
+                            init.bias,
+                            init.std(),
+                            init.mirror,
+                        )
                     };
                     let weight = stack(&|vb| linear(vb)?.weight().t()?.contiguous())?;
                     let bias = match init.bias {
@@ -164,12 +171,25 @@ impl Ensemble {
                 (StepOp::Declared { op: Op::Relu, .. }, _) => Layer::Relu,
                 (StepOp::Declared { op: Op::LeakyRelu { slope }, .. }, _) => Layer::LeakyRelu(*slope),
                 (StepOp::Declared { op: Op::Scale { factor }, .. }, _) => Layer::Scale(*factor),
-                (StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. }, Some(ParamInit::Weight(init))) => {
+                (
+                    StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. },
+                    Some(ParamInit::Weight(init)),
+                ) => {
                     let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
                     let (kernel, stride, padding) = (*kernel, *stride, *padding);
                     let conv = |vb: &candle_nn::VarBuilder| {
                         let vb = vb.pp(&step.name);
-                        crate::mirrored::conv2d_for(vb, fan_in, fan_out, kernel, stride, padding, init.bias, init.std(), init.mirror)
+                        crate::mirrored::conv2d_for(
+                            vb,
+                            fan_in,
+                            fan_out,
+                            kernel,
+                            stride,
+                            padding,
+                            init.bias,
+                            init.std(),
+                            init.mirror,
+                        )
                     };
                     let weight = stack(&|vb| Ok(conv(vb)?.weight().clone()))?;
                     let bias = match init.bias {
@@ -201,7 +221,11 @@ impl Ensemble {
         let dims = xs.dims();
         let input = self.input.dims();
         if dims.len() != input.len() + 2 || dims[0] != self.population || dims[2..] != input[..] {
-            let expected = format!("[{}, batch, {}]", self.population, self.input.dims().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+            let expected = format!(
+                "[{}, batch, {}]",
+                self.population,
+                self.input.dims().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
             return Err(EnsembleError::Shape { what: "ensemble input", expected, got: dims.to_vec() });
         }
         let mut xs = xs.clone();
@@ -219,17 +243,21 @@ impl Ensemble {
                     let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
                     let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
                     // Copies side by side along the channels: one convolution of `P` groups.
-                    let stacked = xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
+                    let stacked =
+                        xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
                     let kernels = weight.as_tensor().reshape((population * out, inputs, kernel, kernel))?;
                     let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population)?;
                     let (_, _, out_height, out_width) = ys.dims4()?;
-                    let ys = ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
+                    let ys =
+                        ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
                     match bias {
                         Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
                         None => ys,
                     }
                 }
-                Layer::Scalar { weight, fixed } => xs.broadcast_mul(&per_copy(&(weight.as_tensor() * *fixed)?, xs.rank())?)?,
+                Layer::Scalar { weight, fixed } => {
+                    xs.broadcast_mul(&per_copy(&(weight.as_tensor() * *fixed)?, xs.rank())?)?
+                }
                 Layer::Bias(bias) => xs.broadcast_add(&per_copy(bias.as_tensor(), xs.rank())?)?,
                 Layer::Scale(factor) => (xs * *factor)?,
                 Layer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&xs, *slope)?,

@@ -73,13 +73,13 @@ pub mod data;
 pub mod diagnostics;
 pub mod ensemble;
 pub mod finite;
-pub mod mirrored;
 mod init;
+pub mod mirrored;
 pub mod nn;
 pub mod ops;
-pub mod regions;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod regions;
 mod report;
 pub mod triangle;
 

@@ -52,7 +52,14 @@ pub fn mirrored_conv2d(
 
 /// A linear layer under `mirror`: [`crate::nn::linear`] for Gaussian weights, else
 /// [`mirrored_linear`]. What a plan's [`crate::calculus::WeightInit`] asks for.
-pub fn linear_for(vb: VarBuilder, in_features: usize, out_features: usize, bias: bool, std: f64, mirror: Mirror) -> Result<Linear> {
+pub fn linear_for(
+    vb: VarBuilder,
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+    std: f64,
+    mirror: Mirror,
+) -> Result<Linear> {
     match mirror {
         Mirror::Gaussian => crate::nn::linear(vb, in_features, out_features, bias, std),
         mirror => mirrored_linear(vb, in_features, out_features, bias, std, mirror),

@@ -339,8 +339,11 @@ fn band_panels(
     let ranges: Vec<Option<(f64, f64)>> = panels
         .iter()
         .map(|(_, bands)| {
-            let values = bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2, p.3])).filter(|v| finite(*v));
-            values.fold(None, |range: Option<(f64, f64)>, v| Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v)))))
+            let values =
+                bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2, p.3])).filter(|v| finite(*v));
+            values.fold(None, |range: Option<(f64, f64)>, v| {
+                Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+            })
         })
         .collect();
     if ranges.iter().all(Option::is_none) {
@@ -405,7 +408,13 @@ fn band_panels(
 
 /// Histograms of several samples over shared log-spaced bins, one colour each (e.g. the singular
 /// values of a Jacobian under two inits). Zeros and non-finite values are left out.
-pub fn log_histograms(path: &Path, title: &str, x_label: &str, samples: &[(String, Vec<f64>)], bins: usize) -> Result<(), PlotError> {
+pub fn log_histograms(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    samples: &[(String, Vec<f64>)],
+    bins: usize,
+) -> Result<(), PlotError> {
     let kept: Vec<(String, Vec<f64>)> = samples
         .iter()
         .map(|(label, values)| (label.clone(), values.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect()))
@@ -469,7 +478,13 @@ pub struct FittedCurve {
 
 /// A target function (black) and fitted curves over the same grid `xs`, with each curve's
 /// breakpoints marked; a lower panel shows each curve's error against the target.
-pub fn fitted_curves(path: &Path, title: &str, xs: &[f64], target: &[f64], curves: &[FittedCurve]) -> Result<(), PlotError> {
+pub fn fitted_curves(
+    path: &Path,
+    title: &str,
+    xs: &[f64],
+    target: &[f64],
+    curves: &[FittedCurve],
+) -> Result<(), PlotError> {
     if xs.is_empty() || xs.len() != target.len() || curves.iter().any(|c| c.values.len() != xs.len()) {
         return Err(PlotError::Empty(path.display().to_string()));
     }
@@ -498,7 +513,10 @@ pub fn fitted_curves(path: &Path, title: &str, xs: &[f64], target: &[f64], curve
         for (index, curve) in curves.iter().enumerate() {
             let colour = Palette99::pick(index + 1).to_rgba();
             chart
-                .draw_series(LineSeries::new(xs.iter().copied().zip(curve.values.iter().copied()), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    xs.iter().copied().zip(curve.values.iter().copied()),
+                    colour.stroke_width(2),
+                ))
                 .map_err(text)?
                 .label(format!("{} ({} breakpoints)", curve.label, curve.breakpoints.len()))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));

@@ -103,9 +103,10 @@ pub fn linear_regions<N: Network>(net: &N, (lo, hi): (f64, f64)) -> Result<Linea
         if pieces.activation_regions > MAX_REGIONS {
             return Err(RegionsError::TooMany { network: N::NAME, limit: MAX_REGIONS });
         }
-        let same_slope = pieces.slopes.last().is_some_and(|&last| {
-            (last - slope).abs() <= 1e3 * tolerance * last.abs().max(slope.abs()).max(1e-300)
-        });
+        let same_slope = pieces
+            .slopes
+            .last()
+            .is_some_and(|&last| (last - slope).abs() <= 1e3 * tolerance * last.abs().max(slope.abs()).max(1e-300));
         if same_slope {
             // The pattern changed but not the slope: not a breakpoint of the function.
         } else {
@@ -182,10 +183,8 @@ fn walk<N: Network>(
         Ok(result)
     };
     let ys = net.forward_hooked(&xs, false, Some(&mut hook))?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    // Row 1 starts at `outputs`; with several outputs a piece ends where any of them bends, and the
+    // slope reported is the first output's.
     let outputs = ys.len() / 2;
-    if outputs != 1 {
-        // Several outputs: a piece ends where any of them bends; report the first output's slope.
-        return Ok((ys[outputs] - ys[0], nearest));
-    }
-    Ok((ys[1] - ys[0], nearest))
+    Ok((ys[outputs] - ys[0], nearest))
 }

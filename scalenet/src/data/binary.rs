@@ -53,14 +53,14 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), BinaryError> {
     if rank == 0 || bytes.len() < header {
         return Err(format(format!("the header announces {rank} dimensions but the file has {} bytes", bytes.len())));
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let expected = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     match expected {
         Some(n) if n == bytes.len() - header => Ok((dims, bytes[header..].to_vec())),
-        Some(n) => Err(format(format!("dimensions {dims:?} need {n} bytes of data, the file has {}", bytes.len() - header))),
+        Some(n) => {
+            Err(format(format!("dimensions {dims:?} need {n} bytes of data, the file has {}", bytes.len() - header)))
+        }
         None => Err(format(format!("dimensions {dims:?} overflow"))),
     }
 }
@@ -138,7 +138,12 @@ impl ImageDataset {
     }
 }
 
-fn dataset(pixels: Vec<u8>, shape: [usize; 4], labels: Vec<u8>, labels_path: &Path) -> Result<ImageDataset, BinaryError> {
+fn dataset(
+    pixels: Vec<u8>,
+    shape: [usize; 4],
+    labels: Vec<u8>,
+    labels_path: &Path,
+) -> Result<ImageDataset, BinaryError> {
     if labels.is_empty() {
         return Err(BinaryError::Format { path: labels_path.to_path_buf(), problem: "no examples".into() });
     }

@@ -40,10 +40,7 @@ pub fn jacobians(forward: impl Fn(&Tensor) -> Result<Tensor>, xs: &Tensor) -> Re
         .ok_or_else(|| candle_core::Error::Msg("the output does not depend on the input".into()))?
         .to_dtype(candle_core::DType::F64)?
         .to_vec3::<f64>()?;
-    Ok(rows
-        .into_iter()
-        .map(|copy| DMatrix::from_fn(outputs, features, |j, i| copy[j][i]))
-        .collect())
+    Ok(rows.into_iter().map(|copy| DMatrix::from_fn(outputs, features, |j, i| copy[j][i])).collect())
 }
 
 /// Singular values of `matrix`, largest first: `min(rows, columns)` of them.
@@ -105,7 +102,8 @@ mod tests {
         for i in 0..2 {
             let mut shifted = x.to_vec1::<f64>()?;
             shifted[i] += eps;
-            let plus = forward(&Tensor::new(shifted.as_slice(), &device)?.unsqueeze(0)?)?.squeeze(0)?.to_vec1::<f64>()?;
+            let plus =
+                forward(&Tensor::new(shifted.as_slice(), &device)?.unsqueeze(0)?)?.squeeze(0)?.to_vec1::<f64>()?;
             let base = forward(&x.unsqueeze(0)?)?.squeeze(0)?.to_vec1::<f64>()?;
             for o in 0..2 {
                 assert!((j[(o, i)] - (plus[o] - base[o]) / eps).abs() < 1e-6);

@@ -15,10 +15,20 @@ use candle_core::DType;
 #[derive(Debug, Clone)]
 enum HostLayer {
     /// `weight` `[out, in]` row-major at `weight`, bias `[out]` at `bias`.
-    Linear { inputs: usize, outputs: usize, weight: usize, bias: Option<usize> },
+    Linear {
+        inputs: usize,
+        outputs: usize,
+        weight: usize,
+        bias: Option<usize>,
+    },
     /// `u` at `at`, times `fixed`.
-    Scalar { at: usize, fixed: f32 },
-    Bias { at: usize },
+    Scalar {
+        at: usize,
+        fixed: f32,
+    },
+    Bias {
+        at: usize,
+    },
     Scale(f32),
     LeakyRelu(f32),
     Identity,
@@ -86,7 +96,13 @@ impl HostEnsemble {
     /// One SGD step per copy on its own minibatch: `xs` `[P, B, D]` and `labels` `[P, B]`
     /// flattened, softmax cross-entropy averaged over the minibatch, `w -= lr_p (grad + decay w)`.
     /// Returns each copy's loss before the update.
-    pub fn step(&mut self, xs: &[f32], labels: &[u32], learning_rates: &[f64], weight_decay: f64) -> Result<Vec<f64>, EnsembleError> {
+    pub fn step(
+        &mut self,
+        xs: &[f32],
+        labels: &[u32],
+        learning_rates: &[f64],
+        weight_decay: f64,
+    ) -> Result<Vec<f64>, EnsembleError> {
         let population = self.population();
         let batch = self.check(xs, labels)?;
         if learning_rates.len() != population {
@@ -107,11 +123,23 @@ impl HostEnsemble {
             {
                 scope.spawn(move || {
                     let mut work = Workspace::default();
-                    for (offset, ((params, &calibration), loss)) in params.iter_mut().zip(calibration).zip(losses.iter_mut()).enumerate() {
+                    for (offset, ((params, &calibration), loss)) in
+                        params.iter_mut().zip(calibration).zip(losses.iter_mut()).enumerate()
+                    {
                         let copy = first + offset;
                         let rows = &xs[copy * batch * inputs..(copy + 1) * batch * inputs];
                         let targets = &labels[copy * batch..(copy + 1) * batch];
-                        *loss = train_copy(layers, params, calibration, rows, targets, outputs, learning_rates[copy] as f32, weight_decay as f32, &mut work);
+                        *loss = train_copy(
+                            layers,
+                            params,
+                            calibration,
+                            rows,
+                            targets,
+                            outputs,
+                            learning_rates[copy] as f32,
+                            weight_decay as f32,
+                            &mut work,
+                        );
                     }
                 });
             }
@@ -145,7 +173,9 @@ impl HostEnsemble {
             let mean = output.iter().map(|&v| f64::from(v)).sum::<f64>() / output.len() as f64;
             let std = (output.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / output.len() as f64).sqrt();
             if !(std.is_finite() && std > 0.0) {
-                return Err(candle_core::Error::Msg(format!("copy {copy}: output std {std} cannot be calibrated")).into());
+                return Err(
+                    candle_core::Error::Msg(format!("copy {copy}: output std {std} cannot be calibrated")).into()
+                );
             }
             self.calibration[copy] = (f64::from(self.calibration[copy]) * target_std / std) as f32;
         }
@@ -158,7 +188,11 @@ impl HostEnsemble {
         let batch = labels.len() / population.max(1);
         if batch == 0 || labels.len() != population * batch || xs.len() != population * batch * self.inputs {
             let expected = format!("[{population}, batch, {}] inputs and [{population}, batch] labels", self.inputs);
-            return Err(EnsembleError::Shape { what: "host ensemble input", expected, got: vec![xs.len(), labels.len()] });
+            return Err(EnsembleError::Shape {
+                what: "host ensemble input",
+                expected,
+                got: vec![xs.len(), labels.len()],
+            });
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= self.outputs) {
             let expected = format!("labels below {}", self.outputs);
