@@ -26,6 +26,7 @@
 //! ```
 
 mod blocks;
+pub mod coherence;
 mod diagnostic;
 pub mod moments;
 mod plan;

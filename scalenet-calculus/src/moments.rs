@@ -88,7 +88,7 @@ impl Transfer {
     }
 }
 
-fn standard_normal_cdf(x: f64) -> f64 {
+pub(crate) fn standard_normal_cdf(x: f64) -> f64 {
     0.5 * (1.0 + libm::erf(x * FRAC_1_SQRT_2))
 }
 
@@ -119,7 +119,7 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
 }
 
 /// `E[f(z)]` for standard normal `z`, by the midpoint rule on [-8, 8] (f is smooth here).
-fn standard_normal_expectation(f: impl Fn(f64) -> f64) -> f64 {
+pub(crate) fn standard_normal_expectation(f: impl Fn(f64) -> f64) -> f64 {
     const STEPS: usize = 400;
     let dz = 16.0 / STEPS as f64;
     (0..STEPS).map(|i| -8.0 + (i as f64 + 0.5) * dz).map(|z| f(z) * standard_normal_pdf(z) * dz).sum()

@@ -27,6 +27,9 @@ pub enum ScaleReason {
     InitScheme,
     /// Inside a residual branch, whose weights use `c beta` or `c alpha` (section 11).
     Branch,
+    /// Correlations between positions change the layer's gamma or bias scaling (see
+    /// [`crate::coherence`]): its numerator and this scalar compensate.
+    Coherence,
     /// At the end of a residual branch: `E[F(x)^2] = E[x^2]` (section 11).
     BranchEnd,
     /// Sets the output standard deviation to `output_std` (section 7).
@@ -43,6 +46,7 @@ impl fmt::Display for ScaleReason {
             ScaleReason::Activation => f.write_str("activation gain"),
             ScaleReason::InitScheme => f.write_str("init scheme"),
             ScaleReason::Branch => f.write_str("branch c 11"),
+            ScaleReason::Coherence => f.write_str("coherence"),
             ScaleReason::BranchEnd => f.write_str("E[F²]=E[x²] 11"),
             ScaleReason::Output => f.write_str("output std 7"),
         }
@@ -122,6 +126,12 @@ pub struct Step {
     pub gamma: Option<f64>,
     /// Bias scaling, eq. (7), where the step adds a bias.
     pub bias_gamma: Option<f64>,
+    /// What the correlations between positions multiply the weight's (or scalar's) gamma by:
+    /// `E[dW^2]` with the cross terms over `E[dW^2]` without them (see [`crate::coherence`]); 1
+    /// where positions are independent, as the paper assumes.
+    pub coherence: Option<f64>,
+    /// The same for the bias scaling.
+    pub bias_coherence: Option<f64>,
 }
 
 impl Step {
@@ -145,6 +155,8 @@ impl Step {
             scaling: 0.0,
             gamma: None,
             bias_gamma: None,
+            coherence: None,
+            bias_coherence: None,
         }
     }
 
@@ -198,6 +210,9 @@ pub struct Plan {
     /// `c = gain / k*`.
     pub c: f64,
     pub output_std: f64,
+    /// Whether gammas and the init compensate the correlations between positions
+    /// ([`crate::coherence`]).
+    pub spatial_coherence: bool,
     /// Network input moments the predictions assume.
     pub input_moments: Moments,
     pub steps: Vec<Step>,

@@ -6,7 +6,8 @@ use crate::blocks;
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
-use crate::propagate::{combine, predict_backward, predict_forward, transfer, Mode};
+use crate::coherence::Covariance;
+use crate::propagate::{combine, predict_backward, predict_coherence, predict_forward, transfer, Mode};
 use crate::registry::weight::weight_geometry;
 use crate::registry::{Op, Role};
 use crate::rules;
@@ -134,8 +135,18 @@ struct Since {
     in_branch: bool,
 }
 
+/// What the correlations between positions do to one weight layer's (or scalar's) gammas, from a
+/// first plan; the planner's second build compensates them.
+#[derive(Clone, Copy, Debug)]
+struct Coherence {
+    weight: f64,
+    bias: Option<f64>,
+}
+
 struct Planner<'a> {
     spec: &'a NetworkSpec,
+    /// By parameter path; empty on the first build and with `spatial_coherence` off.
+    coherence: BTreeMap<String, Coherence>,
     mirror_roles: BTreeMap<LayerId, Mirror>,
     typical_kernel: usize,
     slope: f64,
@@ -148,7 +159,7 @@ impl<'a> Planner<'a> {
         let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
         let slope = network_slope(spec);
         let gain = 2.0 / (1.0 + slope * slope);
-        Planner { spec, mirror_roles: mirror_roles(spec), typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
+        Planner { spec, coherence: BTreeMap::new(), mirror_roles: mirror_roles(spec), typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
     }
 
     /// Inserts a fixed scalar at the end of `steps`, or before a weight layer about to be added:
@@ -245,6 +256,7 @@ impl<'a> Planner<'a> {
     /// `sqrt(k*/k)` of section 6.2; after average pooling it undoes the pooling (section 8).
     fn build_chain(
         &self,
+        prefix: &str,
         nodes: &[Node],
         nominal: &mut Moments,
         relative_scaling: &mut f64,
@@ -253,9 +265,14 @@ impl<'a> Planner<'a> {
         let mut steps: Vec<Step> = Vec::with_capacity(nodes.len());
         for node in nodes {
             let name = node.name.clone().unwrap_or_default();
+            let path = child_path(prefix, &name);
             let step = match &node.kind {
                 NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
                     let entry = *nominal;
+                    let branch_path = |nodes: &[Node]| {
+                        let label = if std::ptr::eq(nodes, main.as_slice()) { "main" } else { "shortcut" };
+                        format!("{path}.{label}")
+                    };
                     // sigma_B / sigma at the block input through each branch, a scale-free product
                     // of op ratios (1 unless pooling follows a ReLU). With the fixed scalars on, a
                     // moments-only pass gives it in time linear in the branch; without them the
@@ -266,6 +283,7 @@ impl<'a> Planner<'a> {
                         }
                         let mut ratio = 1.0;
                         self.build_chain(
+                            &branch_path(nodes),
                             nodes,
                             &mut entry.clone(),
                             &mut ratio,
@@ -286,7 +304,8 @@ impl<'a> Planner<'a> {
                             *relative_scaling
                         };
                         let mut branch_since = Since { in_branch: true, ..*since };
-                        let mut steps = self.build_chain(nodes, &mut moments, &mut scaling, &mut branch_since);
+                        let mut steps =
+                            self.build_chain(&branch_path(nodes), nodes, &mut moments, &mut scaling, &mut branch_since);
                         if !nodes.is_empty() {
                             let factor = (entry.second / moments.second).sqrt();
                             let shape = nodes.last().expect("nonempty").output;
@@ -316,13 +335,17 @@ impl<'a> Planner<'a> {
                     let params = match (op.def().role, op) {
                         (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
                             let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
-                            let numerator = self.c * relative_scaling.sqrt();
+                            let coherence = self.coherence.get(&path);
+                            let numerator =
+                                self.c * relative_scaling.sqrt() * coherence.map_or(1.0, |c| c.weight.sqrt());
                             let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
                             let second_moment = match self.spec.weights {
                                 WeightLaw::MirroredOrthogonal => orthogonal_second_moment(mirror, &geometry),
                                 _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
                             };
-                            let target = numerator / (geometry.fan_out as f64).sqrt();
+                            // Bias balance with the cross terms: `n E[y^2]^2 = (kappa_b / kappa_W) c_l^2`.
+                            let balance = coherence.and_then(|c| c.bias.map(|b| (b / c.weight).sqrt())).unwrap_or(1.0);
+                            let target = numerator * balance / (geometry.fan_out as f64).sqrt();
                             let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second;
                             let mut reasons = Vec::new();
                             if !since.seen_weight_layer {
@@ -334,7 +357,11 @@ impl<'a> Planner<'a> {
                                     typical: self.typical_kernel,
                                 });
                             }
+                            let coherent = coherence.is_some_and(|c| {
+                                (c.weight - 1.0).abs() > 1e-6 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-6)
+                            });
                             for (flag, reason) in [
+                                (coherent, ScaleReason::Coherence),
                                 (since.pooled, ScaleReason::Pooling),
                                 (since.padded, ScaleReason::Padding),
                                 (since.activation_mismatch, ScaleReason::Activation),
@@ -375,7 +402,8 @@ impl<'a> Planner<'a> {
                             }))
                         }
                         (Role::Scalar, _) => {
-                            let numerator = self.c * relative_scaling.sqrt();
+                            let coherence = self.coherence.get(&path).map_or(1.0, |c| c.weight);
+                            let numerator = self.c * (*relative_scaling * coherence).sqrt();
                             Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
                         }
                         (Role::Bias, _) => Some(ParamInit::Bias { channels: node.input.channels() }),
@@ -400,18 +428,33 @@ impl<'a> Planner<'a> {
         steps
     }
 
-    fn plan(self, nodes: &[Node]) -> Plan {
-        let input = self.spec.input;
-        let output = nodes.last().map_or(input, |n| n.output);
-        let input_moments = Moments::centred(1.0);
+    /// Pass 1 and 2 on `nodes`: the steps with their predictions.
+    fn build(&self, nodes: &[Node], input_moments: Moments, output: Shape) -> Vec<Step> {
         let mut nominal = input_moments;
-        let mut steps = self.build_chain(nodes, &mut nominal, &mut 1.0, &mut Since::default());
+        let mut steps = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
         self.insert_scalar(&mut steps, self.spec.output_std / nominal.std(), vec![ScaleReason::Output], output, false);
 
         // Pass 2: the real chain, forward then backward (batch-size-1 semantics: E[dy^2] = 1 at
-        // the output, as for loss = y . N with N ~ N(0, I)).
+        // the output, as for loss = y . N with N ~ N(0, I)), then the cross terms between positions.
         predict_forward(&mut steps, input_moments);
         predict_backward(&mut steps, 1.0);
+        predict_coherence(&mut steps, Covariance::white(output, 1.0), self.spec.spatial_coherence);
+        steps
+    }
+
+    fn plan(mut self, nodes: &[Node]) -> Plan {
+        let input = self.spec.input;
+        let output = nodes.last().map_or(input, |n| n.output);
+        let input_moments = Moments::centred(1.0);
+        let mut steps = self.build(nodes, input_moments, output);
+        // The coherence factors depend on correlations, not on scale, so the weights and scalars
+        // that compensate them do not change them: one more build equalizes the gammas.
+        if self.spec.spatial_coherence {
+            self.coherence = coherence_by_path(&steps);
+            if self.coherence.values().any(|c| (c.weight - 1.0).abs() > 1e-9 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-9)) {
+                steps = self.build(nodes, input_moments, output);
+            }
+        }
 
         let unscaled_layers =
             self.spec.walk().filter(|layer| matches!(layer.op, Op::Unscaled(_))).map(|layer| layer.id).collect();
@@ -424,6 +467,7 @@ impl<'a> Planner<'a> {
             gain: self.gain,
             c: self.c,
             output_std: self.spec.output_std,
+            spatial_coherence: self.spec.spatial_coherence,
             input_moments,
             steps,
             unscaled_layers,
@@ -434,16 +478,40 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Parameter paths in walk order: `block.main.layer`, `block.shortcut.layer`.
-fn paths(steps: &[Step], prefix: &str) -> Vec<String> {
-    let join = |name: &str| match (prefix.is_empty(), name.is_empty()) {
+/// The coherence factors of every weight layer and scalar of a built plan, by parameter path.
+fn coherence_by_path(steps: &[Step]) -> BTreeMap<String, Coherence> {
+    let names = paths(steps, "");
+    let mut all = Vec::new();
+    fn visit<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
+        for step in steps {
+            out.push(step);
+            if let StepOp::Block { main, shortcut, .. } = &step.op {
+                visit(main, out);
+                visit(shortcut, out);
+            }
+        }
+    }
+    visit(steps, &mut all);
+    all.into_iter()
+        .zip(names)
+        .filter_map(|(step, path)| step.coherence.map(|weight| (path, Coherence { weight, bias: step.bias_coherence })))
+        .collect()
+}
+
+/// The parameter path of `name` in the chain at `prefix`.
+fn child_path(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
         (_, true) => prefix.to_string(),
         (true, false) => name.to_string(),
         (false, false) => format!("{prefix}.{name}"),
-    };
+    }
+}
+
+/// Parameter paths in walk order: `block.main.layer`, `block.shortcut.layer`.
+fn paths(steps: &[Step], prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     for step in steps {
-        let path = join(&step.name);
+        let path = child_path(prefix, &step.name);
         if let StepOp::Block { main, shortcut, .. } = &step.op {
             out.push(path.clone());
             out.extend(paths(main, &format!("{path}.main")));
@@ -503,12 +571,13 @@ mod tests {
                     let fast = planner.branch_ratio(branch, entry).0;
                     let mut dry = 1.0;
                     let mut since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
-                    planner.build_chain(branch, &mut entry.clone(), &mut dry, &mut since);
+                    planner.build_chain("", branch, &mut entry.clone(), &mut dry, &mut since);
                     assert!((fast / dry - 1.0).abs() < 1e-9, "{fast} vs {dry}");
                     checked += usize::from((dry - 1.0).abs() > 1e-3);
                 }
             }
             let step = &planner.build_chain(
+                "",
                 std::slice::from_ref(node),
                 &mut entry.clone(),
                 &mut 1.0,

@@ -2,7 +2,9 @@
 //! branches, and the planner's second pass, which predicts every step's forward and backward
 //! moments, scaling factor and gammas on the real chain (Appendices A-B, Theorem 1, eq. 7).
 
+use crate::coherence::Covariance;
 use crate::moments::{Moments, Transfer};
+use crate::registry::weight::window;
 use crate::plan::{ParamInit, Step, StepOp};
 use crate::registry::Op;
 
@@ -111,4 +113,48 @@ pub(crate) fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 
         gradient = input_gradient;
     }
     gradient
+}
+
+/// Sets each step's coherence factors from the covariance between positions of the gradient at
+/// the chain's output (see [`crate::coherence`]), and, where `correct` is set, multiplies the
+/// step's gammas by them; returns the covariance at the chain's input. Runs after
+/// [`predict_forward`], whose input moments the activations' masks and the weights' inputs use.
+pub(crate) fn predict_coherence(steps: &mut [Step], output_gradient: Covariance, correct: bool) -> Covariance {
+    let mut gradient = output_gradient;
+    for step in steps.iter_mut().rev() {
+        let input_gradient = match &mut step.op {
+            StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                let (alpha, beta) = (*alpha, *beta);
+                let through_main = predict_coherence(main, gradient.scaled(beta), correct);
+                let through_shortcut = predict_coherence(shortcut, gradient.scaled(alpha), correct);
+                through_main.plus(&through_shortcut)
+            }
+            StepOp::FixedScale { factor, .. } => gradient.scaled(*factor),
+            StepOp::Declared { .. } => declared_gradient(step, &gradient),
+        };
+        let (weight, bias) = match (&step.op, &step.params) {
+            (StepOp::Declared { op, .. }, Some(ParamInit::Weight(w))) => (
+                Some(gradient.weight_coherence(&step.input, window(op), step.input_shape)),
+                w.bias.then(|| gradient.bias_coherence()),
+            ),
+            (_, Some(ParamInit::Scalar { .. })) => (Some(gradient.product_coherence(&step.input)), None),
+            (_, Some(ParamInit::Bias { .. })) => (None, Some(gradient.bias_coherence())),
+            _ => (None, None),
+        };
+        step.coherence = weight;
+        step.bias_coherence = bias;
+        if correct {
+            step.gamma = step.gamma.zip(weight).map(|(gamma, factor)| gamma * factor).or(step.gamma);
+            step.bias_gamma = step.bias_gamma.zip(bias).map(|(gamma, factor)| gamma * factor).or(step.bias_gamma);
+        }
+        gradient = input_gradient;
+    }
+    gradient
+}
+
+fn declared_gradient(step: &Step, gradient: &Covariance) -> Covariance {
+    match &step.op {
+        StepOp::Declared { op, .. } => (op.def().gradient)(op, step, gradient),
+        _ => unreachable!("called on declared steps"),
+    }
 }

@@ -17,6 +17,12 @@ pub fn number(value: f64) -> String {
     }
 }
 
+const COLUMNS: usize = 12;
+
+/// A coherence factor beyond this (or below its inverse) gets a note under the table: the layer's
+/// conditioning then rests on the coherence model, not on the paper's calculus alone.
+pub const STRONG_COHERENCE: f64 = 1.5;
+
 fn describe(step: &Step) -> String {
     match &step.op {
         StepOp::FixedScale { factor, reasons } => {
@@ -41,7 +47,7 @@ fn describe(step: &Step) -> String {
 }
 
 /// One table row per step; branches indented under their block.
-fn rows_of(steps: &[Step], indent: &str, rows: &mut Vec<[String; 10]>) {
+fn rows_of(steps: &[Step], indent: &str, rows: &mut Vec<[String; COLUMNS]>) {
     for step in steps {
         let weight = step.weight();
         let name = if step.name.is_empty() { "·" } else { step.name.as_str() };
@@ -55,12 +61,14 @@ fn rows_of(steps: &[Step], indent: &str, rows: &mut Vec<[String; 10]>) {
             number(step.backward),
             number(step.scaling),
             step.gamma.map_or(String::new(), number),
+            step.coherence.map_or(String::new(), number),
             step.bias_gamma.map_or(String::new(), number),
+            step.bias_coherence.map_or(String::new(), number),
         ]);
         if let StepOp::Block { main, shortcut, .. } = &step.op {
             let branch_indent = format!("{indent}  ");
             let header = |label: &str| {
-                let mut row: [String; 10] = Default::default();
+                let mut row: [String; COLUMNS] = Default::default();
                 row[0] = format!("{branch_indent}{label}:");
                 row
             };
@@ -91,8 +99,8 @@ impl fmt::Display for Plan {
             number(self.predicted_output_std()),
             number(self.output_std)
         )?;
-        let header = ["layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "γ_bias"];
-        let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
+        let header = ["layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "κ", "γ_bias", "κ_bias"];
+        let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
         rows.push([
             "input".into(),
             String::new(),
@@ -100,6 +108,8 @@ impl fmt::Display for Plan {
             String::new(),
             String::new(),
             number(self.input_moments.second),
+            String::new(),
+            String::new(),
             String::new(),
             String::new(),
             String::new(),
@@ -131,6 +141,30 @@ impl fmt::Display for Plan {
                 names.join(", ")
             )?;
         }
-        write!(f, "E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1)")
+        let strong: Vec<String> = self
+            .walk()
+            .into_iter()
+            .filter_map(|s| {
+                let worst = [s.step.coherence, s.step.bias_coherence]
+                    .into_iter()
+                    .flatten()
+                    .max_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()))?;
+                (worst.ln().abs() > STRONG_COHERENCE.ln()).then(|| format!("{} ×{}", s.path, number(worst)))
+            })
+            .collect();
+        if !strong.is_empty() {
+            let what = if self.spatial_coherence {
+                "the plan compensates them in c_l and the fixed scalars"
+            } else {
+                "spatial_coherence is off, so the plan does not compensate them"
+            };
+            writeln!(
+                f,
+                "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {}; {what}",
+                strong.join(", ")
+            )?;
+        }
+        let gamma = if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
+        write!(f, "E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), {gamma}; κ: γ with the cross terms over γ without")
     }
 }

@@ -269,6 +269,10 @@ pub struct NetworkSpec {
     /// Scale the init numerator of weights inside residual branches by the branch's share of the
     /// scaling factor (`c beta`, `c alpha`; section 11). Off only to measure what it corrects.
     pub branch_scaling: bool,
+    /// Model the correlations between positions that average pooling and channel offsets create
+    /// (see [`crate::coherence`]), in the predicted gammas and in the weights and scalars chosen
+    /// to equalize them (default). Off, positions are independent, as in the paper.
+    pub spatial_coherence: bool,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -282,6 +286,7 @@ impl NetworkSpec {
             output_std: DEFAULT_OUTPUT_STD,
             fixed_scalars: true,
             branch_scaling: true,
+            spatial_coherence: true,
             layers: Vec::new(),
         }
     }
@@ -385,6 +390,11 @@ impl NetworkSpec {
 
     pub fn with_branch_scaling(mut self, on: bool) -> Self {
         self.branch_scaling = on;
+        self
+    }
+
+    pub fn with_spatial_coherence(mut self, on: bool) -> Self {
+        self.spatial_coherence = on;
         self
     }
 

@@ -70,6 +70,7 @@ pub struct Options {
     pub output_std: Option<Spanned<f64>>,
     pub fixed_scalars: Option<Spanned<bool>>,
     pub branch_scaling: Option<Spanned<bool>>,
+    pub spatial_coherence: Option<Spanned<bool>>,
 }
 
 pub struct Network {

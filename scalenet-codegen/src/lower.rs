@@ -124,6 +124,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         output_std: options.output_std.as_ref().map_or(DEFAULT_OUTPUT_STD, |s| s.value),
         fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
         branch_scaling: options.branch_scaling.as_ref().is_none_or(|f| f.value),
+        spatial_coherence: options.spatial_coherence.as_ref().is_none_or(|f| f.value),
         layers,
     };
     // Lowering visits layers in pre-order, the order the calculus numbers them in.

@@ -9,8 +9,8 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 6] =
-    ["input", "init", "typical_kernel", "output_std", "fixed_scalars", "branch_scaling"];
+pub const OPTION_NAMES: [&str; 7] =
+    ["input", "init", "typical_kernel", "output_std", "fixed_scalars", "branch_scaling", "spatial_coherence"];
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
 pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
@@ -250,6 +250,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             "typical_kernel" => "typical_kernel: 3",
             "output_std" => "output_std: 0.05",
             "fixed_scalars" => "fixed_scalars: true",
+            "spatial_coherence" => "spatial_coherence: false",
             _ => "branch_scaling: true",
         };
         return Err(syn::Error::new(span, format!("`{name}` needs a value after the colon, e.g. `{example}`")));
@@ -260,6 +261,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         "typical_kernel" => options.typical_kernel.is_some(),
         "output_std" => options.output_std.is_some(),
         "fixed_scalars" => options.fixed_scalars.is_some(),
+        "spatial_coherence" => options.spatial_coherence.is_some(),
         _ => options.branch_scaling.is_some(),
     };
     if duplicate {
@@ -316,7 +318,11 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             let ValueKind::Bool(on) = value.kind else {
                 return Err(syn::Error::new(value.span, format!("`{flag}` is `true` or `false`")));
             };
-            let slot = if flag == "fixed_scalars" { &mut options.fixed_scalars } else { &mut options.branch_scaling };
+            let slot = match flag {
+                "fixed_scalars" => &mut options.fixed_scalars,
+                "spatial_coherence" => &mut options.spatial_coherence,
+                _ => &mut options.branch_scaling,
+            };
             *slot = Some(Spanned { value: on, span: value.span });
         }
     }

@@ -28,7 +28,8 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
         None => quote!(None),
     };
     let output_std = float(spec.output_std);
-    let (fixed_scalars, branch_scaling) = (spec.fixed_scalars, spec.branch_scaling);
+    let (fixed_scalars, branch_scaling, spatial_coherence) =
+        (spec.fixed_scalars, spec.branch_scaling, spec.spatial_coherence);
     let layers = layers(&spec.layers);
     quote! {
         use ::core::option::Option::{None, Some};
@@ -38,7 +39,8 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
             .with_init_law(#sn::calculus::NetworkSpec::parse_init(#init).expect("a known init"))
             .with_output_std(#output_std)
             .with_fixed_scalars(#fixed_scalars)
-            .with_branch_scaling(#branch_scaling);
+            .with_branch_scaling(#branch_scaling)
+            .with_spatial_coherence(#spatial_coherence);
         spec.typical_kernel = #typical;
         spec.layers = #layers;
         spec.assign_layer_ids();

@@ -1,7 +1,7 @@
 //! Activations: the positively homogeneous ReLU family the calculus keeps, and those that break
 //! it (kept only with `#[allow(unscaled)]`).
 
-use super::common::{keyword, no_args, same_shape};
+use super::common::{keyword, no_args, same_gradient, same_shape};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, UnscaledActivation};
 use crate::diagnostic::LayerField;
 use crate::moments::{self, Transfer};
@@ -20,6 +20,7 @@ pub static RELU: OpDef = OpDef {
     rules: &[],
     shape: same_shape,
     transfer: |_, _, input| moments::leaky_relu(input, 0.0),
+    gradient: |_, step, dy| dy.through_activation(&step.input, 0.0),
     describe: keyword,
     runtime: Runtime::Call { function: "relu", train: false },
 };
@@ -41,6 +42,7 @@ pub static LEAKY_RELU: OpDef = OpDef {
     rules: &[rules::check_leaky_relu_slope],
     shape: same_shape,
     transfer: |op, _, input| moments::leaky_relu(input, op.activation_slope().unwrap_or(0.0)),
+    gradient: |op, step, dy| dy.through_activation(&step.input, op.activation_slope().unwrap_or(0.0)),
     describe: |op, _| match op {
         Op::LeakyRelu { slope } => format!("leaky_relu {slope}"),
         _ => unreachable!(),
@@ -64,6 +66,7 @@ macro_rules! unscaled {
             rules: &[rules::reject_non_homogeneous_activations],
             shape: same_shape,
             transfer: |_, _, input| Transfer::identity(input),
+            gradient: same_gradient,
             describe: |op, _| format!("{} (unscaled!)", op.keyword()),
             runtime: Runtime::Call { function: $function, train: false },
         };

@@ -1,6 +1,6 @@
 //! Residual blocks (section 11), and the normalization layers the calculus replaces.
 
-use super::common::{no_args, same_shape, unplanned};
+use super::common::{no_args, same_shape, unplanned, unplanned_gradient};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
 use crate::registry::{Normalization, Op};
@@ -33,6 +33,7 @@ pub static RESIDUAL: OpDef = OpDef {
     // Blocks are resolved by shape inference and combined by the planner.
     shape: same_shape,
     transfer: unplanned,
+    gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Branches,
 };
@@ -67,6 +68,7 @@ pub static BOTTLENECK: OpDef = OpDef {
     rules: &[rules::check_positive_sizes, rules::check_residual_weights],
     shape: same_shape,
     transfer: unplanned,
+    gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Branches,
 };
@@ -86,6 +88,7 @@ macro_rules! normalization {
             rules: &[rules::reject_normalization],
             shape: same_shape,
             transfer: unplanned,
+            gradient: unplanned_gradient,
             describe: |op, _| op.keyword().to_string(),
             runtime: Runtime::Rejected,
         };

@@ -1,6 +1,7 @@
 //! The shape of a registry entry: [`OpDef`] and the argument, role and runtime types it is made of.
 
 use super::Op;
+use crate::coherence::Covariance;
 use crate::diagnostic::{Diagnostics, LayerField};
 use crate::moments::{Moments, Transfer};
 use crate::plan::Step;
@@ -205,6 +206,9 @@ pub struct OpDef {
     pub shape: ShapeRule,
     /// Moments through the op (Appendix B); blocks are combined by the planner.
     pub transfer: fn(&Op, &Step, Moments) -> Transfer,
+    /// The covariance between positions of the gradient at the op's input, from the one at its
+    /// output (see [`crate::coherence`]).
+    pub gradient: fn(&Op, &Step, &Covariance) -> Covariance,
     /// The op column of the report.
     pub describe: fn(&Op, &Step) -> String,
     pub runtime: Runtime,

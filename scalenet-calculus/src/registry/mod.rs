@@ -21,6 +21,7 @@ pub(crate) mod weight;
 
 pub use def::{ArgValue, Args, LayerRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, ShapeRule};
 
+use crate::coherence::Covariance;
 use crate::diagnostic::{Diagnostics, LayerField, Rule};
 use crate::moments::{Moments, Transfer};
 use crate::plan::Step;
@@ -270,6 +271,16 @@ mod common {
 
     pub fn keyword(op: &Op, _: &Step) -> String {
         op.keyword().to_string()
+    }
+
+    pub fn same_gradient(_: &Op, _: &Step, gradient: &Covariance) -> Covariance {
+        gradient.clone()
+    }
+
+    /// For kinds that never reach the planner (rejected, or expanded into branches).
+    pub fn unplanned_gradient(op: &Op, _: &Step, gradient: &Covariance) -> Covariance {
+        debug_assert!(false, "`{}` never reaches the planner", op.keyword());
+        gradient.clone()
     }
 
     /// For kinds that never reach the planner (rejected, or expanded into branches).

@@ -1,7 +1,7 @@
 //! Average pooling (a window, or the whole image) and max pooling, which is declared only to be
 //! rejected.
 
-use super::common::{needs_image, unplanned};
+use super::common::{needs_image, unplanned, unplanned_gradient};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments;
@@ -26,6 +26,10 @@ pub static AVG_POOL: OpDef = OpDef {
     shape: pool_shape,
     transfer: |op, _, input| match *op {
         Op::AvgPool2d { kernel, .. } => moments::avg_pool(input, kernel),
+        _ => unreachable!(),
+    },
+    gradient: |op, step, dy| match *op {
+        Op::AvgPool2d { kernel, .. } => dy.through_avg_pool(kernel, step.input_shape),
         _ => unreachable!(),
     },
     describe: |op, _| match op {
@@ -59,6 +63,7 @@ pub static GLOBAL_AVG_POOL: OpDef = OpDef {
         transfer.output = transfer.output.as_vector();
         transfer
     },
+    gradient: |_, step, dy| dy.through_global_avg_pool(step.input_shape),
     describe: |_, step| format!("global_avg_pool {}x", step.input_shape.area()),
     runtime: Runtime::Call { function: "global_avg_pool", train: false },
 };
@@ -75,6 +80,7 @@ pub static MAX_POOL: OpDef = OpDef {
     rules: &[rules::reject_max_pooling, rules::check_positive_sizes],
     shape: pool_shape,
     transfer: unplanned,
+    gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Rejected,
 };

@@ -1,6 +1,6 @@
 //! Ops without parameters that the calculus models exactly: dropout, flatten and a fixed scale.
 
-use super::common::{identity, keyword, no_args, same_shape};
+use super::common::{identity, keyword, no_args, same_gradient, same_shape};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
 use crate::moments::Transfer;
@@ -27,6 +27,7 @@ pub static DROPOUT: OpDef = OpDef {
     // Evaluation-mode dropout is the identity; in training, inverted dropout multiplies both
     // second moments by 1/(1-p), which leaves sigma unchanged and scales every gamma alike.
     transfer: identity,
+    gradient: same_gradient,
     describe: |op, _| match op {
         Op::Dropout { p } => format!("dropout {p}"),
         _ => unreachable!(),
@@ -46,6 +47,8 @@ pub static FLATTEN: OpDef = OpDef {
     rules: &[],
     shape: |_, input, _, _| Some(Shape::Vector { features: input.numel() }),
     transfer: |_, _, input| Transfer::identity(input.as_vector()),
+    // The vector gradient's entries come out of a linear layer, whose weights are uncorrelated.
+    gradient: |_, step, dy| dy.white_on(step.input_shape),
     describe: keyword,
     runtime: Runtime::Call { function: "flatten", train: false },
 };
@@ -68,6 +71,10 @@ pub static SCALE: OpDef = OpDef {
     shape: same_shape,
     transfer: |op, _, input| match *op {
         Op::Scale { factor } => Transfer::scale(input, factor),
+        _ => unreachable!(),
+    },
+    gradient: |op, _, dy| match *op {
+        Op::Scale { factor } => dy.scaled(factor),
         _ => unreachable!(),
     },
     describe: |op, _| match op {

@@ -1,8 +1,9 @@
 //! Layers with learnable parameters: convolution, linear, the learnable scalar and the
 //! standalone bias.
 
-use super::common::{identity, keyword, needs_image, no_args, same_shape};
+use super::common::{identity, keyword, needs_image, no_args, same_gradient, same_shape};
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use crate::coherence::{Covariance, Window};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments::{self, Moments, Transfer};
 use crate::plan::{ParamInit, Step};
@@ -53,6 +54,7 @@ pub static CONV: OpDef = OpDef {
     rules: &[rules::check_positive_sizes, rules::reject_mismatched_strides],
     shape: conv_shape,
     transfer: weight_transfer,
+    gradient: weight_gradient,
     describe: |op, step| match (op, &step.params) {
         (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
             let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
@@ -97,6 +99,20 @@ fn weight_transfer(_: &Op, step: &Step, input: Moments) -> Transfer {
     moments::weight_layer(input, &weight.geometry, weight.second_moment)
 }
 
+/// Conv and linear: back through independent weights (see [`crate::coherence`]).
+fn weight_gradient(op: &Op, step: &Step, gradient: &Covariance) -> Covariance {
+    let weight = step.weight().expect("the planner gives every weight layer its init");
+    gradient.through_weight_layer(window(op), step.input_shape, weight.geometry.fan_out, weight.second_moment)
+}
+
+/// A weight layer's window along each axis (a linear layer's is a single tap).
+pub(crate) fn window(op: &Op) -> Window {
+    match *op {
+        Op::Conv2d { kernel, stride, padding, .. } => Window { kernel, stride, padding },
+        _ => Window::LINEAR,
+    }
+}
+
 pub static LINEAR: OpDef = OpDef {
     keyword: "linear",
     aliases: &[],
@@ -129,6 +145,7 @@ pub static LINEAR: OpDef = OpDef {
         (out_features > 0).then_some(Shape::Vector { features: out_features })
     },
     transfer: weight_transfer,
+    gradient: weight_gradient,
     describe: |op, step| match (op, &step.params) {
         (Op::Linear { bias, .. }, Some(ParamInit::Weight(w))) => {
             format!("linear {}→{}{}", w.geometry.fan_in, w.geometry.fan_out, if *bias { "" } else { " no-bias" })
@@ -151,6 +168,7 @@ pub static SCALAR: OpDef = OpDef {
     shape: same_shape,
     // A scalar that starts as the identity.
     transfer: identity,
+    gradient: same_gradient,
     describe: |op, step| match &step.params {
         Some(ParamInit::Scalar { value, fixed }) => {
             format!("scalar u₀={} ×{}", crate::number(*value), crate::number(*fixed))
@@ -173,6 +191,7 @@ pub static BIAS: OpDef = OpDef {
     shape: same_shape,
     // Zero at initialization (assumption 4).
     transfer: identity,
+    gradient: same_gradient,
     describe: keyword,
     runtime: Runtime::Parameters,
 };

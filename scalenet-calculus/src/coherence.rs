@@ -1,0 +1,471 @@
+//! Spatial coherence of the backward signal: where assumption 2 of the paper (positions
+//! independent) fails, and by how much.
+//!
+//! The calculus predicts a weight's gradient from `E[dW^2] = rho_out^2 E[x^2] E[dy^2]`: one term
+//! per output position. Written out, a convolution weight's gradient is a sum over positions,
+//! `dW = sum_p x(p + t) dy(p)`, so
+//!
+//! ```text
+//! E[dW^2] = sum_{p, p'} E[x(p + t) x(p' + t)] E[dy(p) dy(p')]
+//! ```
+//!
+//! and the cross terms `p != p'` vanish only if one of the two factors does. Forward, they do not:
+//! a ReLU's output has `mean^2 = E[x^2]/pi`, and the channel offsets that [`crate::moments`]
+//! carries make every pair of positions of a channel correlated by `coherent / second`. Backward,
+//! they vanish for a gradient that comes out of a linear layer, but average pooling copies one
+//! gradient over each window, and a global average pool over the whole image: then `dy` is
+//! correlated over windows, and `E[dW^2]` gains the product of the two correlations. The bias
+//! gradient, `sum_p dy(p)`, gains the whole backward correlation.
+//!
+//! This module carries, for the gradient at every step, its covariance between positions of one
+//! channel by offset, `K(d) = E[dy(p) dy(p + d)]` averaged over the pairs `(p, p + d)` the map
+//! holds ([`Covariance`]), from the output back to the input. With weights drawn independently of
+//! each other and of everything before and after them (the calculus's setting), every rule is
+//! exact in expectation over the weights:
+//!
+//! - **Convolution** (`dx(i) = sum_{o, a} W_a dy(o)` over `o s + a - pad = i`): the weights of two
+//!   different taps are uncorrelated, so only pairs through the *same* tap survive, and
+//!   `K_dx(d) = n_out E[W^2] count(d) / pairs_in(d) K_dy(d / s)`, where `count(d)` counts the
+//!   (output, tap) pairs that reach both `i` and `i + d` and `pairs_in(d)` the input pairs at offset
+//!   `d`; offsets that are not multiples of the stride get nothing. The padding's missing taps are
+//!   in `count`, so borders come out as [`crate::moments::coverage_1d`] has them.
+//! - **Average pooling** (`dx(i) = dy(i / k) / k^2`): `K_dx(d)` averages `K_dy` at the window offset
+//!   of each pair, `/ k^4`: pairs in one window get the full `K_dy(0)`.
+//! - **Global average pooling**: every position gets `dy / (H W)`, so `K_dx(d) = E[dy^2] / (H W)^2`.
+//! - **Flatten** after a linear layer: the entries of the vector gradient are uncorrelated (the
+//!   linear layer's weights are), so the image gradient is white.
+//! - **ReLU** (`dx = m dy`, `m = 1[z > 0]`, or `a` below zero for a leaky ReLU): the mask is
+//!   independent of the gradient, so `K_dx(d) = K_dy(d) E[m(p) m(p + d)]`. At `d = 0` that is
+//!   `P(z > 0)`, the calculus's halving. At `d != 0` both masks share their channel's random offset
+//!   and are independent given it: `E[m m'] = E_c[P(z > 0 | c)^2] >= P(z > 0)^2`, with the channel
+//!   offsets of [`crate::moments`].
+//! - **Residual sums**: the two branches' gradients are uncorrelated (zero-mean weights in a
+//!   branch), so `K = alpha^2 K_shortcut + beta^2 K_main`.
+//!
+//! The correction of a weight's gamma is then the ratio of `E[dW^2]` with the cross terms to
+//! without them: [`Covariance::weight_coherence`]; of a bias's, [`Covariance::bias_coherence`].
+//! Forward, the covariance of `x` between two distinct positions of a channel is its channel
+//! offset part, `coherent`, which [`crate::moments`] already predicts.
+
+use crate::moments::Moments;
+use crate::spec::Shape;
+
+/// The covariance `K(d) = E[g(p) g(p + d)]` of a gradient between two positions of one channel, by
+/// offset `d = (dh, dw)`, averaged over the pairs of positions at that offset. A vector is a
+/// `1 x 1` map: `K(0)` is its second moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Covariance {
+    height: usize,
+    width: usize,
+    /// `(2 height - 1) x (2 width - 1)`, offsets from `-(height - 1)` up, row-major.
+    values: Vec<f64>,
+}
+
+impl Covariance {
+    /// Uncorrelated positions with second moment `second`: the gradient at the network output, or
+    /// out of a linear layer.
+    pub fn white(shape: Shape, second: f64) -> Self {
+        let (height, width) = extent(shape);
+        Covariance::from_fn(height, width, |dh, dw| if (dh, dw) == (0, 0) { second } else { 0.0 })
+    }
+
+    fn from_fn(height: usize, width: usize, f: impl Fn(isize, isize) -> f64) -> Self {
+        let (h, w) = (height as isize, width as isize);
+        let values = (1 - h..h).flat_map(|dh| (1 - w..w).map(move |dw| (dh, dw))).map(|(dh, dw)| f(dh, dw)).collect();
+        Covariance { height, width, values }
+    }
+
+    /// `K(dh, dw)`; 0 at offsets the map does not hold.
+    pub fn at(&self, dh: isize, dw: isize) -> f64 {
+        let (h, w) = (self.height as isize, self.width as isize);
+        if dh.abs() >= h || dw.abs() >= w {
+            return 0.0;
+        }
+        self.values[((dh + h - 1) * (2 * w - 1) + dw + w - 1) as usize]
+    }
+
+    /// `E[g^2]`.
+    pub fn second(&self) -> f64 {
+        self.at(0, 0)
+    }
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The covariance of `factor * g`.
+    pub fn scaled(&self, factor: f64) -> Self {
+        Covariance { values: self.values.iter().map(|v| v * factor * factor).collect(), ..self.clone() }
+    }
+
+    /// The covariance of the sum of two uncorrelated gradients on the same map.
+    pub fn plus(&self, other: &Covariance) -> Self {
+        debug_assert_eq!((self.height, self.width), (other.height, other.width));
+        Covariance { values: self.values.iter().zip(&other.values).map(|(a, b)| a + b).collect(), ..self.clone() }
+    }
+
+    /// Offsets with their number of position pairs `(H - |dh|)(W - |dw|)`.
+    fn offsets(&self) -> impl Iterator<Item = (isize, isize, f64)> + '_ {
+        let (h, w) = (self.height as isize, self.width as isize);
+        (1 - h..h)
+            .flat_map(move |dh| (1 - w..w).map(move |dw| (dh, dw)))
+            .map(move |(dh, dw)| (dh, dw, ((h - dh.abs()) * (w - dw.abs())) as f64))
+    }
+
+    /// `sum_{p, p'} E[g(p) g(p')] / (H W E[g^2])`: how much more a sum of `g` over the map varies
+    /// than if its positions were independent. For a bias, whose gradient is that sum, it is the
+    /// factor on eq. (7)'s bias scaling; 1 for white gradients.
+    pub fn bias_coherence(&self) -> f64 {
+        let second = self.second();
+        if second <= 0.0 {
+            return 1.0;
+        }
+        self.offsets().map(|(dh, dw, pairs)| pairs * self.at(dh, dw)).sum::<f64>() / (self.pairs(0, 0) * second)
+    }
+
+    fn pairs(&self, dh: isize, dw: isize) -> f64 {
+        ((self.height as isize - dh.abs()) * (self.width as isize - dw.abs())) as f64
+    }
+
+    /// `E[dW^2]` with the cross terms over `E[dW^2]` without them, for a weight layer whose
+    /// output gradient has this covariance and whose input has moments `input`; the weights of a
+    /// convolution of `window` (1 for a linear layer).
+    ///
+    /// `E[dW^2] = sum_d C(d) K_x(s d) K(d)` over output offsets `d`, where `C(d)` counts the output
+    /// pairs at offset `d` whose taps both land inside the input (averaged over taps) and
+    /// `K_x = second` at 0, `coherent` elsewhere.
+    pub fn weight_coherence(&self, input: &Moments, window: Window, input_shape: Shape) -> f64 {
+        let second = self.second();
+        if second <= 0.0 || input.second <= 0.0 || self.height * self.width == 1 {
+            return 1.0;
+        }
+        let (in_h, in_w) = extent(input_shape);
+        let rows = window.tap_pairs(in_h, self.height);
+        let cols = window.tap_pairs(in_w, self.width);
+        let at = |counts: &[f64], d: isize, n: usize| counts[(d + n as isize - 1) as usize];
+        let mut cross = 0.0;
+        for (dh, dw, _) in self.offsets() {
+            cross += at(&rows, dh, self.height) * at(&cols, dw, self.width) * self.at(dh, dw);
+        }
+        let diagonal = at(&rows, 0, self.height) * at(&cols, 0, self.width) * second;
+        let offset_fraction = (input.coherent / input.second).clamp(0.0, 1.0);
+        // sum_d C K_x K = coherent sum_d C K + (second - coherent) C(0) K(0), over second C(0) K(0).
+        offset_fraction * cross / diagonal + (1.0 - offset_fraction)
+    }
+
+    /// `sum_{p, p'} E[x(p) x(p')] E[g(p) g(p')]` over the same without cross terms, for a product
+    /// of `x` and the gradient summed over every position of a channel: a learnable scalar's
+    /// gradient.
+    pub fn product_coherence(&self, input: &Moments) -> f64 {
+        if input.second <= 0.0 || self.height * self.width == 1 {
+            return 1.0;
+        }
+        let offset_fraction = (input.coherent / input.second).clamp(0.0, 1.0);
+        offset_fraction * self.bias_coherence() + (1.0 - offset_fraction)
+    }
+
+    /// Back through a weight layer: from the gradient at its output (this) to its input, of
+    /// `input_shape`, for weights of second moment `weight_second_moment` and `fan_out` outputs.
+    pub fn through_weight_layer(
+        &self,
+        window: Window,
+        input_shape: Shape,
+        fan_out: usize,
+        weight_second_moment: f64,
+    ) -> Covariance {
+        let (in_h, in_w) = extent(input_shape);
+        if (in_h, in_w) == (1, 1) {
+            return Covariance::white(input_shape, fan_out as f64 * weight_second_moment * self.second());
+        }
+        let rows = window.input_pairs(in_h, self.height);
+        let cols = window.input_pairs(in_w, self.width);
+        let stride = window.stride as isize;
+        let scale = fan_out as f64 * weight_second_moment;
+        Covariance::from_fn(in_h, in_w, |dh, dw| {
+            if dh % stride != 0 || dw % stride != 0 {
+                return 0.0;
+            }
+            let count = rows[(dh + in_h as isize - 1) as usize] * cols[(dw + in_w as isize - 1) as usize];
+            let pairs = ((in_h as isize - dh.abs()) * (in_w as isize - dw.abs())) as f64;
+            scale * count / pairs * self.at(dh / stride, dw / stride)
+        })
+    }
+
+    /// Back through `k x k` average pooling with stride `k` onto an input of `input_shape`.
+    pub fn through_avg_pool(&self, kernel: usize, input_shape: Shape) -> Covariance {
+        let (in_h, in_w) = extent(input_shape);
+        let rows = window_offsets(in_h, kernel);
+        let cols = window_offsets(in_w, kernel);
+        let k4 = (kernel as f64).powi(4);
+        Covariance::from_fn(in_h, in_w, |dh, dw| {
+            let (row, col) = (&rows[(dh + in_h as isize - 1) as usize], &cols[(dw + in_w as isize - 1) as usize]);
+            let mut sum = 0.0;
+            for &(oh, nh) in row {
+                for &(ow, nw) in col {
+                    sum += nh * nw * self.at(oh, ow);
+                }
+            }
+            sum / (((in_h as isize - dh.abs()) * (in_w as isize - dw.abs())) as f64 * k4)
+        })
+    }
+
+    /// Back through a global average pool (this is a vector) onto an input of `input_shape`.
+    pub fn through_global_avg_pool(&self, input_shape: Shape) -> Covariance {
+        let (in_h, in_w) = extent(input_shape);
+        let area = (in_h * in_w) as f64;
+        let value = self.second() / (area * area);
+        Covariance::from_fn(in_h, in_w, |_, _| value)
+    }
+
+    /// Back through an activation with gradient mask `m = 1[z > 0] + slope 1[z <= 0]`, whose
+    /// input `z` has moments `input`.
+    pub fn through_activation(&self, input: &Moments, slope: f64) -> Covariance {
+        if input.nonnegative {
+            return self.clone();
+        }
+        let (same, distinct) = mask_products(input, slope);
+        Covariance::from_fn(self.height, self.width, |dh, dw| {
+            self.at(dh, dw) * if (dh, dw) == (0, 0) { same } else { distinct }
+        })
+    }
+
+    /// Back through an op that moves values between positions without mixing them (flatten of a
+    /// vector gradient that a linear layer produced: its entries are uncorrelated).
+    pub fn white_on(&self, input_shape: Shape) -> Covariance {
+        Covariance::white(input_shape, self.second())
+    }
+}
+
+/// `(E[m^2], E[m m'])` for the gradient mask `m` of an activation at one position and at another
+/// position of the same channel. The channel's offset `c ~ N(mean, coherent - mean^2)` is shared;
+/// given it, positions vary independently with variance `second - coherent`.
+fn mask_products(input: &Moments, slope: f64) -> (f64, f64) {
+    let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
+    let within = (input.second - input.coherent).max(0.0).sqrt();
+    let positive = |offset: f64| {
+        if within > 0.0 {
+            crate::moments::standard_normal_cdf(offset / within)
+        } else if offset > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    };
+    let channel = |g: f64| positive(input.mean + between * g);
+    let same = crate::moments::standard_normal_expectation(|g| {
+        let p = channel(g);
+        p + slope * slope * (1.0 - p)
+    });
+    let distinct = crate::moments::standard_normal_expectation(|g| {
+        let p = channel(g);
+        (p + slope * (1.0 - p)).powi(2)
+    });
+    (same, distinct)
+}
+
+/// A convolution's window along one axis (a linear layer is `1, 1, 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Window {
+    pub const LINEAR: Window = Window { kernel: 1, stride: 1, padding: 0 };
+
+    /// The input position of output `o` through tap `a`, if it is not padding.
+    fn source(&self, o: isize, a: isize, input: usize) -> Option<isize> {
+        let i = o * self.stride as isize + a - self.padding as isize;
+        (0..input as isize).contains(&i).then_some(i)
+    }
+
+    /// For every input offset `d` (from `-(input - 1)`), the number of (output pair, tap) triples
+    /// `(o, o + d / s, a)` whose sources are `i` and `i + d`, both inside the input.
+    fn input_pairs(&self, input: usize, output: usize) -> Vec<f64> {
+        let (n_in, n_out, s) = (input as isize, output as isize, self.stride as isize);
+        (1 - n_in..n_in)
+            .map(|d| {
+                if d % s != 0 {
+                    return 0.0;
+                }
+                let shift = d / s;
+                let mut count = 0usize;
+                for a in 0..self.kernel as isize {
+                    for o in 0..n_out {
+                        let partner = o + shift;
+                        if (0..n_out).contains(&partner)
+                            && self.source(o, a, input).is_some()
+                            && self.source(partner, a, input).is_some()
+                        {
+                            count += 1;
+                        }
+                    }
+                }
+                count as f64
+            })
+            .collect()
+    }
+
+    /// For every output offset `d` (from `-(output - 1)`), the output pairs `(o, o + d)` whose
+    /// sources through one tap are both inside the input, averaged over the taps.
+    fn tap_pairs(&self, input: usize, output: usize) -> Vec<f64> {
+        let n_out = output as isize;
+        (1 - n_out..n_out)
+            .map(|d| {
+                let mut count = 0usize;
+                for a in 0..self.kernel as isize {
+                    for o in 0..n_out {
+                        let partner = o + d;
+                        if (0..n_out).contains(&partner)
+                            && self.source(o, a, input).is_some()
+                            && self.source(partner, a, input).is_some()
+                        {
+                            count += 1;
+                        }
+                    }
+                }
+                count as f64 / self.kernel as f64
+            })
+            .collect()
+    }
+}
+
+/// For every input offset `d` of a pooling with windows of `kernel` along an axis of `input`
+/// positions: the window offsets of the pairs `(i, i + d)` with how many pairs have each.
+fn window_offsets(input: usize, kernel: usize) -> Vec<Vec<(isize, f64)>> {
+    let (n, k) = (input as isize, kernel as isize);
+    (1 - n..n)
+        .map(|d| {
+            let mut counts: Vec<(isize, f64)> = Vec::with_capacity(2);
+            for i in (0..n).filter(|i| (0..n).contains(&(i + d))) {
+                let offset = (i + d).div_euclid(k) - i.div_euclid(k);
+                match counts.iter_mut().find(|(o, _)| *o == offset) {
+                    Some((_, c)) => *c += 1.0,
+                    None => counts.push((offset, 1.0)),
+                }
+            }
+            counts
+        })
+        .collect()
+}
+
+fn extent(shape: Shape) -> (usize, usize) {
+    match shape {
+        Shape::Image { height, width, .. } => (height, width),
+        Shape::Vector { .. } => (1, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moments::{leaky_relu, weight_layer, WeightGeometry};
+
+    fn image(size: usize) -> Shape {
+        Shape::Image { channels: 1, height: size, width: size }
+    }
+
+    /// The table's `K(0)` follows the calculus's own backward second moments (Appendix B) through
+    /// every op, padding and strides included: the coherence model only adds the cross terms.
+    #[test]
+    fn the_diagonal_is_the_calculus_backward_moment() {
+        let dy = Covariance::white(image(8), 2.0);
+        for (window, input) in [
+            (Window { kernel: 3, stride: 1, padding: 1 }, 8),
+            (Window { kernel: 5, stride: 1, padding: 0 }, 12),
+            (Window { kernel: 2, stride: 2, padding: 0 }, 16),
+        ] {
+            let geometry = WeightGeometry {
+                fan_in: 4,
+                fan_out: 6,
+                kernel: window.kernel,
+                area_in: input * input,
+                area_out: 64,
+                coverage: crate::moments::coverage_1d(input, window.kernel, window.stride, window.padding, 8).powi(2),
+            };
+            let expected = weight_layer(Moments::centred(1.0), &geometry, 0.1).backward_gain * 2.0;
+            let got = dy.through_weight_layer(window, image(input), 6, 0.1).second();
+            assert!((got / expected - 1.0).abs() < 1e-12, "{window:?}: {got} vs {expected}");
+        }
+        let pooled = dy.through_avg_pool(2, image(16));
+        assert!((pooled.second() - 2.0 / 16.0).abs() < 1e-12);
+        let relu_input = Moments::centred(1.0);
+        let masked = dy.through_activation(&relu_input, 0.0);
+        assert!((masked.second() - 2.0 * leaky_relu(relu_input, 0.0).backward_gain).abs() < 1e-9);
+    }
+
+    /// A pool copies the gradient over its window: adjacent pairs share a window half the time
+    /// along each axis, and offset 2 never does.
+    #[test]
+    fn pooling_makes_windows_coherent() {
+        let k = Covariance::white(image(4), 1.0).through_avg_pool(2, image(8));
+        let own = 1.0 / 16.0;
+        assert!((k.at(0, 0) - own).abs() < 1e-15);
+        // 14 pairs per row at offset 1 (8 rows of 7): half inside a window.
+        assert!((k.at(0, 1) - own * 32.0 / 56.0).abs() < 1e-15);
+        assert_eq!(k.at(0, 2), 0.0);
+        // Bias: one pool window of 4 positions fully correlated.
+        assert!((k.bias_coherence() - 4.0).abs() < 1e-12);
+    }
+
+    /// A ReLU of centred input with no channel offset keeps `P(z > 0)^2 = 1/4` of the cross terms
+    /// against 1/2 on the diagonal; channel offsets raise it, up to 1/2 when the whole input is
+    /// the offset.
+    #[test]
+    fn relu_masks_share_their_channel_offset() {
+        let (same, distinct) = mask_products(&Moments::centred(1.0), 0.0);
+        assert!((same - 0.5).abs() < 1e-9 && (distinct - 0.25).abs() < 1e-9);
+        // Correlation rho between positions: P(both > 0) = 1/4 + asin(rho) / (2 pi).
+        let rho: f64 = 0.65;
+        let (_, distinct) = mask_products(&Moments { second: 1.0, mean: 0.0, coherent: rho, nonnegative: false }, 0.0);
+        let expected = 0.25 + rho.asin() / (2.0 * std::f64::consts::PI);
+        assert!((distinct - expected).abs() < 1e-6, "{distinct} vs {expected}");
+    }
+
+    /// White gradients or offset-free inputs leave the paper's `E[dW^2]` alone.
+    #[test]
+    fn no_cross_terms_without_both_correlations() {
+        let white = Covariance::white(image(6), 1.0);
+        let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, nonnegative: true };
+        let window = Window { kernel: 3, stride: 1, padding: 1 };
+        assert!((white.weight_coherence(&offset, window, image(6)) - 1.0).abs() < 1e-12);
+        let pooled = Covariance::white(image(3), 1.0).through_avg_pool(2, image(6));
+        assert!((pooled.weight_coherence(&Moments::centred(1.0), window, image(6)) - 1.0).abs() < 1e-12);
+        assert!(pooled.weight_coherence(&offset, window, image(6)) > 1.5);
+    }
+
+    /// The weight correction counts pairs as a brute-force sum over positions does, on a small
+    /// padded strided case with a made-up covariance.
+    #[test]
+    fn weight_coherence_matches_a_sum_over_positions() {
+        let (n_in, window) = (6usize, Window { kernel: 3, stride: 1, padding: 1 });
+        let n_out = 6usize;
+        let k = Covariance::from_fn(n_out, n_out, |dh, dw| 1.0 / (1.0 + (dh * dh + 2 * dw * dw) as f64));
+        let input = Moments { second: 1.0, mean: 0.3, coherent: 0.2, nonnegative: false };
+        let (mut with, mut without) = (0.0, 0.0);
+        let inside = |o: isize, a: isize| (0..n_in as isize).contains(&(o + a - 1));
+        for a in 0..3 {
+            for b in 0..3 {
+                for (p, q) in (0..n_out as isize).flat_map(|p| (0..n_out as isize).map(move |q| (p, q))) {
+                    if !(inside(p, a) && inside(q, b)) {
+                        continue;
+                    }
+                    without += input.second * k.second();
+                    for (r, s) in (0..n_out as isize).flat_map(|r| (0..n_out as isize).map(move |s| (r, s))) {
+                        if inside(r, a) && inside(s, b) {
+                            let x = if (p, q) == (r, s) { input.second } else { input.coherent };
+                            with += x * k.at(r - p, s - q);
+                        }
+                    }
+                }
+            }
+        }
+        let got = k.weight_coherence(&input, window, image(n_in));
+        assert!((got - with / without).abs() < 1e-12, "{got} vs {}", with / without);
+    }
+}
