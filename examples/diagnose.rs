@@ -32,6 +32,8 @@ enum Which {
     Mlp,
     /// LeNet with 2x2 average pooling: the table only.
     PooledLenet,
+    /// The small pre-activation ResNet with average-pooling shortcuts and head: the table only.
+    PooledResnet,
 }
 
 #[derive(Parser)]
@@ -250,6 +252,7 @@ fn main() -> Result<(), Error> {
         ),
         Which::Mlp => ("Mlp", Variant::of::<networks::Mlp>("64", 64), variants::mlp_widths(), variants::mlp_inits()),
         Which::PooledLenet => ("PooledLeNet", Variant::of::<networks::PooledLeNet>("x1", 6), vec![], vec![]),
+        Which::PooledResnet => ("PooledResNet", Variant::of::<networks::PooledResNet>("x1", 8), vec![], vec![]),
     };
     let diagnosis = table(&base, &args, threads)?;
     println!("{diagnosis}");

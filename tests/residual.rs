@@ -11,7 +11,9 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
-use fixtures::networks::{PooledResNet, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled};
+use fixtures::networks::{
+    PooledResNet, PooledResNetIndependent, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled,
+};
 use scalenet::calculus::{Plan, StepOp};
 use scalenet::diagnostics::{second_moment, seeded_normal, weight_to_gradient_ratios};
 
@@ -123,5 +125,27 @@ fn pooled_resnet_branch_numerators_act_as_predicted() -> candle_core::Result<()>
         println!("  {:<24} with/without measured {measured:.3} predicted {predicted:.3}", with.0);
         assert!((measured / predicted - 1.0).abs() < 0.1, "{}: {measured} vs {predicted}", with.0);
     }
+    Ok(())
+}
+
+/// With average-pooling downsampling and a pooled head, the gradient is correlated over pooling
+/// windows and conv inputs over channels, so gammas spread when positions are planned as
+/// independent; the coherence model predicts each layer's gamma, and the plan that compensates it
+/// has them equal (8 initializations, 1024 samples each).
+#[test]
+fn pooled_resnet_gammas_are_equal_once_coherence_is_planned() -> candle_core::Result<()> {
+    let coherent = ratios(PooledResNet::plan(), SEEDS, |varmap, seed| {
+        PooledResNet::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+    })?;
+    let independent = ratios(PooledResNetIndependent::plan(), SEEDS, |varmap, seed| {
+        PooledResNetIndependent::new_seeded(varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)
+    })?;
+    print("pooled, coherence planned", &coherent);
+    print("pooled, positions independent", &independent);
+    for (path, measured, predicted) in &coherent {
+        assert!((measured / predicted - 1.0).abs() < 0.2, "{path}: measured {measured}, predicted {predicted}");
+    }
+    assert!(spread(&coherent) < 1.3, "spread {}", spread(&coherent));
+    assert!(spread(&independent) > 3.0, "spread {}", spread(&independent));
     Ok(())
 }

@@ -8,39 +8,40 @@
 
 ```text
 init geometric, k* = 3, c = 0.6667, input [3, 16, 16] -> output [10], predicted output std 0.05000 (target 0.05000)
-layer        op                                                  output           E[W²]     c_l     E[x²]    E[dx²]         ς         γ    γ_bias
-input                                                            [3, 16, 16]                        1.000
-·            fixed ×0.4578 (input 8.1)                           [3, 16, 16]                       0.2095  5.416e-6  8.716e-4
-stem         conv 3→16 k3 p1                                     [16, 16, 16]   0.03208  0.6667    0.1667  1.277e-6  8.716e-4  0.001961  0.001961
-res1         residual α=0.8660 β=0.5000, identity shortcut       [16, 16, 16]                      0.1667  1.277e-6  8.716e-4
+layer        op                                                             output          E[W²]     c_l     E[x²]    E[dx²]         ς         γ      κ    γ_bias  κ_bias
+input                                                                       [3, 16, 16]                       1.000
+·            fixed ×1.025 (input 8.1, coherence)                            [3, 16, 16]                       1.051  1.080e-6  8.716e-4
+stem         conv 3→16 k3 p1                                                [16, 16, 16]  0.03208  0.6667    0.8357  2.546e-7  8.716e-4  0.001961  1.000  0.001961   25.14
+res1         residual α=0.8660 β=0.5000, identity shortcut                  [16, 16, 16]                     0.8357  2.546e-7  8.716e-4
   main:
-    ·        relu                                                [16, 16, 16]                     0.08333  6.384e-7  2.179e-4
-    ·        fixed ×1.043 (padding, branch c 11)                 [16, 16, 16]                     0.09074  5.863e-7  2.179e-4
-    conv_3   conv 16→16 k3 p1                                    [16, 16, 16]  0.006944  0.3333   0.08333  6.384e-7  2.179e-4  0.001961  0.001961
-    ·        relu                                                [16, 16, 16]                     0.04167  1.277e-6  2.179e-4
-    ·        fixed ×1.476 (padding, branch c 11)                 [16, 16, 16]                     0.09074  5.863e-7  2.179e-4
-    conv_5   conv 16→16 k3 p1                                    [16, 16, 16]  0.006944  0.3333   0.08333  6.384e-7  2.179e-4  0.001961  0.001961
-    ·        fixed ×1.414 (E[F²]=E[x²] 11)                       [16, 16, 16]                      0.1667  3.192e-7  2.179e-4
-res2         residual α=0.8660 β=0.5000                          [32, 8, 8]                        0.1667  2.554e-6  8.716e-4
+    ·        relu                                                           [16, 16, 16]                     0.4178  1.273e-7  2.179e-4
+    ·        fixed ×0.6117 (coherence, padding, branch c 11)                [16, 16, 16]                     0.1564  3.403e-7  2.179e-4
+    conv_3   conv 16→16 k3 p1                                               [16, 16, 16]  0.01687  0.8100    0.3489  1.525e-7  2.179e-4  0.001961  5.905  0.001961   17.53
+    ·        relu                                                           [16, 16, 16]                     0.1745  3.049e-7  2.179e-4
+    ·        fixed ×0.8688 (coherence, padding, branch c 11)                [16, 16, 16]                     0.1317  4.040e-7  2.179e-4
+    conv_5   conv 16→16 k3 p1                                               [16, 16, 16]  0.02647   1.271    0.4611  1.154e-7  2.179e-4  0.001961  14.53  0.001961   30.62
+    ·        fixed ×1.346 (E[F²]=E[x²] 11)                                  [16, 16, 16]                     0.8357  6.366e-8  2.179e-4
+res2         residual α=0.8660 β=0.5000                                     [32, 8, 8]                       0.8357  5.093e-7  8.716e-4
   main:
-    ·        relu                                                [16, 16, 16]                     0.08333  6.384e-7  2.179e-4
-    ·        fixed ×1.225 (k=2≠k*=3 6.2, padding, branch c 11)   [16, 16, 16]                      0.1250  4.256e-7  2.179e-4
-    conv_8   conv 16→32 k2 s2                                    [32, 8, 8]    0.007366  0.3333   0.05893  1.806e-6  2.179e-4  0.001961  0.001961
-    ·        relu                                                [32, 8, 8]                       0.02946  3.611e-6  2.179e-4
-    ·        fixed ×1.543 (branch c 11)                          [32, 8, 8]                       0.07013  1.517e-6  2.179e-4
-    conv_10  conv 32→32 k3 p1                                    [32, 8, 8]    0.003472  0.3333   0.05893  1.806e-6  2.179e-4  0.001961  0.001961
-    ·        fixed ×1.682 (E[F²]=E[x²] 11)                       [32, 8, 8]                        0.1667  6.384e-7  2.179e-4
+    ·        relu                                                           [16, 16, 16]                     0.4178  1.273e-7  2.179e-4
+    ·        fixed ×0.6822 (k=2≠k*=3 6.2, coherence, padding, branch c 11)  [16, 16, 16]                     0.1944  2.736e-7  2.179e-4
+    conv_8   conv 16→32 k2 s2                                               [32, 8, 8]    0.02120  0.9593    0.2638  4.033e-7  2.179e-4  0.001961  8.283  0.001961   20.04
+    ·        relu                                                           [32, 8, 8]                       0.1319  8.067e-7  2.179e-4
+    ·        fixed ×0.8829 (coherence, branch c 11)                         [32, 8, 8]                       0.1028  1.035e-6  2.179e-4
+    conv_10  conv 32→32 k3 p1                                               [32, 8, 8]    0.01442   1.384    0.3588  2.966e-7  2.179e-4  0.001961  17.24  0.001961   37.07
+    ·        fixed ×1.526 (E[F²]=E[x²] 11)                                  [32, 8, 8]                       0.8357  1.273e-7  2.179e-4
   shortcut:
-    ·        fixed ×0.8660 (k=2≠k*=3 6.2, padding, branch c 11)  [16, 16, 16]                      0.1250  1.277e-6  6.537e-4
-    conv_11  conv 16→32 k2 s2                                    [32, 8, 8]     0.01276  0.5774    0.1021  3.128e-6  6.537e-4  0.001961  0.001961
-    ·        fixed ×1.278 (E[F²]=E[x²] 11)                       [32, 8, 8]                        0.1667  1.915e-6  6.537e-4
-·            relu                                                [32, 8, 8]                       0.08333  5.107e-6  8.716e-4
-·            dropout 0.1                                         [32, 8, 8]                       0.08333  5.107e-6  8.716e-4
-·            global_avg_pool 64x                                 [32]                             0.03735   0.02092   0.02500
-·            fixed ×2.176 (k=1≠k*=3 6.2, pooling 8, padding)     [32]                              0.1768  0.004419   0.02500
-fc           linear 32→10                                        [10]            0.1996   3.570     1.129  0.002214   0.02500  0.001961  0.001961
-·            fixed ×0.04706 (output std 7)                       [10]                            0.002500     1.000   0.02500
-E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1)
+    ·        fixed ×0.6245 (k=2≠k*=3 6.2, coherence, padding, branch c 11)  [16, 16, 16]                     0.3259  4.897e-7  6.537e-4
+    conv_11  conv 16→32 k2 s2                                               [32, 8, 8]    0.02979   1.348    0.6214  5.137e-7  6.537e-4  0.001961  5.452  0.001961   37.07
+    ·        fixed ×1.160 (E[F²]=E[x²] 11)                                  [32, 8, 8]                       0.8357  3.820e-7  6.537e-4
+·            relu                                                           [32, 8, 8]                       0.4178  1.019e-6  8.716e-4
+·            dropout 0.1                                                    [32, 8, 8]                       0.4178  1.019e-6  8.716e-4
+·            global_avg_pool 64x                                            [32]                             0.1873  0.004172   0.02500
+·            fixed ×0.9716 (k=1≠k*=3 6.2, pooling 8, padding)               [32]                             0.1768  0.004419   0.02500
+fc           linear 32→10                                                   [10]           0.1996   3.570     1.129  0.002214   0.02500  0.001961  1.000  0.001961   1.000
+·            fixed ×0.04706 (output std 7)                                  [10]                           0.002500     1.000   0.02500
+note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: stem ×25.14, res1.main.conv_3 ×17.53, res1.main.conv_5 ×30.62, res2.main.conv_8 ×20.04, res2.main.conv_10 ×37.07, res2.shortcut.conv_11 ×37.07; the plan compensates them in c_l and the fixed scalars
+E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), with the cross terms between positions; κ: γ with the cross terms over γ without
 ```*/
 pub struct SmallResNet {
     pub stem: ::scalenet::nn::Conv2d,
@@ -58,26 +59,26 @@ pub struct SmallResNet {
 #[allow(clippy::approx_constant)]
 const _: () = {
     use ::scalenet::__private as sn;
-    /// Fixed scalar inserted by the calculus: input 8.1.
-    const FIXED_0: f64 = 0.45776487407043215;
-    /// Fixed scalar inserted by the calculus: padding, branch c 11.
-    const FIXED_1: f64 = 1.0434782608695652;
-    /// Fixed scalar inserted by the calculus: padding, branch c 11.
-    const FIXED_2: f64 = 1.4757011085632292;
+    /// Fixed scalar inserted by the calculus: input 8.1, coherence.
+    const FIXED_0: f64 = 1.025028761917851;
+    /// Fixed scalar inserted by the calculus: coherence, padding, branch c 11.
+    const FIXED_1: f64 = 0.611713969306749;
+    /// Fixed scalar inserted by the calculus: coherence, padding, branch c 11.
+    const FIXED_2: f64 = 0.8688400297707447;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_3: f64 = 1.4142135623730951;
-    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, padding, branch c 11.
-    const FIXED_4: f64 = 1.224744871391589;
-    /// Fixed scalar inserted by the calculus: branch c 11.
-    const FIXED_5: f64 = 1.5427784316797402;
+    const FIXED_3: f64 = 1.3462016661942116;
+    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, coherence, padding, branch c 11.
+    const FIXED_4: f64 = 0.6821728701591324;
+    /// Fixed scalar inserted by the calculus: coherence, branch c 11.
+    const FIXED_5: f64 = 0.8828891479725824;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_6: f64 = 1.6817928305074292;
-    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, padding, branch c 11.
-    const FIXED_7: f64 = 0.8660254037844386;
+    const FIXED_6: f64 = 1.5262112049014591;
+    /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, coherence, padding, branch c 11.
+    const FIXED_7: f64 = 0.6245233359212893;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_8: f64 = 1.277886208492545;
+    const FIXED_8: f64 = 1.1596697373254437;
     /// Fixed scalar inserted by the calculus: k=1≠k*=3 6.2, pooling 8, padding.
-    const FIXED_9: f64 = 2.175663409717584;
+    const FIXED_9: f64 = 0.9716237473235257;
     /// Fixed scalar inserted by the calculus: output std 7.
     const FIXED_10: f64 = 0.04705599164659938;
     impl SmallResNet {
@@ -109,7 +110,7 @@ const _: () = {
                     1,
                     1,
                     true,
-                    0.08333333333333333,
+                    0.1299034650624117,
                 )?,
                 res1_main_conv_5: sn::conv2d(
                     vb.pp("res1.main.conv_5"),
@@ -119,7 +120,7 @@ const _: () = {
                     1,
                     1,
                     true,
-                    0.08333333333333334,
+                    0.16271037104265074,
                 )?,
                 res2_main_conv_8: sn::conv2d(
                     vb.pp("res2.main.conv_8"),
@@ -129,7 +130,7 @@ const _: () = {
                     2,
                     0,
                     true,
-                    0.08582363099612991,
+                    0.14559621322598945,
                 )?,
                 res2_main_conv_10: sn::conv2d(
                     vb.pp("res2.main.conv_10"),
@@ -139,7 +140,7 @@ const _: () = {
                     1,
                     1,
                     true,
-                    0.05892556509887896,
+                    0.12007897884154423,
                 )?,
                 res2_shortcut_conv_11: sn::conv2d(
                     vb.pp("res2.shortcut.conv_11"),
@@ -149,7 +150,7 @@ const _: () = {
                     2,
                     0,
                     true,
-                    0.11295025045123061,
+                    0.1725945262540142,
                 )?,
                 fc: sn::linear(vb.pp("fc"), 32, 10, true, 0.44675310509287935)?,
                 output_calibration: vb
@@ -182,7 +183,8 @@ const _: () = {
                 )
                 .with_output_std(0.05)
                 .with_fixed_scalars(true)
-                .with_branch_scaling(true);
+                .with_branch_scaling(true)
+                .with_spatial_coherence(true);
             spec.typical_kernel = None;
             spec.layers = ::std::vec::Vec::from([
                 layer(

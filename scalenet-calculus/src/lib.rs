@@ -26,6 +26,7 @@
 //! ```
 
 mod blocks;
+pub mod borders;
 pub mod coherence;
 mod diagnostic;
 pub mod moments;

@@ -3,6 +3,7 @@
 //! the predicted forward and backward second moments, scaling factors and gammas. The planner
 //! that fills it in is [`crate::planner`].
 
+use crate::borders::BorderFactors;
 use crate::moments::{Moments, WeightGeometry};
 use crate::registry::Op;
 use crate::spec::{InitScheme, LayerId, Mirror, Shape, WeightLaw};
@@ -30,6 +31,8 @@ pub enum ScaleReason {
     /// Correlations between positions change the layer's gamma or bias scaling (see
     /// [`crate::coherence`]): its numerator and this scalar compensate.
     Coherence,
+    /// Image borders change the layer's input moment or gamma (see [`crate::borders`]).
+    Borders,
     /// At the end of a residual branch: `E[F(x)^2] = E[x^2]` (section 11).
     BranchEnd,
     /// Sets the output standard deviation to `output_std` (section 7).
@@ -47,6 +50,7 @@ impl fmt::Display for ScaleReason {
             ScaleReason::InitScheme => f.write_str("init scheme"),
             ScaleReason::Branch => f.write_str("branch c 11"),
             ScaleReason::Coherence => f.write_str("coherence"),
+            ScaleReason::Borders => f.write_str("borders"),
             ScaleReason::BranchEnd => f.write_str("E[F²]=E[x²] 11"),
             ScaleReason::Output => f.write_str("output std 7"),
         }
@@ -80,6 +84,8 @@ pub struct WeightInit {
     pub bias: bool,
     /// Which dimensions are mirrored (`init: mirrored`); [`Mirror::Gaussian`] for Gaussian weights.
     pub mirror: Mirror,
+    /// What image borders do to the layer's moments (see [`crate::borders`]).
+    pub borders: BorderFactors,
 }
 
 impl WeightInit {

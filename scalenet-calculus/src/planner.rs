@@ -6,6 +6,7 @@ use crate::blocks;
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
+use crate::borders::{chain_factors, BorderFactors, Profile};
 use crate::coherence::Covariance;
 use crate::propagate::{combine, predict_backward, predict_coherence, predict_forward, transfer, Mode};
 use crate::registry::weight::weight_geometry;
@@ -135,12 +136,40 @@ struct Since {
     in_branch: bool,
 }
 
-/// What the correlations between positions do to one weight layer's (or scalar's) gammas, from a
-/// first plan; the planner's second build compensates them.
+/// What the correlations between positions and the image borders do to one weight layer's (or
+/// scalar's) moments and gammas, from a first plan; the planner's second build compensates them.
 #[derive(Clone, Copy, Debug)]
 struct Coherence {
     weight: f64,
     bias: Option<f64>,
+    borders: BorderFactors,
+}
+
+/// Builds at most, to compensate the coherence factors (see [`Planner::plan`]).
+const MAX_BUILDS: usize = 6;
+
+impl Coherence {
+    fn close_to(&self, other: &Coherence) -> bool {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+        close(self.weight, other.weight)
+            && match (self.bias, other.bias) {
+                (Some(a), Some(b)) => close(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+            && close(self.borders.forward, other.borders.forward)
+            && close(self.borders.backward, other.borders.backward)
+            && close(self.borders.gradient, other.borders.gradient)
+    }
+
+    /// Whether it changes anything.
+    fn matters(&self) -> bool {
+        let off = |x: f64| (x - 1.0).abs() > 1e-9;
+        off(self.weight)
+            || self.bias.is_some_and(off)
+            || off(self.borders.forward)
+            || off(self.borders.backward)
+            || off(self.borders.gradient)
+    }
 }
 
 struct Planner<'a> {
@@ -195,10 +224,12 @@ impl<'a> Planner<'a> {
     /// non-empty branch ends with the scalar that gives `E[F^2] = E[x^2]`. So the moments'
     /// fractions (mean, coherent part, sign) decide the ratio, and one pass over the nodes gives
     /// what a dry build would, without building a step: nested blocks cost their size once.
-    fn branch_ratio(&self, nodes: &[Node], entry: Moments) -> (f64, Moments) {
+    /// `prefix` is the chain's parameter path, for the layers' border factors.
+    fn branch_ratio(&self, prefix: &str, nodes: &[Node], entry: Moments) -> (f64, Moments) {
         let mut moments = entry;
         let mut ratio = 1.0;
         for node in nodes {
+            let path = child_path(prefix, node.name.as_deref().unwrap_or_default());
             let (numel_in, numel_out) = (node.input.numel() as f64, node.output.numel() as f64);
             let transfer = match &node.kind {
                 NodeKind::Block { alpha, beta, main, shortcut, .. } => {
@@ -208,7 +239,8 @@ impl<'a> Planner<'a> {
                         if nodes.is_empty() {
                             return (moments, 1.0);
                         }
-                        let (r, out) = self.branch_ratio(nodes, moments);
+                        let label = if std::ptr::eq(nodes, main.as_slice()) { "main" } else { "shortcut" };
+                        let (r, out) = self.branch_ratio(&format!("{path}.{label}"), nodes, moments);
                         (out.scaled((moments.second / out.second).sqrt()), numel_out / (numel_in * r))
                     };
                     let ((main_out, main_gain), (shortcut_out, shortcut_gain)) = (branch(main), branch(shortcut));
@@ -227,6 +259,7 @@ impl<'a> Planner<'a> {
                             second_moment: 1.0,
                             bias: false,
                             mirror: Mirror::Gaussian,
+                            borders: self.coherence.get(&path).map_or(BorderFactors::NONE, |c| c.borders),
                         })
                     });
                     let step = Step::new(
@@ -279,7 +312,7 @@ impl<'a> Planner<'a> {
                     // moments' scale matters, and a dry build measures it.
                     let ratio_through = |nodes: &[Node]| {
                         if self.spec.fixed_scalars {
-                            return self.branch_ratio(nodes, entry).0;
+                            return self.branch_ratio(&branch_path(nodes), nodes, entry).0;
                         }
                         let mut ratio = 1.0;
                         self.build_chain(
@@ -336,17 +369,24 @@ impl<'a> Planner<'a> {
                         (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
                             let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
                             let coherence = self.coherence.get(&path);
-                            let numerator =
-                                self.c * relative_scaling.sqrt() * coherence.map_or(1.0, |c| c.weight.sqrt());
+                            let borders = coherence.map_or(BorderFactors::NONE, |c| c.borders);
+                            // gamma = (sigma_in / c_l^2) kappa g / b over the paper's, with the cross
+                            // terms' kappa and the borders' gradient and backward factors g and b.
+                            let gamma_factor =
+                                coherence.map_or(1.0, |c| c.weight) * borders.gradient / borders.backward;
+                            let numerator = self.c * relative_scaling.sqrt() * gamma_factor.sqrt();
                             let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
                             let second_moment = match self.spec.weights {
                                 WeightLaw::MirroredOrthogonal => orthogonal_second_moment(mirror, &geometry),
                                 _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
                             };
-                            // Bias balance with the cross terms: `n E[y^2]^2 = (kappa_b / kappa_W) c_l^2`.
-                            let balance = coherence.and_then(|c| c.bias.map(|b| (b / c.weight).sqrt())).unwrap_or(1.0);
+                            // Bias balance: `n E[y^2]^2 = c_l^2 kappa_b f / (kappa g)`, f the forward factor.
+                            let balance = coherence
+                                .and_then(|c| c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt()))
+                                .unwrap_or(1.0);
                             let target = numerator * balance / (geometry.fan_out as f64).sqrt();
-                            let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second;
+                            let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second
+                                * borders.forward;
                             let mut reasons = Vec::new();
                             if !since.seen_weight_layer {
                                 reasons.push(ScaleReason::Input);
@@ -360,8 +400,10 @@ impl<'a> Planner<'a> {
                             let coherent = coherence.is_some_and(|c| {
                                 (c.weight - 1.0).abs() > 1e-6 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-6)
                             });
+                            let bordered = (borders.forward - 1.0).abs() > 1e-6 || (borders.gradient - 1.0).abs() > 1e-6;
                             for (flag, reason) in [
                                 (coherent, ScaleReason::Coherence),
+                                (bordered, ScaleReason::Borders),
                                 (since.pooled, ScaleReason::Pooling),
                                 (since.padded, ScaleReason::Padding),
                                 (since.activation_mismatch, ScaleReason::Activation),
@@ -399,6 +441,7 @@ impl<'a> Planner<'a> {
                                 second_moment,
                                 bias: *bias,
                                 mirror,
+                                borders,
                             }))
                         }
                         (Role::Scalar, _) => {
@@ -448,10 +491,18 @@ impl<'a> Planner<'a> {
         let input_moments = Moments::centred(1.0);
         let mut steps = self.build(nodes, input_moments, output);
         // The coherence factors depend on correlations, not on scale, so the weights and scalars
-        // that compensate them do not change them: one more build equalizes the gammas.
+        // that compensate them leave them alone; only the weights by which a residual block mixes
+        // its branches' border profiles move with the plan, a little. So builds converge at once:
+        // two or three reach 1e-12.
         if self.spec.spatial_coherence {
-            self.coherence = coherence_by_path(&steps);
-            if self.coherence.values().any(|c| (c.weight - 1.0).abs() > 1e-9 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-9)) {
+            for _ in 0..MAX_BUILDS {
+                let corrections = coherence_by_path(&steps, input, output);
+                let settled = corrections.len() == self.coherence.len()
+                    && corrections.iter().zip(&self.coherence).all(|((_, new), (_, old))| new.close_to(old));
+                if settled || (self.coherence.is_empty() && !corrections.values().any(Coherence::matters)) {
+                    break;
+                }
+                self.coherence = corrections;
                 steps = self.build(nodes, input_moments, output);
             }
         }
@@ -478,8 +529,16 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The coherence factors of every weight layer and scalar of a built plan, by parameter path.
-fn coherence_by_path(steps: &[Step]) -> BTreeMap<String, Coherence> {
+/// The coherence and border factors of every weight layer and scalar of a built plan, by
+/// parameter path.
+fn coherence_by_path(steps: &[Step], input: Shape, output: Shape) -> BTreeMap<String, Coherence> {
+    let mut borders: Vec<(*const Step, BorderFactors)> = Vec::new();
+    chain_factors(steps, Profile::uniform(input).as_ref(), Profile::uniform(output), &mut |step, factors| {
+        borders.push((step as *const Step, factors))
+    });
+    let border_of = |step: &Step| {
+        borders.iter().find(|(s, _)| std::ptr::eq(*s, step)).map_or(BorderFactors::NONE, |(_, factors)| *factors)
+    };
     let names = paths(steps, "");
     let mut all = Vec::new();
     fn visit<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
@@ -494,7 +553,9 @@ fn coherence_by_path(steps: &[Step]) -> BTreeMap<String, Coherence> {
     visit(steps, &mut all);
     all.into_iter()
         .zip(names)
-        .filter_map(|(step, path)| step.coherence.map(|weight| (path, Coherence { weight, bias: step.bias_coherence })))
+        .filter_map(|(step, path)| {
+            step.coherence.map(|weight| (path, Coherence { weight, bias: step.bias_coherence, borders: border_of(step) }))
+        })
         .collect()
 }
 
@@ -568,7 +629,7 @@ mod tests {
         for node in &nodes {
             if let NodeKind::Block { main, shortcut, .. } = &node.kind {
                 for branch in [main, shortcut] {
-                    let fast = planner.branch_ratio(branch, entry).0;
+                    let fast = planner.branch_ratio("", branch, entry).0;
                     let mut dry = 1.0;
                     let mut since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
                     planner.build_chain("", branch, &mut entry.clone(), &mut dry, &mut since);

@@ -95,7 +95,7 @@ pub(crate) fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 
         match &step.params {
             Some(ParamInit::Weight(weight)) => {
                 let g = &weight.geometry;
-                let weight_gradient = g.area_out as f64 * g.coverage * step.input.second * dy;
+                let weight_gradient = g.area_out as f64 * g.coverage * weight.borders.gradient * step.input.second * dy;
                 step.gamma = Some(weight_gradient / weight.second_moment);
                 if weight.bias {
                     step.bias_gamma = Some(g.area_out as f64 * dy / step.forward.second);

@@ -132,10 +132,12 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
 }
 
 /// Average pooling after a ReLU keeps the mean: the scaling factor grows by 1 + (k^2 - 1)/pi, and
-/// the layers after it get c_l = c sqrt(sigma_l/sigma_0) so that gamma stays equal.
+/// the layers after it get c_l = c sqrt(sigma_l/sigma_0) so that gamma stays equal. (The paper's
+/// model: with `spatial_coherence`, the borders and the cross terms change c_l further.)
 #[test]
 fn pooling_after_relu_raises_sigma_and_the_numerator_compensates() {
     let spec = NetworkSpec::new(image(3, 32))
+        .with_spatial_coherence(false)
         .with_typical_kernel(5)
         .named("conv1", conv(6, 5, 2))
         .layer(Op::Relu)
