@@ -30,7 +30,7 @@ enum Which {
     Lenet,
     /// The section 9 MLP 784-384-64-10.
     Mlp,
-    /// LeNet with 2x2 average pooling: the table only.
+    /// LeNet with 2x2 average pooling (Fig. 2 adds geometric planned with the paper's model).
     PooledLenet,
     /// The small pre-activation ResNet with average-pooling shortcuts and head: the table only.
     PooledResnet,
@@ -251,7 +251,12 @@ fn main() -> Result<(), Error> {
             variants::lenet_inits(),
         ),
         Which::Mlp => ("Mlp", Variant::of::<networks::Mlp>("64", 64), variants::mlp_widths(), variants::mlp_inits()),
-        Which::PooledLenet => ("PooledLeNet", Variant::of::<networks::PooledLeNet>("x1", 6), vec![], vec![]),
+        Which::PooledLenet => (
+            "PooledLeNet",
+            Variant::of::<networks::PooledLeNet>("x1", 6),
+            variants::pooled_lenet_widths(),
+            variants::pooled_lenet_inits(),
+        ),
         Which::PooledResnet => ("PooledResNet", Variant::of::<networks::PooledResNet>("x1", 8), vec![], vec![]),
     };
     let diagnosis = table(&base, &args, threads)?;

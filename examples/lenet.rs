@@ -10,12 +10,14 @@
 use candle_nn::VarMap;
 use clap::{Parser, ValueEnum};
 use fixtures::fit::{digits, fit, seeded, Schedule};
-use fixtures::networks::{DigitsLeNet, DigitsLeNetFanIn};
+use fixtures::networks::{DigitsLeNet, DigitsLeNetFanIn, DigitsLeNetIndependent};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Init {
     Geometric,
     FanIn,
+    /// Geometric, planned with positions independent (the paper's model: `spatial_coherence: false`).
+    GeometricIndependent,
 }
 
 #[derive(Parser)]
@@ -34,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (model, report) = match args.init {
         Init::Geometric => seeded::<DigitsLeNet>(&varmap, &args.schedule)?,
         Init::FanIn => seeded::<DigitsLeNetFanIn>(&varmap, &args.schedule)?,
+        Init::GeometricIndependent => seeded::<DigitsLeNetIndependent>(&varmap, &args.schedule)?,
     };
     println!("{report}\n");
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)

@@ -6,8 +6,9 @@
 //! assumptions: its measured weight-to-gradient ratios agree within a factor 1.34
 //! (`tests/residual.rs`) and it trains. `pooled` downsamples with average pooling (the paper's
 //! shortcut, a pooling bottleneck) and ends with global average pooling: pooling makes the
-//! backward signal spatially coherent, which assumption 2 excludes, and the measured ratios spread
-//! by a factor of ~30; it barely trains at any learning rate.
+//! backward signal spatially coherent, which assumption 2 excludes. The planner now compensates
+//! that (`docs/coherence.md`: the measured ratios spread by 2.6 instead of 62), but it still does not
+//! train at any learning rate: 96% of its output at initialization is the same for every input.
 //!
 //! ```text
 //! cargo run --release --example resnet

@@ -7,19 +7,24 @@
 //!
 //! ```text
 //! cargo run --release --example resnet50 -- --batch 2
+//! cargo run --release --example resnet50 -- --batch 4 --gammas 4   # gamma per weight layer
 //! ```
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use clap::Parser;
-use scalenet::diagnostics::seeded_normal;
+use scalenet::diagnostics::{seeded_normal, weight_to_gradient_ratios};
+use scalenet::Network;
 use scalenet::network;
 use std::time::Instant;
 
+macro_rules! resnet50 {
+    ($(#[$doc:meta])* $name:ident $(, $option:ident : $value:tt)*) => {
 network! {
-    /// Unnormalized pre-activation ResNet-50.
-    pub struct ResNet50 {
+    $(#[$doc])*
+    pub struct $name {
         input: [3, 224, 224],
+        $($option: $value,)*
         stem: conv(64, kernel = 4, stride = 4),
         bottleneck(out = 256, width = 64, stride = 1, beta = 0.5),
         bottleneck(out = 256, width = 64, stride = 1, beta = 0.5),
@@ -41,11 +46,26 @@ network! {
         fc: linear(1000),
     }
 }
+    };
+}
+
+resnet50!(
+    /// Unnormalized pre-activation ResNet-50.
+    ResNet50
+);
+resnet50!(
+    /// [`ResNet50`] planned with positions independent, as in the paper.
+    ResNet50Independent, spatial_coherence: false
+);
 
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value_t = 2)]
     batch: usize,
+    /// Also measure every weight layer's gamma over this many initializations (batch-size-1
+    /// semantics over `--batch` samples each), planned with and without spatial coherence.
+    #[arg(long, default_value_t = 0)]
+    gammas: u64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,5 +103,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed() - forward,
         trainable.len()
     );
+    if args.gammas > 0 {
+        measure_gammas::<ResNet50>("spatial coherence (default)", &args)?;
+        measure_gammas::<ResNet50Independent>("positions independent (the paper's model)", &args)?;
+    }
+    Ok(())
+}
+
+/// Every weight layer's measured gamma over its prediction, averaged over `args.gammas`
+/// initializations, and the spread (max / min) of the measured gammas.
+fn measure_gammas<N: Network>(title: &str, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let plan = N::plan();
+    let layers: Vec<(String, f64)> =
+        plan.weight_steps().map(|s| (s.path.to_string(), s.step.gamma.unwrap_or(f64::NAN))).collect();
+    let mut measured = vec![0.0; layers.len()];
+    let start = Instant::now();
+    for seed in 0..args.gammas {
+        let varmap = VarMap::new();
+        let net = N::new_seeded(&varmap, DType::F32, &Device::Cpu, 100 + seed)?;
+        let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &Device::Cpu)?, 200 + seed)?;
+        let ratios = weight_to_gradient_ratios(&varmap, &net.forward_hooked(&images, false, None)?, 300 + seed)?;
+        for ((path, _), sum) in layers.iter().zip(measured.iter_mut()) {
+            *sum += ratios[&format!("{path}.weight")] / args.gammas as f64;
+        }
+    }
+    println!("\n{title}: {} inits x {} samples in {:.1?}", args.gammas, args.batch, start.elapsed());
+    for ((path, predicted), measured) in layers.iter().zip(&measured) {
+        println!("  {path:<28} measured {measured:.3e}  predicted {predicted:.3e}  ratio {:.3}", measured / predicted);
+    }
+    let (max, min) = measured.iter().fold((0.0f64, f64::INFINITY), |(hi, lo), &m| (hi.max(m), lo.min(m)));
+    let ratios: Vec<f64> = layers.iter().zip(&measured).map(|((_, p), m)| m / p).collect();
+    let (rmax, rmin) = ratios.iter().fold((0.0f64, f64::INFINITY), |(hi, lo), &r| (hi.max(r), lo.min(r)));
+    println!("  measured gamma max/min {:.2}; measured/predicted from {rmin:.3} to {rmax:.3}", max / min);
     Ok(())
 }

@@ -23,6 +23,9 @@ const COLUMNS: usize = 12;
 /// conditioning then rests on the coherence model, not on the paper's calculus alone.
 pub const STRONG_COHERENCE: f64 = 1.5;
 
+/// Layers the note names before it counts the rest.
+const NOTE_LAYERS: usize = 8;
+
 fn describe(step: &Step) -> String {
     match &step.op {
         StepOp::FixedScale { factor, reasons } => {
@@ -145,11 +148,12 @@ impl fmt::Display for Plan {
             .walk()
             .into_iter()
             .filter_map(|s| {
-                let worst = [s.step.coherence, s.step.bias_coherence]
+                let strong = |factor: Option<f64>| factor.filter(|f| f.ln().abs() > STRONG_COHERENCE.ln());
+                let parts: Vec<String> = [("", strong(s.step.coherence)), ("bias ", strong(s.step.bias_coherence))]
                     .into_iter()
-                    .flatten()
-                    .max_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()))?;
-                (worst.ln().abs() > STRONG_COHERENCE.ln()).then(|| format!("{} ×{}", s.path, number(worst)))
+                    .filter_map(|(what, factor)| factor.map(|f| format!("{what}×{}", number(f))))
+                    .collect();
+                (!parts.is_empty()).then(|| format!("{} {}", s.path, parts.join(" ")))
             })
             .collect();
         if !strong.is_empty() {
@@ -158,10 +162,14 @@ impl fmt::Display for Plan {
             } else {
                 "spatial_coherence is off, so the plan does not compensate them"
             };
+            let listed = if strong.len() > NOTE_LAYERS {
+                format!("{} and {} more", strong[..NOTE_LAYERS].join(", "), strong.len() - NOTE_LAYERS)
+            } else {
+                strong.join(", ")
+            };
             writeln!(
                 f,
-                "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {}; {what}",
-                strong.join(", ")
+                "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {listed}; {what}",
             )?;
         }
         let gamma = if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
