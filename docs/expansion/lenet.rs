@@ -28,7 +28,7 @@ fc2    linear 120→84                                           [84]          0
 ·      fixed ×1.420 (k=1≠k*=5 6.2)                             [84]                              0.1091  0.002728   0.02500
 fc3    linear 84→10                                            [10]           0.03421  0.9915    0.3135  0.007974   0.02500  0.02543  1.000  0.02543   1.000
 ·      fixed ×0.08930 (output std 7)                           [10]                            0.002500     1.000   0.02500
-note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: conv1 ×6.855, conv2 ×3.177; the plan compensates them in c_l and the fixed scalars
+note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: conv1 bias ×6.855, conv2 ×2.418 bias ×3.177; the plan compensates them in c_l and the fixed scalars
 E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), with the cross terms between positions; κ: γ with the cross terms over γ without
 ```*/
 pub struct LeNet {
