@@ -284,30 +284,26 @@ impl Window {
         (0..input as isize).contains(&i).then_some(i)
     }
 
+    /// The (output, tap) pairs `(o, a)` whose partner output `o + shift` exists and whose sources
+    /// through tap `a`, from `o` and from `o + shift`, are both inside the input.
+    fn same_tap_pairs(&self, shift: isize, input: usize, output: usize) -> usize {
+        let n_out = output as isize;
+        (0..self.kernel as isize)
+            .flat_map(|a| (0..n_out).map(move |o| (a, o)))
+            .filter(|&(a, o)| {
+                (0..n_out).contains(&(o + shift))
+                    && self.source(o, a, input).is_some()
+                    && self.source(o + shift, a, input).is_some()
+            })
+            .count()
+    }
+
     /// For every input offset `d` (from `-(input - 1)`), the number of (output pair, tap) triples
     /// `(o, o + d / s, a)` whose sources are `i` and `i + d`, both inside the input.
     fn input_pairs(&self, input: usize, output: usize) -> Vec<f64> {
-        let (n_in, n_out, s) = (input as isize, output as isize, self.stride as isize);
+        let (n_in, s) = (input as isize, self.stride as isize);
         (1 - n_in..n_in)
-            .map(|d| {
-                if d % s != 0 {
-                    return 0.0;
-                }
-                let shift = d / s;
-                let mut count = 0usize;
-                for a in 0..self.kernel as isize {
-                    for o in 0..n_out {
-                        let partner = o + shift;
-                        if (0..n_out).contains(&partner)
-                            && self.source(o, a, input).is_some()
-                            && self.source(partner, a, input).is_some()
-                        {
-                            count += 1;
-                        }
-                    }
-                }
-                count as f64
-            })
+            .map(|d| if d % s == 0 { self.same_tap_pairs(d / s, input, output) as f64 } else { 0.0 })
             .collect()
     }
 
@@ -315,23 +311,7 @@ impl Window {
     /// sources through one tap are both inside the input, averaged over the taps.
     fn tap_pairs(&self, input: usize, output: usize) -> Vec<f64> {
         let n_out = output as isize;
-        (1 - n_out..n_out)
-            .map(|d| {
-                let mut count = 0usize;
-                for a in 0..self.kernel as isize {
-                    for o in 0..n_out {
-                        let partner = o + d;
-                        if (0..n_out).contains(&partner)
-                            && self.source(o, a, input).is_some()
-                            && self.source(partner, a, input).is_some()
-                        {
-                            count += 1;
-                        }
-                    }
-                }
-                count as f64 / self.kernel as f64
-            })
-            .collect()
+        (1 - n_out..n_out).map(|d| self.same_tap_pairs(d, input, output) as f64 / self.kernel as f64).collect()
     }
 }
 

@@ -10,6 +10,10 @@
 //!   two matrix products instead of a transposed convolution and a convolution with a dilated
 //!   kernel.
 //!
+//! - the input gradient of a stride-1 convolution is itself a convolution (of the gradient with the
+//!   flipped kernel), which candle computes with im2col and a matrix product, where its
+//!   `conv_transpose2d` is a direct loop: here it is computed that way.
+//!
 //! Values and gradients are those of `Tensor::conv2d` (tests below compare them).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -109,9 +113,13 @@ impl CustomOp2 for Conv2dGrad {
         let (padding, stride) = (self.padding, self.stride);
         let grad_xs = if xs.track_op() {
             let k = kernel.dim(2)?;
-            let out_size = (grad.dim(2)? - 1) * stride + k - 2 * padding;
-            let out_padding = xs.dim(2)? - out_size;
-            Some(grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)?)
+            if stride == 1 && padding < k {
+                Some(stride_one_input_gradient(grad, kernel, padding)?)
+            } else {
+                let out_size = (grad.dim(2)? - 1) * stride + k - 2 * padding;
+                let out_padding = xs.dim(2)? - out_size;
+                Some(grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)?)
+            }
         } else {
             None
         };
@@ -125,6 +133,17 @@ impl CustomOp2 for Conv2dGrad {
         };
         Ok((grad_xs, grad_kernel))
     }
+}
+
+/// The input gradient of a stride-1 convolution with `padding < k`: the transposed convolution
+/// is the convolution of the gradient, padded by `k - 1 - padding`, with the kernel flipped in
+/// space and its input and output channels swapped. candle runs that through im2col and one matrix
+/// product, where its `conv_transpose2d` is a direct loop on the CPU.
+fn stride_one_input_gradient(grad: &Tensor, kernel: &Tensor, padding: usize) -> Result<Tensor> {
+    let k = kernel.dim(2)?;
+    let reversed = Tensor::new((0..k as u32).rev().collect::<Vec<u32>>(), kernel.device())?;
+    let flipped = kernel.index_select(&reversed, 2)?.index_select(&reversed, 3)?.transpose(0, 1)?.contiguous()?;
+    grad.conv2d(&flipped, k - 1 - padding, 1, 1, 1)
 }
 
 #[cfg(test)]

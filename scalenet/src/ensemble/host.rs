@@ -305,19 +305,28 @@ fn train_copy(
     let mut next = std::mem::take(&mut work.next);
     let mut row_gradient = std::mem::take(&mut work.row);
     let decay = |w: f32, grad: f32| w - learning_rate * (grad + weight_decay * w);
+    // No layer before the first one with parameters needs a gradient: the backward pass stops
+    // there, without that layer's input gradient.
+    let first_with_parameters = layers
+        .iter()
+        .position(|l| matches!(l, HostLayer::Linear { .. } | HostLayer::Scalar { .. } | HostLayer::Bias { .. }))
+        .unwrap_or(0);
     // Backward from the output; each layer's input gradient is taken before its own update, and
-    // no earlier layer reads its parameters, so updating in place is plain SGD.
-    for (index, layer) in layers.iter().enumerate().rev() {
+    // no earlier layer reads its parameters, so updating in place is plain SGD. A ReLU zeroes
+    // about half the gradient: zero entries are skipped, which changes no sum.
+    for (index, layer) in layers.iter().enumerate().rev().take_while(|&(index, _)| index >= first_with_parameters) {
         let x = &work.activations[index];
         next.clear();
         match *layer {
             HostLayer::Linear { inputs, outputs, weight, bias } => {
-                next.resize(x.len(), 0.0);
-                for (dy, dx) in gradient.chunks_exact(outputs).zip(next.chunks_exact_mut(inputs)) {
-                    for (o, &g) in dy.iter().enumerate() {
-                        let row = &params[weight + o * inputs..weight + (o + 1) * inputs];
-                        for (d, w) in dx.iter_mut().zip(row) {
-                            *d += g * w;
+                if index > first_with_parameters {
+                    next.resize(x.len(), 0.0);
+                    for (dy, dx) in gradient.chunks_exact(outputs).zip(next.chunks_exact_mut(inputs)) {
+                        for (o, &g) in dy.iter().enumerate().filter(|&(_, &g)| g != 0.0) {
+                            let row = &params[weight + o * inputs..weight + (o + 1) * inputs];
+                            for (d, w) in dx.iter_mut().zip(row) {
+                                *d += g * w;
+                            }
                         }
                     }
                 }
@@ -327,6 +336,9 @@ fn train_copy(
                     row_gradient.resize(inputs, 0.0);
                     for (sample, dy) in x.chunks_exact(inputs).zip(gradient.chunks_exact(outputs)) {
                         let g = dy[o];
+                        if g == 0.0 {
+                            continue;
+                        }
                         for (r, v) in row_gradient.iter_mut().zip(sample) {
                             *r += g * v;
                         }
