@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use clap::Parser;
 use scalenet::diagnostics::{seeded_normal, weight_to_gradient_ratios};
-use scalenet::Network;
 use scalenet::network;
+use scalenet::Network;
 use std::time::Instant;
 
 macro_rules! resnet50 {

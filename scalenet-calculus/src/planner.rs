@@ -3,11 +3,11 @@
 //! predicts the real chain's moments forward and backward.
 
 use crate::blocks;
+use crate::borders::{chain_factors, BorderFactors, Profile};
+use crate::coherence::Covariance;
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
-use crate::borders::{chain_factors, BorderFactors, Profile};
-use crate::coherence::Covariance;
 use crate::propagate::{combine, predict_backward, predict_coherence, predict_forward, transfer, Mode};
 use crate::registry::weight::weight_geometry;
 use crate::registry::{Op, Role};
@@ -188,7 +188,15 @@ impl<'a> Planner<'a> {
         let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
         let slope = network_slope(spec);
         let gain = 2.0 / (1.0 + slope * slope);
-        Planner { spec, coherence: BTreeMap::new(), mirror_roles: mirror_roles(spec), typical_kernel, slope, gain, c: gain / typical_kernel as f64 }
+        Planner {
+            spec,
+            coherence: BTreeMap::new(),
+            mirror_roles: mirror_roles(spec),
+            typical_kernel,
+            slope,
+            gain,
+            c: gain / typical_kernel as f64,
+        }
     }
 
     /// Inserts a fixed scalar at the end of `steps`, or before a weight layer about to be added:
@@ -382,7 +390,9 @@ impl<'a> Planner<'a> {
                             };
                             // Bias balance: `n E[y^2]^2 = c_l^2 kappa_b f / (kappa g)`, f the forward factor.
                             let balance = coherence
-                                .and_then(|c| c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt()))
+                                .and_then(|c| {
+                                    c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt())
+                                })
                                 .unwrap_or(1.0);
                             let target = numerator * balance / (geometry.fan_out as f64).sqrt();
                             let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second
@@ -400,7 +410,8 @@ impl<'a> Planner<'a> {
                             let coherent = coherence.is_some_and(|c| {
                                 (c.weight - 1.0).abs() > 1e-6 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-6)
                             });
-                            let bordered = (borders.forward - 1.0).abs() > 1e-6 || (borders.gradient - 1.0).abs() > 1e-6;
+                            let bordered =
+                                (borders.forward - 1.0).abs() > 1e-6 || (borders.gradient - 1.0).abs() > 1e-6;
                             for (flag, reason) in [
                                 (coherent, ScaleReason::Coherence),
                                 (bordered, ScaleReason::Borders),
@@ -554,7 +565,8 @@ fn coherence_by_path(steps: &[Step], input: Shape, output: Shape) -> BTreeMap<St
     all.into_iter()
         .zip(names)
         .filter_map(|(step, path)| {
-            step.coherence.map(|weight| (path, Coherence { weight, bias: step.bias_coherence, borders: border_of(step) }))
+            step.coherence
+                .map(|weight| (path, Coherence { weight, bias: step.bias_coherence, borders: border_of(step) }))
         })
         .collect()
 }

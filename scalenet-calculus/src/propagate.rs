@@ -4,8 +4,8 @@
 
 use crate::coherence::Covariance;
 use crate::moments::{Moments, Transfer};
-use crate::registry::weight::window;
 use crate::plan::{ParamInit, Step, StepOp};
+use crate::registry::weight::window;
 use crate::registry::Op;
 
 /// `alpha S + beta F` of independent branches.

@@ -172,7 +172,8 @@ impl fmt::Display for Plan {
                 "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {listed}; {what}",
             )?;
         }
-        let gamma = if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
+        let gamma =
+            if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
         write!(f, "E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), {gamma}; κ: γ with the cross terms over γ without")
     }
 }
