@@ -133,8 +133,8 @@ fn pooled_resnet_branch_numerators_act_as_predicted() -> candle_core::Result<()>
 /// windows and conv inputs over channels. Planned with positions independent (the paper's
 /// model), the measured gammas spread by a factor of about 60 and sit 15 to 65 times above the
 /// prediction inside the blocks; the coherence model predicts those factors (kappa 7 to 57), and the
-/// plan that compensates them brings the spread down to about 3. What is left is outside the
-/// model: the stem measures 1.6 times its prediction with white input, where no cross term
+/// plan that compensates them brings the spread down to about 3.6. What is left is outside the
+/// model: the stem measures about 1.9 times its prediction with white input, where no cross term
 /// between positions exists, through the dependence of the backward masks on the input along the
 /// identity shortcuts (see `docs/coherence.md`). 8 initializations of 1024 samples; between
 /// initializations each layer's mean varies by 10 to 20%, so the bounds are wide.

@@ -23,7 +23,7 @@
 //! - `gradient`: `sum_{(o, a) inside} v(i) u(o)` over the count: what multiplies `E[dW^2]`.
 
 use crate::coherence::Window;
-use crate::plan::{Step, StepOp};
+use crate::plan::{child_path, Step, StepOp};
 use crate::propagate::{chain_transfer, Mode};
 use crate::registry::weight::window;
 use crate::registry::Op;
@@ -42,11 +42,10 @@ pub struct BorderFactors {
 
 impl BorderFactors {
     pub const NONE: BorderFactors = BorderFactors { forward: 1.0, backward: 1.0, gradient: 1.0 };
-}
 
-impl Default for BorderFactors {
-    fn default() -> Self {
-        BorderFactors::NONE
+    /// Whether the borders change anything.
+    pub fn matter(&self) -> bool {
+        [self.forward, self.backward, self.gradient].iter().any(|x| (x - 1.0).abs() > 1e-9)
     }
 }
 
@@ -174,15 +173,15 @@ fn pool_or_weight_window(op: &Op) -> Window {
     }
 }
 
-/// Computes every weight layer's factors in `steps`, whose input has profile `input` and whose
-/// output gradient has profile `output_gradient`, calling `visit(step, factors)` on each (blocks
-/// before their branches' layers are not guaranteed: the order is backward); returns the input
-/// gradient's profile.
+/// Computes every weight layer's factors in the chain `steps` at parameter path `prefix`, whose
+/// input has profile `input` and whose output gradient has profile `output_gradient`, calling
+/// `visit(path, factors)` on each; returns the input gradient's profile.
 pub(crate) fn chain_factors(
+    prefix: &str,
     steps: &[Step],
     input: Option<&Profile>,
     output_gradient: Option<Profile>,
-    visit: &mut dyn FnMut(&Step, BorderFactors),
+    visit: &mut dyn FnMut(String, BorderFactors),
 ) -> Option<Profile> {
     let mut inputs = Vec::with_capacity(steps.len());
     let mut current = input.cloned();
@@ -192,13 +191,15 @@ pub(crate) fn chain_factors(
     }
     let mut gradient = output_gradient;
     for (step, input) in steps.iter().zip(inputs).rev() {
+        let path = child_path(prefix, &step.name);
         let uniform_in = Profile::uniform(step.input_shape);
         gradient = match &step.op {
             StepOp::Block { alpha, beta, main, shortcut, .. } => {
                 let gain = |chain: &[Step]| chain_transfer(chain, step.input, Mode::Actual).1;
                 let (main_weight, shortcut_weight) = (beta * beta * gain(main), alpha * alpha * gain(shortcut));
-                let main_in = chain_factors(main, input.as_ref(), gradient.clone(), visit);
-                let shortcut_in = chain_factors(shortcut, input.as_ref(), gradient.clone(), visit);
+                let main_in = chain_factors(&format!("{path}.main"), main, input.as_ref(), gradient.clone(), visit);
+                let shortcut_in =
+                    chain_factors(&format!("{path}.shortcut"), shortcut, input.as_ref(), gradient.clone(), visit);
                 match (main_in, shortcut_in) {
                     (Some(m), Some(s)) => {
                         let share = shortcut_weight / (shortcut_weight + main_weight);
@@ -209,7 +210,7 @@ pub(crate) fn chain_factors(
             }
             StepOp::Declared { op, .. } => {
                 if let (Some(_), Some(v), Some(u)) = (step.weight(), input.as_ref(), gradient.as_ref()) {
-                    visit(step, weight_factors(window(op), v, u));
+                    visit(path, weight_factors(window(op), v, u));
                 }
                 match (op, gradient.as_ref(), uniform_in) {
                     (Op::Conv2d { .. } | Op::AvgPool2d { .. }, Some(u), Some(uniform)) => {

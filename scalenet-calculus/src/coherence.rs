@@ -89,14 +89,6 @@ impl Covariance {
         self.at(0, 0)
     }
 
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
     /// The covariance of `factor * g`.
     pub fn scaled(&self, factor: f64) -> Self {
         Covariance { values: self.values.iter().map(|v| v * factor * factor).collect(), ..self.clone() }

@@ -236,18 +236,11 @@ impl Plan {
 
     /// Every step, blocks before their branches (main, then shortcut), with its parameter path.
     pub fn walk(&self) -> Vec<StepRef<'_>> {
-        fn visit<'a>(steps: &'a [Step], depth: usize, out: &mut Vec<(usize, &'a Step)>) {
-            for step in steps {
-                out.push((depth, step));
-                if let StepOp::Block { main, shortcut, .. } = &step.op {
-                    visit(main, depth + 1, out);
-                    visit(shortcut, depth + 1, out);
-                }
-            }
-        }
-        let mut steps = Vec::new();
-        visit(&self.steps, 0, &mut steps);
-        steps.into_iter().zip(&self.paths).map(|((depth, step), path)| StepRef { path, depth, step }).collect()
+        walk_steps(&self.steps)
+            .into_iter()
+            .zip(&self.paths)
+            .map(|((depth, step), path)| StepRef { path, depth, step })
+            .collect()
     }
 
     /// Steps with a convolution or linear weight, in network order.
@@ -264,5 +257,31 @@ impl Plan {
     pub fn step_of_layer(&self, id: impl Into<LayerId>) -> Option<&Step> {
         let id = id.into();
         self.walk().into_iter().map(|s| s.step).find(|step| step.layer_id() == Some(id))
+    }
+}
+
+/// Every step of `steps` with its depth in blocks, blocks before their branches (main, then
+/// shortcut): [`Plan::walk`]'s order.
+pub(crate) fn walk_steps(steps: &[Step]) -> Vec<(usize, &Step)> {
+    fn visit<'a>(steps: &'a [Step], depth: usize, out: &mut Vec<(usize, &'a Step)>) {
+        for step in steps {
+            out.push((depth, step));
+            if let StepOp::Block { main, shortcut, .. } = &step.op {
+                visit(main, depth + 1, out);
+                visit(shortcut, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(steps, 0, &mut out);
+    out
+}
+
+/// The parameter path of `name` in the chain at `prefix`.
+pub(crate) fn child_path(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (_, true) => prefix.to_string(),
+        (true, false) => name.to_string(),
+        (false, false) => format!("{prefix}.{name}"),
     }
 }

@@ -7,7 +7,7 @@ use crate::borders::{chain_factors, BorderFactors, Profile};
 use crate::coherence::Covariance;
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
-use crate::plan::{ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
+use crate::plan::{child_path, walk_steps, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
 use crate::propagate::{combine, predict_backward, predict_coherence, predict_forward, transfer, Mode};
 use crate::registry::weight::weight_geometry;
 use crate::registry::{Op, Role};
@@ -137,19 +137,27 @@ struct Since {
 }
 
 /// What the correlations between positions and the image borders do to one weight layer's (or
-/// scalar's) moments and gammas, from a first plan; the planner's second build compensates them.
+/// scalar's) moments and gammas, from a first plan; the planner's next build compensates them.
 #[derive(Clone, Copy, Debug)]
-struct Coherence {
+struct Corrections {
+    /// [`Step::coherence`].
     weight: f64,
+    /// [`Step::bias_coherence`].
     bias: Option<f64>,
     borders: BorderFactors,
 }
 
-/// Builds at most, to compensate the coherence factors (see [`Planner::plan`]).
+/// Builds at most, to compensate the corrections (see [`Planner::plan`]).
 const MAX_BUILDS: usize = 6;
 
-impl Coherence {
-    fn close_to(&self, other: &Coherence) -> bool {
+impl Corrections {
+    /// Whether the cross terms between positions change a gamma.
+    fn coherent(&self) -> bool {
+        let off = |x: f64| (x - 1.0).abs() > 1e-9;
+        off(self.weight) || self.bias.is_some_and(off)
+    }
+
+    fn close_to(&self, other: &Corrections) -> bool {
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
         close(self.weight, other.weight)
             && match (self.bias, other.bias) {
@@ -160,22 +168,12 @@ impl Coherence {
             && close(self.borders.backward, other.borders.backward)
             && close(self.borders.gradient, other.borders.gradient)
     }
-
-    /// Whether it changes anything.
-    fn matters(&self) -> bool {
-        let off = |x: f64| (x - 1.0).abs() > 1e-9;
-        off(self.weight)
-            || self.bias.is_some_and(off)
-            || off(self.borders.forward)
-            || off(self.borders.backward)
-            || off(self.borders.gradient)
-    }
 }
 
 struct Planner<'a> {
     spec: &'a NetworkSpec,
     /// By parameter path; empty on the first build and with `spatial_coherence` off.
-    coherence: BTreeMap<String, Coherence>,
+    corrections: BTreeMap<String, Corrections>,
     mirror_roles: BTreeMap<LayerId, Mirror>,
     typical_kernel: usize,
     slope: f64,
@@ -190,7 +188,7 @@ impl<'a> Planner<'a> {
         let gain = 2.0 / (1.0 + slope * slope);
         Planner {
             spec,
-            coherence: BTreeMap::new(),
+            corrections: BTreeMap::new(),
             mirror_roles: mirror_roles(spec),
             typical_kernel,
             slope,
@@ -247,8 +245,7 @@ impl<'a> Planner<'a> {
                         if nodes.is_empty() {
                             return (moments, 1.0);
                         }
-                        let label = if std::ptr::eq(nodes, main.as_slice()) { "main" } else { "shortcut" };
-                        let (r, out) = self.branch_ratio(&format!("{path}.{label}"), nodes, moments);
+                        let (r, out) = self.branch_ratio(&branch_path(&path, nodes, main), nodes, moments);
                         (out.scaled((moments.second / out.second).sqrt()), numel_out / (numel_in * r))
                     };
                     let ((main_out, main_gain), (shortcut_out, shortcut_gain)) = (branch(main), branch(shortcut));
@@ -267,7 +264,7 @@ impl<'a> Planner<'a> {
                             second_moment: 1.0,
                             bias: false,
                             mirror: Mirror::Gaussian,
-                            borders: self.coherence.get(&path).map_or(BorderFactors::NONE, |c| c.borders),
+                            borders: self.corrections.get(&path).map_or(BorderFactors::NONE, |c| c.borders),
                         })
                     });
                     let step = Step::new(
@@ -310,10 +307,7 @@ impl<'a> Planner<'a> {
             let step = match &node.kind {
                 NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
                     let entry = *nominal;
-                    let branch_path = |nodes: &[Node]| {
-                        let label = if std::ptr::eq(nodes, main.as_slice()) { "main" } else { "shortcut" };
-                        format!("{path}.{label}")
-                    };
+                    let branch_path = |nodes: &[Node]| branch_path(&path, nodes, main);
                     // sigma_B / sigma at the block input through each branch, a scale-free product
                     // of op ratios (1 unless pooling follows a ReLU). With the fixed scalars on, a
                     // moments-only pass gives it in time linear in the branch; without them the
@@ -376,12 +370,12 @@ impl<'a> Planner<'a> {
                     let params = match (op.def().role, op) {
                         (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
                             let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
-                            let coherence = self.coherence.get(&path);
-                            let borders = coherence.map_or(BorderFactors::NONE, |c| c.borders);
+                            let corrections = self.corrections.get(&path);
+                            let borders = corrections.map_or(BorderFactors::NONE, |c| c.borders);
                             // gamma = (sigma_in / c_l^2) kappa g / b over the paper's, with the cross
                             // terms' kappa and the borders' gradient and backward factors g and b.
                             let gamma_factor =
-                                coherence.map_or(1.0, |c| c.weight) * borders.gradient / borders.backward;
+                                corrections.map_or(1.0, |c| c.weight) * borders.gradient / borders.backward;
                             let numerator = self.c * relative_scaling.sqrt() * gamma_factor.sqrt();
                             let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
                             let second_moment = match self.spec.weights {
@@ -389,7 +383,7 @@ impl<'a> Planner<'a> {
                                 _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
                             };
                             // Bias balance: `n E[y^2]^2 = c_l^2 kappa_b f / (kappa g)`, f the forward factor.
-                            let balance = coherence
+                            let balance = corrections
                                 .and_then(|c| {
                                     c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt())
                                 })
@@ -407,14 +401,9 @@ impl<'a> Planner<'a> {
                                     typical: self.typical_kernel,
                                 });
                             }
-                            let coherent = coherence.is_some_and(|c| {
-                                (c.weight - 1.0).abs() > 1e-6 || c.bias.is_some_and(|b| (b - 1.0).abs() > 1e-6)
-                            });
-                            let bordered =
-                                (borders.forward - 1.0).abs() > 1e-6 || (borders.gradient - 1.0).abs() > 1e-6;
                             for (flag, reason) in [
-                                (coherent, ScaleReason::Coherence),
-                                (bordered, ScaleReason::Borders),
+                                (corrections.is_some_and(Corrections::coherent), ScaleReason::Coherence),
+                                (borders.matter(), ScaleReason::Borders),
                                 (since.pooled, ScaleReason::Pooling),
                                 (since.padded, ScaleReason::Padding),
                                 (since.activation_mismatch, ScaleReason::Activation),
@@ -456,7 +445,7 @@ impl<'a> Planner<'a> {
                             }))
                         }
                         (Role::Scalar, _) => {
-                            let coherence = self.coherence.get(&path).map_or(1.0, |c| c.weight);
+                            let coherence = self.corrections.get(&path).map_or(1.0, |c| c.weight);
                             let numerator = self.c * (*relative_scaling * coherence).sqrt();
                             Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
                         }
@@ -507,13 +496,15 @@ impl<'a> Planner<'a> {
         // two or three reach 1e-12.
         if self.spec.spatial_coherence {
             for _ in 0..MAX_BUILDS {
-                let corrections = coherence_by_path(&steps, input, output);
-                let settled = corrections.len() == self.coherence.len()
-                    && corrections.iter().zip(&self.coherence).all(|((_, new), (_, old))| new.close_to(old));
-                if settled || (self.coherence.is_empty() && !corrections.values().any(Coherence::matters)) {
+                let corrections = corrections_by_path(&steps, input, output);
+                let settled = corrections.len() == self.corrections.len()
+                    && corrections.iter().zip(&self.corrections).all(|((_, new), (_, old))| new.close_to(old));
+                let nothing =
+                    self.corrections.is_empty() && !corrections.values().any(|c| c.coherent() || c.borders.matter());
+                if settled || nothing {
                     break;
                 }
-                self.coherence = corrections;
+                self.corrections = corrections;
                 steps = self.build(nodes, input_moments, output);
             }
         }
@@ -542,42 +533,25 @@ impl<'a> Planner<'a> {
 
 /// The coherence and border factors of every weight layer and scalar of a built plan, by
 /// parameter path.
-fn coherence_by_path(steps: &[Step], input: Shape, output: Shape) -> BTreeMap<String, Coherence> {
-    let mut borders: Vec<(*const Step, BorderFactors)> = Vec::new();
-    chain_factors(steps, Profile::uniform(input).as_ref(), Profile::uniform(output), &mut |step, factors| {
-        borders.push((step as *const Step, factors))
+fn corrections_by_path(steps: &[Step], input: Shape, output: Shape) -> BTreeMap<String, Corrections> {
+    let mut borders = BTreeMap::new();
+    chain_factors("", steps, Profile::uniform(input).as_ref(), Profile::uniform(output), &mut |path, factors| {
+        borders.insert(path, factors);
     });
-    let border_of = |step: &Step| {
-        borders.iter().find(|(s, _)| std::ptr::eq(*s, step)).map_or(BorderFactors::NONE, |(_, factors)| *factors)
-    };
-    let names = paths(steps, "");
-    let mut all = Vec::new();
-    fn visit<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
-        for step in steps {
-            out.push(step);
-            if let StepOp::Block { main, shortcut, .. } = &step.op {
-                visit(main, out);
-                visit(shortcut, out);
-            }
-        }
-    }
-    visit(steps, &mut all);
-    all.into_iter()
-        .zip(names)
-        .filter_map(|(step, path)| {
-            step.coherence
-                .map(|weight| (path, Coherence { weight, bias: step.bias_coherence, borders: border_of(step) }))
+    walk_steps(steps)
+        .into_iter()
+        .zip(paths(steps, ""))
+        .filter_map(|((_, step), path)| {
+            let borders = borders.get(&path).copied().unwrap_or(BorderFactors::NONE);
+            step.coherence.map(|weight| (path, Corrections { weight, bias: step.bias_coherence, borders }))
         })
         .collect()
 }
 
-/// The parameter path of `name` in the chain at `prefix`.
-fn child_path(prefix: &str, name: &str) -> String {
-    match (prefix.is_empty(), name.is_empty()) {
-        (_, true) => prefix.to_string(),
-        (true, false) => name.to_string(),
-        (false, false) => format!("{prefix}.{name}"),
-    }
+/// The parameter path of a block's branch `nodes` (its `main` or its shortcut) at `block`.
+fn branch_path(block: &str, nodes: &[Node], main: &[Node]) -> String {
+    let label = if std::ptr::eq(nodes, main) { "main" } else { "shortcut" };
+    format!("{block}.{label}")
 }
 
 /// Parameter paths in walk order: `block.main.layer`, `block.shortcut.layer`.
