@@ -1,0 +1,368 @@
+//! CPU kernels on contiguous slices: the convolution as im2col and matrix products (with the
+//! `gemm` crate candle itself uses), average pooling, and the fused optimizer updates.
+//!
+//! Work is split over the batch into one contiguous chunk of images per rayon thread, each with
+//! its own scratch buffer; partial weight gradients are summed in chunk order, so a result does not
+//! depend on how rayon schedules the chunks (it does depend on the thread count, as PyTorch's).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::ops::{Add, AddAssign, Mul};
+
+/// The element types the kernels run on.
+pub(crate) trait Real:
+    Copy + Send + Sync + Default + Add<Output = Self> + AddAssign + Mul<Output = Self> + 'static
+{
+    fn from_f64(value: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn sqrt(self) -> Self;
+}
+
+impl Real for f32 {
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+impl Real for f64 {
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+/// A row-major matrix view: element `(i, j)` is at `offset + i * row_stride + j * col_stride`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    fn rows(data: &'a [T], row_stride: usize) -> Self {
+        View { data, row_stride, col_stride: 1 }
+    }
+
+    /// The transpose of the row-major matrix with `row_stride`.
+    fn transposed(data: &'a [T], row_stride: usize) -> Self {
+        View { data, row_stride: 1, col_stride: row_stride }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst = scale * lhs * rhs`, or `dst += scale * lhs * rhs` when `accumulate`; `dst` is `m x n`
+/// row-major with row stride `n`, `lhs` is `m x k`, `rhs` is `k x n`.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: View<T>,
+    rhs: View<T>,
+    scale: T,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n), "matmul: operand too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::default());
+        }
+        return;
+    }
+    // SAFETY: the assert above keeps every index gemm reads or writes inside the slices, and
+    // `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            T::from_f64(1.0),
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How a batch is split over the rayon threads: `chunks` contiguous runs of `per_chunk` images
+/// (the last may be shorter), and the parallelism each chunk's matrix products may use (the
+/// threads left over when the batch is smaller than the pool).
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    per_chunk: usize,
+    chunks: usize,
+    parallelism: Parallelism,
+}
+
+impl Split {
+    fn new(batch: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let per_chunk = batch.div_ceil(threads).max(1);
+        let chunks = batch.div_ceil(per_chunk).max(1);
+        let spare = threads / chunks;
+        let parallelism = if spare > 1 { Parallelism::Rayon(spare) } else { Parallelism::None };
+        Split { per_chunk, chunks, parallelism }
+    }
+}
+
+/// The geometry of a 2-d convolution (dilation 1, one group, square kernel) on NCHW tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Rows of the im2col matrix: one per kernel tap `(channel, ky, kx)`, the kernel's layout.
+    fn taps(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+
+    /// Columns of the im2col matrix: one per output position.
+    fn positions(&self) -> usize {
+        self.out_height() * self.out_width()
+    }
+
+    fn image_in(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+
+    fn image_out(&self) -> usize {
+        self.out_channels * self.positions()
+    }
+
+    /// A 1x1 convolution of stride 1 without padding: the image is its own im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// For tap offset `k` along an axis of `size` inputs and `outs` outputs, the range of output
+    /// indices whose input `o * stride + k - padding` lies inside the image.
+    fn valid_outputs(&self, k: usize, size: usize, outs: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride, self.padding);
+        let first = if k >= p { 0 } else { (p - k).div_ceil(s) };
+        // o * s + k - p <= size - 1  <=>  o <= (size - 1 + p - k) / s
+        let last = if size + p > k { ((size - 1 + p - k) / s + 1).min(outs) } else { 0 };
+        first.min(last)..last
+    }
+
+    /// Writes the im2col matrix of one image (`taps x positions`, row-major) into `cols`.
+    fn im2col<T: Real>(&self, image: &[T], cols: &mut [T]) {
+        let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
+        let positions = oh * ow;
+        for (tap, row) in cols.chunks_exact_mut(positions).enumerate().take(self.taps()) {
+            let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
+            let plane = &image[channel * self.height * self.width..][..self.height * self.width];
+            let rows = self.valid_outputs(ky, self.height, oh);
+            let columns = self.valid_outputs(kx, self.width, ow);
+            for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
+                if !rows.contains(&oy) || columns.is_empty() {
+                    out_row.fill(T::default());
+                    continue;
+                }
+                let iy = oy * s + ky - self.padding;
+                let line = &plane[iy * self.width..][..self.width];
+                out_row[..columns.start].fill(T::default());
+                out_row[columns.end..].fill(T::default());
+                let ix0 = columns.start * s + kx - self.padding;
+                if s == 1 {
+                    out_row[columns.clone()].copy_from_slice(&line[ix0..ix0 + columns.len()]);
+                } else {
+                    for (value, input) in out_row[columns.clone()].iter_mut().zip(line[ix0..].iter().step_by(s)) {
+                        *value = *input;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the im2col-shaped `cols` back onto the image positions they were read from.
+    fn col2im_add<T: Real>(&self, cols: &[T], image: &mut [T]) {
+        let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
+        for (tap, row) in cols.chunks_exact(oh * ow).enumerate().take(self.taps()) {
+            let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
+            let plane = &mut image[channel * self.height * self.width..][..self.height * self.width];
+            let rows = self.valid_outputs(ky, self.height, oh);
+            let columns = self.valid_outputs(kx, self.width, ow);
+            if columns.is_empty() {
+                continue;
+            }
+            for oy in rows {
+                let iy = oy * s + ky - self.padding;
+                let line = &mut plane[iy * self.width..][..self.width];
+                let ix0 = columns.start * s + kx - self.padding;
+                let values = &row[oy * ow..][columns.clone()];
+                if s == 1 {
+                    for (input, value) in line[ix0..ix0 + columns.len()].iter_mut().zip(values) {
+                        *input += *value;
+                    }
+                } else {
+                    for (input, value) in line[ix0..].iter_mut().step_by(s).zip(values) {
+                        *input += *value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `scale * conv2d(xs, kernel)`: `xs` is `(batch, in, h, w)`, `kernel` `(out, in, k, k)`, both
+/// contiguous; the result is `(batch, out, oh, ow)`, contiguous.
+pub(crate) fn conv2d_forward<T: Real>(geometry: &ConvGeometry, xs: &[T], kernel: &[T], scale: T) -> Vec<T> {
+    let g = *geometry;
+    let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
+    let mut out = vec![T::default(); g.batch * image_out];
+    if out.is_empty() {
+        return out;
+    }
+    let split = Split::new(g.batch);
+    out.par_chunks_mut(split.per_chunk * image_out).enumerate().for_each(|(chunk, out_chunk)| {
+        let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::default(); taps * positions] };
+        for (i, out_image) in out_chunk.chunks_exact_mut(image_out).enumerate() {
+            let image = &xs[(chunk * split.per_chunk + i) * image_in..][..image_in];
+            let cols: &[T] = if g.is_pointwise() {
+                image
+            } else {
+                g.im2col(image, &mut cols);
+                &cols
+            };
+            matmul(
+                g.out_channels,
+                positions,
+                taps,
+                out_image,
+                View::rows(kernel, taps),
+                View::rows(cols, positions),
+                scale,
+                false,
+                split.parallelism,
+            );
+        }
+    });
+    out
+}
+
+/// The gradients of `scale * conv2d(xs, kernel)` given the gradient `grad` of its output
+/// (contiguous, `(batch, out, oh, ow)`): the input's when `input_gradient`, and the kernel's.
+pub(crate) fn conv2d_backward<T: Real>(
+    geometry: &ConvGeometry,
+    xs: &[T],
+    kernel: &[T],
+    grad: &[T],
+    scale: T,
+    input_gradient: bool,
+) -> (Option<Vec<T>>, Vec<T>) {
+    let g = *geometry;
+    let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
+    let kernel_len = g.out_channels * taps;
+    let split = Split::new(g.batch);
+    let mut grad_xs = input_gradient.then(|| vec![T::default(); g.batch * image_in]);
+    let grad_chunks: Vec<Option<&mut [T]>> = match grad_xs.as_mut() {
+        Some(all) if !all.is_empty() => all.chunks_mut(split.per_chunk * image_in).map(Some).collect(),
+        _ => (0..split.chunks).map(|_| None).collect(),
+    };
+    let partials: Vec<Vec<T>> = grad_chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(chunk, mut grad_chunk)| {
+            let mut grad_kernel = vec![T::default(); kernel_len];
+            let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::default(); taps * positions] };
+            let first = chunk * split.per_chunk;
+            for b in first..(first + split.per_chunk).min(g.batch) {
+                let image = &xs[b * image_in..][..image_in];
+                let grad_image = &grad[b * image_out..][..image_out];
+                let image_cols: &[T] = if g.is_pointwise() {
+                    image
+                } else {
+                    g.im2col(image, &mut cols);
+                    &cols
+                };
+                // dK += scale * dY (out x positions) * cols^T (positions x taps)
+                matmul(
+                    g.out_channels,
+                    taps,
+                    positions,
+                    &mut grad_kernel,
+                    View::rows(grad_image, positions),
+                    View::transposed(image_cols, positions),
+                    scale,
+                    true,
+                    split.parallelism,
+                );
+                if let Some(grad_chunk) = grad_chunk.as_deref_mut() {
+                    let grad_image_in = &mut grad_chunk[(b - first) * image_in..][..image_in];
+                    // dcols = scale * K^T (taps x out) * dY (out x positions), added back onto the image.
+                    let target: &mut [T] = if g.is_pointwise() { grad_image_in } else { &mut cols };
+                    matmul(
+                        taps,
+                        positions,
+                        g.out_channels,
+                        target,
+                        View::transposed(kernel, taps),
+                        View::rows(grad_image, positions),
+                        scale,
+                        false,
+                        split.parallelism,
+                    );
+                    if !g.is_pointwise() {
+                        g.col2im_add(&cols, grad_image_in);
+                    }
+                }
+            }
+            grad_kernel
+        })
+        .collect();
+    let mut grad_kernel = vec![T::default(); kernel_len];
+    for partial in &partials {
+        for (total, value) in grad_kernel.iter_mut().zip(partial) {
+            *total += *value;
+        }
+    }
+    (grad_xs, grad_kernel)
+}
