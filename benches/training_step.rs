@@ -7,11 +7,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use fixtures::networks::{Mlp, StridedLeNet, StridedResNet};
 use scalenet::Network;
 
-/// glibc's allocator returns every freed block of 128 KiB or more to the kernel, so each step pays
-/// page faults for its activations; mimalloc keeps them (docs/performance.md measures both).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn step<N: Network + ModuleT>(c: &mut Criterion, name: &str, input: &[usize], batch: usize) {
     let device = Device::Cpu;
     let varmap = VarMap::new();

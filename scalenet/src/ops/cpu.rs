@@ -11,19 +11,15 @@ use std::ops::{Add, AddAssign, Mul};
 
 /// The element types the kernels run on.
 pub(crate) trait Real:
-    Copy + Send + Sync + Default + Add<Output = Self> + AddAssign + Mul<Output = Self> + 'static
+    Copy + Send + Sync + Default + PartialOrd + Add<Output = Self> + AddAssign + Mul<Output = Self> + 'static
 {
     fn from_f64(value: f64) -> Self;
-    fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;
 }
 
 impl Real for f32 {
     fn from_f64(value: f64) -> Self {
         value as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
     }
     fn sqrt(self) -> Self {
         f32::sqrt(self)
@@ -34,12 +30,156 @@ impl Real for f64 {
     fn from_f64(value: f64) -> Self {
         value
     }
-    fn to_f64(self) -> f64 {
-        self
-    }
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
+}
+
+/// Elements per task of the element-wise kernels: below it, splitting costs more than it saves.
+const GRAIN: usize = 1 << 14;
+
+/// `out[i] = f(i)` over `out`, split over rayon's threads in runs of [`GRAIN`].
+fn fill_with<T: Real>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    out.par_chunks_mut(GRAIN).enumerate().for_each(|(chunk, values)| {
+        let first = chunk * GRAIN;
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = f(first + i);
+        }
+    });
+}
+
+/// `max(x, 0)`, keeping NaN visible (a diverged run must not look finite after a ReLU).
+pub(crate) fn relu_forward<T: Real>(xs: &[T]) -> Vec<T> {
+    let mut out = vec![T::default(); xs.len()];
+    fill_with(&mut out, |i| if xs[i] < T::default() { T::default() } else { xs[i] });
+    out
+}
+
+/// The gradient through a ReLU whose output was `ys`: `grad` where `ys > 0`, else 0.
+pub(crate) fn relu_backward<T: Real>(ys: &[T], grad: &[T]) -> Vec<T> {
+    let mut out = vec![T::default(); ys.len()];
+    fill_with(&mut out, |i| if ys[i] > T::default() { grad[i] } else { T::default() });
+    out
+}
+
+/// `a * xs + b * ys`.
+pub(crate) fn weighted_sum<T: Real>(xs: &[T], a: T, ys: &[T], b: T) -> Vec<T> {
+    let mut out = vec![T::default(); xs.len()];
+    fill_with(&mut out, |i| a * xs[i] + b * ys[i]);
+    out
+}
+
+/// Average pooling of `planes` planes of `height x width` by non-overlapping `k x k` windows
+/// (stride = kernel; rows and columns beyond the last whole window are not seen).
+pub(crate) fn avg_pool_forward<T: Real>(xs: &[T], planes: usize, height: usize, width: usize, k: usize) -> Vec<T> {
+    let (oh, ow) = (height / k, width / k);
+    let mut out = vec![T::default(); planes * oh * ow];
+    if out.is_empty() {
+        return out;
+    }
+    let weight = T::from_f64(1.0 / (k * k) as f64);
+    let planes_per_task = GRAIN.div_ceil(height * width).max(1);
+    out.par_chunks_mut(planes_per_task * oh * ow).enumerate().for_each(|(task, pooled)| {
+        for (i, pooled) in pooled.chunks_exact_mut(oh * ow).enumerate() {
+            let plane = &xs[(task * planes_per_task + i) * height * width..][..height * width];
+            for (oy, pooled_row) in pooled.chunks_exact_mut(ow).enumerate() {
+                for dy in 0..k {
+                    let line = &plane[(oy * k + dy) * width..][..ow * k];
+                    for (value, window) in pooled_row.iter_mut().zip(line.chunks_exact(k)) {
+                        for x in window {
+                            *value += *x;
+                        }
+                    }
+                }
+                for value in pooled_row.iter_mut() {
+                    *value = *value * weight;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The gradient of [`avg_pool_forward`]: each window's gradient over `k * k`, copied over the
+/// window; zero on the rows and columns the pooling did not see.
+pub(crate) fn avg_pool_backward<T: Real>(grad: &[T], planes: usize, height: usize, width: usize, k: usize) -> Vec<T> {
+    let (oh, ow) = (height / k, width / k);
+    let mut out = vec![T::default(); planes * height * width];
+    if out.is_empty() || oh * ow == 0 {
+        return out;
+    }
+    let weight = T::from_f64(1.0 / (k * k) as f64);
+    let planes_per_task = GRAIN.div_ceil(height * width).max(1);
+    out.par_chunks_mut(planes_per_task * height * width).enumerate().for_each(|(task, planes_out)| {
+        for (i, plane) in planes_out.chunks_exact_mut(height * width).enumerate() {
+            let pooled = &grad[(task * planes_per_task + i) * oh * ow..][..oh * ow];
+            for (iy, line) in plane.chunks_exact_mut(width).enumerate().take(oh * k) {
+                let pooled_row = &pooled[iy / k * ow..][..ow];
+                for (window, value) in line.chunks_exact_mut(k).zip(pooled_row) {
+                    window.fill(*value * weight);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `scale * xs W^T + bias`: `xs` is `rows x inputs`, `weight` `outputs x inputs`.
+pub(crate) fn linear_forward<T: Real>(
+    xs: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    scale: T,
+) -> Vec<T> {
+    let mut out = vec![T::default(); rows * outputs];
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(outputs) {
+            row.copy_from_slice(bias);
+        }
+    }
+    let parallelism = Parallelism::Rayon(rayon::current_num_threads());
+    let (lhs, rhs) = (View::rows(xs, inputs), View::transposed(weight, inputs));
+    matmul(rows, outputs, inputs, &mut out, lhs, rhs, scale, bias.is_some(), parallelism);
+    out
+}
+
+/// The gradients of [`linear_forward`] given `grad` (`rows x outputs`): the input's when
+/// `input_gradient`, the weight's, and the bias's when `bias`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_backward<T: Real>(
+    xs: &[T],
+    weight: &[T],
+    grad: &[T],
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    scale: T,
+    input_gradient: bool,
+    bias: bool,
+) -> (Option<Vec<T>>, Vec<T>, Option<Vec<T>>) {
+    let parallelism = Parallelism::Rayon(rayon::current_num_threads());
+    let grad_xs = input_gradient.then(|| {
+        let mut out = vec![T::default(); rows * inputs];
+        let (lhs, rhs) = (View::rows(grad, outputs), View::rows(weight, inputs));
+        matmul(rows, inputs, outputs, &mut out, lhs, rhs, scale, false, parallelism);
+        out
+    });
+    let mut grad_weight = vec![T::default(); outputs * inputs];
+    let (lhs, rhs) = (View::transposed(grad, outputs), View::rows(xs, inputs));
+    matmul(outputs, inputs, rows, &mut grad_weight, lhs, rhs, scale, false, parallelism);
+    let grad_bias = bias.then(|| {
+        let mut sums = vec![T::default(); outputs];
+        for row in grad.chunks_exact(outputs) {
+            for (sum, value) in sums.iter_mut().zip(row) {
+                *sum += *value;
+            }
+        }
+        sums
+    });
+    (grad_xs, grad_weight, grad_bias)
 }
 
 /// A row-major matrix view: element `(i, j)` is at `offset + i * row_stride + j * col_stride`.
@@ -252,9 +392,15 @@ impl ConvGeometry {
     }
 }
 
-/// `scale * conv2d(xs, kernel)`: `xs` is `(batch, in, h, w)`, `kernel` `(out, in, k, k)`, both
-/// contiguous; the result is `(batch, out, oh, ow)`, contiguous.
-pub(crate) fn conv2d_forward<T: Real>(geometry: &ConvGeometry, xs: &[T], kernel: &[T], scale: T) -> Vec<T> {
+/// `scale * conv2d(xs, kernel) + bias`: `xs` is `(batch, in, h, w)`, `kernel` `(out, in, k, k)`,
+/// `bias` `(out,)`, all contiguous; the result is `(batch, out, oh, ow)`, contiguous.
+pub(crate) fn conv2d_forward<T: Real>(
+    geometry: &ConvGeometry,
+    xs: &[T],
+    kernel: &[T],
+    bias: Option<&[T]>,
+    scale: T,
+) -> Vec<T> {
     let g = *geometry;
     let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
     let mut out = vec![T::default(); g.batch * image_out];
@@ -272,6 +418,11 @@ pub(crate) fn conv2d_forward<T: Real>(geometry: &ConvGeometry, xs: &[T], kernel:
                 g.im2col(image, &mut cols);
                 &cols
             };
+            if let Some(bias) = bias {
+                for (channel, value) in out_image.chunks_exact_mut(positions).zip(bias) {
+                    channel.fill(*value);
+                }
+            }
             matmul(
                 g.out_channels,
                 positions,
@@ -280,7 +431,7 @@ pub(crate) fn conv2d_forward<T: Real>(geometry: &ConvGeometry, xs: &[T], kernel:
                 View::rows(kernel, taps),
                 View::rows(cols, positions),
                 scale,
-                false,
+                bias.is_some(),
                 split.parallelism,
             );
         }
@@ -288,8 +439,9 @@ pub(crate) fn conv2d_forward<T: Real>(geometry: &ConvGeometry, xs: &[T], kernel:
     out
 }
 
-/// The gradients of `scale * conv2d(xs, kernel)` given the gradient `grad` of its output
-/// (contiguous, `(batch, out, oh, ow)`): the input's when `input_gradient`, and the kernel's.
+/// The gradients of `scale * conv2d(xs, kernel) + bias` given the gradient `grad` of its output
+/// (contiguous, `(batch, out, oh, ow)`): the input's when `input_gradient`, the kernel's, and
+/// the bias's (`(out,)`, the sum of `grad` over the batch and the positions).
 pub(crate) fn conv2d_backward<T: Real>(
     geometry: &ConvGeometry,
     xs: &[T],
@@ -297,7 +449,7 @@ pub(crate) fn conv2d_backward<T: Real>(
     grad: &[T],
     scale: T,
     input_gradient: bool,
-) -> (Option<Vec<T>>, Vec<T>) {
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let g = *geometry;
     let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
     let kernel_len = g.out_channels * taps;
@@ -307,16 +459,20 @@ pub(crate) fn conv2d_backward<T: Real>(
         Some(all) if !all.is_empty() => all.chunks_mut(split.per_chunk * image_in).map(Some).collect(),
         _ => (0..split.chunks).map(|_| None).collect(),
     };
-    let partials: Vec<Vec<T>> = grad_chunks
+    let partials: Vec<(Vec<T>, Vec<T>)> = grad_chunks
         .into_par_iter()
         .enumerate()
         .map(|(chunk, mut grad_chunk)| {
             let mut grad_kernel = vec![T::default(); kernel_len];
+            let mut grad_bias = vec![T::default(); g.out_channels];
             let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::default(); taps * positions] };
             let first = chunk * split.per_chunk;
             for b in first..(first + split.per_chunk).min(g.batch) {
                 let image = &xs[b * image_in..][..image_in];
                 let grad_image = &grad[b * image_out..][..image_out];
+                for (sum, channel) in grad_bias.iter_mut().zip(grad_image.chunks_exact(positions)) {
+                    *sum += channel.iter().fold(T::default(), |acc, value| acc + *value);
+                }
                 let image_cols: &[T] = if g.is_pointwise() {
                     image
                 } else {
@@ -355,14 +511,18 @@ pub(crate) fn conv2d_backward<T: Real>(
                     }
                 }
             }
-            grad_kernel
+            (grad_kernel, grad_bias)
         })
         .collect();
     let mut grad_kernel = vec![T::default(); kernel_len];
-    for partial in &partials {
-        for (total, value) in grad_kernel.iter_mut().zip(partial) {
+    let mut grad_bias = vec![T::default(); g.out_channels];
+    for (partial_kernel, partial_bias) in &partials {
+        for (total, value) in grad_kernel.iter_mut().zip(partial_kernel) {
+            *total += *value;
+        }
+        for (total, value) in grad_bias.iter_mut().zip(partial_bias) {
             *total += *value;
         }
     }
-    (grad_xs, grad_kernel)
+    (grad_xs, grad_kernel, grad_bias)
 }

@@ -20,9 +20,12 @@
 //! Values and gradients are those of `Tensor::conv2d` (tests below compare them).
 
 mod cpu;
+mod device;
+mod host;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
-use cpu::{ConvGeometry, Real};
+use candle_core::{Result, Tensor};
+use cpu::ConvGeometry;
+use host::on_host;
 
 /// `conv2d(xs, kernel)` with `stride` and zero `padding` (dilation 1, one group), as candle's
 /// `xs.conv2d(kernel, padding, stride, 1, 1)` (note its order) with the backward pass described in
@@ -30,249 +33,133 @@ use cpu::{ConvGeometry, Real};
 ///
 /// Shapes: `xs` is `(batch, in, h, w)`, `kernel` is `(out, in, k, k)`; the result is
 /// `(batch, out, (h + 2 padding - k) / stride + 1, (w + 2 padding - k) / stride + 1)`.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// let xs = Tensor::ones((2, 3, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
+/// let kernel = Tensor::ones((4, 3, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let ys = scalenet::ops::conv2d(&xs, &kernel, 1, 1)?;
+/// assert_eq!(ys.dims(), &[2, 4, 8, 8]);
+/// assert_eq!(ys.get(0)?.get(0)?.get(4)?.get(4)?.to_scalar::<f32>()?, 27.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn conv2d(xs: &Tensor, kernel: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    conv2d_scaled(xs, kernel, stride, padding, 1.0)
+    conv2d_scaled(xs, kernel, None, stride, padding, 1.0)
 }
 
-/// `conv2d(scale * xs, kernel)`, which is `scale * conv2d(xs, kernel)`: on the CPU the factor is
-/// folded into the matrix products, so a fixed multiplier costs no pass over the activation.
-/// Gradients are those of the scaled expression.
-pub fn conv2d_scaled(xs: &Tensor, kernel: &Tensor, stride: usize, padding: usize, scale: f64) -> Result<Tensor> {
+/// `conv2d(scale * xs, kernel) + bias`, which is `scale * conv2d(xs, kernel) + bias`, the bias
+/// `(out,)` added to every position of its channel. On the CPU the factor is folded into the
+/// matrix products and the bias into the output, so neither costs a pass over an activation.
+/// Gradients are those of the expression.
+pub fn conv2d_scaled(
+    xs: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    scale: f64,
+) -> Result<Tensor> {
     let (batch, in_channels, height, width) = xs.dims4()?;
     let (out_channels, kernel_in, k, k_width) = kernel.dims4()?;
-    if kernel_in != in_channels || k != k_width || stride == 0 || height + 2 * padding < k || width + 2 * padding < k {
-        // candle's own checks word the error.
-        return (xs * scale)?.conv2d(kernel, padding, stride, 1, 1);
-    }
-    let host = matches!(xs.device(), Device::Cpu) && matches!(xs.dtype(), DType::F32 | DType::F64);
-    if host && kernel.dtype() == xs.dtype() {
+    let well_formed = kernel_in == in_channels
+        && k == k_width
+        && stride > 0
+        && height + 2 * padding >= k
+        && width + 2 * padding >= k
+        && bias.is_none_or(|b| b.dims() == [out_channels]);
+    let same_dtype = kernel.dtype() == xs.dtype() && bias.is_none_or(|b| b.dtype() == xs.dtype());
+    if well_formed && same_dtype && on_host(xs) && kernel.device().is_cpu() {
         let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
-        return xs.contiguous()?.apply_op2(&kernel.contiguous()?, HostConv2d { geometry, scale });
+        let op = host::Conv2d { geometry, scale };
+        let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
+        return match bias {
+            None => xs.apply_op2(&kernel, op),
+            Some(bias) => xs.apply_op3(&kernel, &bias.contiguous()?, op),
+        };
     }
+    // Elsewhere (and for candle's own error messages on a malformed call) the factor goes on the
+    // kernel, which is much smaller than the activation.
     let kernel = if scale == 1.0 { kernel.clone() } else { (kernel * scale)? };
-    if stride == k && padding == 0 {
-        return patch_conv2d(xs, &kernel);
-    }
-    let value = xs.detach().conv2d(&kernel.detach(), padding, stride, 1, 1)?;
-    if !xs.track_op() && !kernel.track_op() {
-        return Ok(value);
-    }
-    xs.apply_op2(&kernel, Conv2dGrad { value, padding, stride })
-}
-
-/// The slice of a contiguous CPU tensor's elements.
-fn with_host_slice<T: Real + candle_core::WithDType, R>(tensor: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let tensor = tensor.contiguous()?;
-    let (storage, layout) = tensor.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => {
-            let elements = &cpu.as_slice::<T>()?[layout.start_offset()..][..layout.shape().elem_count()];
-            Ok(f(elements))
-        }
-        _ => candle_core::bail!("scalenet-conv2d: a tensor is not on the cpu"),
-    }
-}
-
-/// The graph node of [`conv2d_scaled`] on the CPU (f32, f64): both passes by [`cpu`]'s kernels.
-struct HostConv2d {
-    geometry: ConvGeometry,
-    scale: f64,
-}
-
-impl HostConv2d {
-    fn output_shape(&self) -> Shape {
-        let g = &self.geometry;
-        Shape::from((g.batch, g.out_channels, g.out_height(), g.out_width()))
-    }
-
-    fn backward<T: Real + candle_core::WithDType>(
-        &self,
-        xs: &Tensor,
-        kernel: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let input_gradient = xs.track_op();
-        let (grad_xs, grad_kernel) = with_host_slice::<T, _>(xs, |xs| {
-            with_host_slice::<T, _>(kernel, |kernel| {
-                with_host_slice::<T, _>(grad, |grad| {
-                    cpu::conv2d_backward(
-                        &self.geometry,
-                        xs,
-                        kernel,
-                        grad,
-                        <T as Real>::from_f64(self.scale),
-                        input_gradient,
-                    )
-                })
-            })
-        })???;
-        let grad_xs = grad_xs.map(|g| Tensor::from_vec(g, xs.shape(), xs.device())).transpose()?;
-        let grad_kernel = kernel.track_op().then(|| Tensor::from_vec(grad_kernel, kernel.shape(), kernel.device()));
-        Ok((grad_xs, grad_kernel.transpose()?))
-    }
-}
-
-impl CustomOp2 for HostConv2d {
-    fn name(&self) -> &'static str {
-        "scalenet-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xs_layout: &Layout,
-        kernel: &CpuStorage,
-        kernel_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real + candle_core::WithDType>(
-            op: &HostConv2d,
-            xs: &[T],
-            xs_layout: &Layout,
-            kernel: &[T],
-            kernel_layout: &Layout,
-        ) -> Vec<T> {
-            let xs = &xs[xs_layout.start_offset()..][..xs_layout.shape().elem_count()];
-            let kernel = &kernel[kernel_layout.start_offset()..][..kernel_layout.shape().elem_count()];
-            cpu::conv2d_forward(&op.geometry, xs, kernel, <T as Real>::from_f64(op.scale))
-        }
-        if !xs_layout.is_contiguous() || !kernel_layout.is_contiguous() {
-            candle_core::bail!("scalenet-conv2d: operands must be contiguous");
-        }
-        let storage = match (xs, kernel) {
-            (CpuStorage::F32(xs), CpuStorage::F32(kernel)) => {
-                CpuStorage::F32(run(self, xs, xs_layout, kernel, kernel_layout))
-            }
-            (CpuStorage::F64(xs), CpuStorage::F64(kernel)) => {
-                CpuStorage::F64(run(self, xs, xs_layout, kernel, kernel_layout))
-            }
-            _ => candle_core::bail!("scalenet-conv2d: f32 or f64 operands of one dtype expected"),
-        };
-        Ok((storage, self.output_shape()))
-    }
-
-    fn bwd(&self, xs: &Tensor, kernel: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        match xs.dtype() {
-            DType::F32 => self.backward::<f32>(xs, kernel, grad),
-            DType::F64 => self.backward::<f64>(xs, kernel, grad),
-            dtype => candle_core::bail!("scalenet-conv2d: no backward pass for {dtype:?}"),
-        }
-    }
-}
-
-/// A convolution whose stride equals its kernel, as a matrix product over the non-overlapping
-/// `k x k` patches (pixels beyond the last whole patch are not seen, as in `conv2d`).
-fn patch_conv2d(xs: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-    let (batch, channels, height, width) = xs.dims4()?;
-    let (out, _, k, _) = kernel.dims4()?;
-    let (rows, cols) = (height / k, width / k);
-    let xs = if rows * k != height || cols * k != width {
-        xs.narrow(2, 0, rows * k)?.narrow(3, 0, cols * k)?
+    let ys = if well_formed {
+        device::conv2d(xs, &kernel, stride, padding)?
     } else {
-        xs.clone()
+        xs.conv2d(&kernel, padding, stride, 1, 1)?
     };
-    let patches = xs
-        .reshape((batch, channels, rows, k, cols, k))?
-        .permute((0, 2, 4, 1, 3, 5))?
-        .reshape((batch * rows * cols, channels * k * k))?;
-    let ys = patches.matmul(&kernel.reshape((out, channels * k * k))?.t()?)?;
-    ys.reshape((batch, rows, cols, out))?.permute((0, 3, 1, 2))?.contiguous()
+    match bias {
+        Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
+        None => Ok(ys),
+    }
 }
 
-/// The graph node of [`conv2d`]: its value is computed beforehand by candle's `conv2d` (held in
-/// `value`), its backward pass computes only the gradients that are needed.
-struct Conv2dGrad {
-    value: Tensor,
-    padding: usize,
-    stride: usize,
-}
-
-impl CustomOp2 for Conv2dGrad {
-    fn name(&self) -> &'static str {
-        "scalenet-conv2d"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (storage, layout) = self.value.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Cpu(cpu) => Ok((cpu.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("scalenet-conv2d: the value is not on the cpu"),
-        }
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (storage, layout) = self.value.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Cuda(cuda) => Ok((cuda.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("scalenet-conv2d: the value is not on the cuda device"),
-        }
-    }
-
-    #[cfg(feature = "metal")]
-    fn metal_fwd(
-        &self,
-        _: &candle_core::MetalStorage,
-        _: &Layout,
-        _: &candle_core::MetalStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::MetalStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (storage, layout) = self.value.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Metal(metal) => Ok((metal.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("scalenet-conv2d: the value is not on the metal device"),
-        }
-    }
-
-    fn bwd(&self, xs: &Tensor, kernel: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (padding, stride) = (self.padding, self.stride);
-        let grad_xs = if xs.track_op() {
-            let k = kernel.dim(2)?;
-            if stride == 1 && padding < k {
-                Some(stride_one_input_gradient(grad, kernel, padding)?)
-            } else {
-                let out_size = (grad.dim(2)? - 1) * stride + k - 2 * padding;
-                let out_padding = xs.dim(2)? - out_size;
-                Some(grad.conv_transpose2d(kernel, padding, out_padding, stride, 1)?)
-            }
-        } else {
-            None
+/// `scale * xs W^T + bias` for `xs` of shape `(rows, inputs)` (or `(.., inputs)`, flattened),
+/// `weight` `(outputs, inputs)` and `bias` `(outputs,)`; on the CPU one matrix product each way,
+/// the factor folded into it, the input gradient only where needed.
+pub fn linear_scaled(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (outputs, inputs) = weight.dims2()?;
+    let dims = xs.dims().to_vec();
+    let well_formed = dims.last() == Some(&inputs) && bias.is_none_or(|b| b.dims() == [outputs]);
+    let same_dtype = weight.dtype() == xs.dtype() && bias.is_none_or(|b| b.dtype() == xs.dtype());
+    if !(well_formed && same_dtype && on_host(xs) && weight.device().is_cpu()) {
+        let weight = if scale == 1.0 { weight.clone() } else { (weight * scale)? };
+        let ys = xs.broadcast_matmul(&weight.t()?)?;
+        return match bias {
+            Some(bias) => ys.broadcast_add(bias),
+            None => Ok(ys),
         };
-        let grad_kernel = if kernel.track_op() {
-            let (_, _, k0, k1) = kernel.dims4()?;
-            let full = xs.transpose(0, 1)?.conv2d(&grad.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
-            let (_, _, g0, g1) = full.dims4()?;
-            Some(if g0 != k0 || g1 != k1 { full.narrow(2, 0, k0)?.narrow(3, 0, k1)? } else { full })
-        } else {
-            None
-        };
-        Ok((grad_xs, grad_kernel))
+    }
+    let rows = xs.elem_count() / inputs.max(1);
+    let flat = xs.reshape((rows, inputs))?.contiguous()?;
+    let op = host::Linear { rows, inputs, outputs, scale };
+    let weight = weight.contiguous()?;
+    let ys = match bias {
+        None => flat.apply_op2(&weight, op)?,
+        Some(bias) => flat.apply_op3(&weight, &bias.contiguous()?, op)?,
+    };
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("a linear input has a last dimension") = outputs;
+    ys.reshape(out_dims)
+}
+
+/// `max(xs, 0)`; on the CPU its backward pass is one masked copy of the gradient.
+pub fn relu(xs: &Tensor) -> Result<Tensor> {
+    if on_host(xs) {
+        xs.contiguous()?.apply_op1(host::Relu)
+    } else {
+        xs.relu()
     }
 }
 
-/// The input gradient of a stride-1 convolution with `padding < k`: the transposed convolution
-/// is the convolution of the gradient, padded by `k - 1 - padding`, with the kernel flipped in
-/// space and its input and output channels swapped. candle runs that through im2col and one matrix
-/// product, where its `conv_transpose2d` is a direct loop on the CPU.
-fn stride_one_input_gradient(grad: &Tensor, kernel: &Tensor, padding: usize) -> Result<Tensor> {
-    let k = kernel.dim(2)?;
-    let reversed = Tensor::new((0..k as u32).rev().collect::<Vec<u32>>(), kernel.device())?;
-    let flipped = kernel.index_select(&reversed, 2)?.index_select(&reversed, 3)?.transpose(0, 1)?.contiguous()?;
-    grad.conv2d(&flipped, k - 1 - padding, 1, 1, 1)
+/// `a * xs + b * ys` for tensors of one shape, in one pass on the CPU.
+pub fn weighted_sum(xs: &Tensor, a: f64, ys: &Tensor, b: f64) -> Result<Tensor> {
+    if on_host(xs) && ys.device().is_cpu() && xs.shape() == ys.shape() && xs.dtype() == ys.dtype() {
+        xs.contiguous()?.apply_op2(&ys.contiguous()?, host::WeightedSum { a, b })
+    } else {
+        (xs * a)? + (ys * b)?
+    }
+}
+
+/// Average pooling of `(batch, channels, h, w)` by non-overlapping `kernel x kernel` windows
+/// (stride = kernel) to `(batch, channels, h / kernel, w / kernel)`: rows and columns beyond the
+/// last whole window are not seen, and get a zero gradient (candle's own op errs or miscounts
+/// there). One pass each way on the CPU.
+pub fn avg_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
+    let (batch, channels, height, width) = xs.dims4()?;
+    if kernel == 0 || kernel > height || kernel > width {
+        return xs.avg_pool2d(kernel);
+    }
+    if on_host(xs) {
+        let op = host::AvgPool { planes: batch * channels, height, width, kernel };
+        return xs.contiguous()?.apply_op1(op);
+    }
+    let (rows, cols) = (height / kernel * kernel, width / kernel * kernel);
+    let seen = if rows != height || cols != width { xs.narrow(2, 0, rows)?.narrow(3, 0, cols)? } else { xs.clone() };
+    seen.avg_pool2d(kernel)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Largest absolute difference over the largest absolute value of `expected`.
     fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
@@ -313,8 +200,14 @@ mod tests {
                 let kernel =
                     Var::from_tensor(&Tensor::randn(0f64, 1., (out, channels, k, k), &device)?.to_dtype(dtype)?)?;
                 let input = if input_grad { xs.as_tensor().clone() } else { xs.as_tensor().detach() };
-                let expected = (&input * scale)?.conv2d(kernel.as_tensor(), padding, stride, 1, 1)?;
-                let actual = conv2d_scaled(&input, kernel.as_tensor(), stride, padding, scale)?;
+                let bias = Var::from_tensor(&Tensor::randn(0f64, 1., out, &device)?.to_dtype(dtype)?)?;
+                let with_bias = batch % 2 == 1;
+                let mut expected = (&input * scale)?.conv2d(kernel.as_tensor(), padding, stride, 1, 1)?;
+                if with_bias {
+                    expected = expected.broadcast_add(&bias.as_tensor().reshape((1, out, 1, 1))?)?;
+                }
+                let bias_arg = with_bias.then_some(bias.as_tensor());
+                let actual = conv2d_scaled(&input, kernel.as_tensor(), bias_arg, stride, padding, scale)?;
                 assert_eq!(actual.dims(), expected.dims());
                 assert!(relative_error(&actual, &expected) < tolerance);
                 let upstream = Tensor::randn(0f64, 1., expected.shape(), &device)?.to_dtype(dtype)?;
@@ -326,7 +219,87 @@ mod tests {
                     Some(g) => assert!(relative_error(g, expected_grads.get(xs.as_tensor()).unwrap()) < tolerance),
                     None => assert!(!input_grad, "the input gradient is missing"),
                 }
+                if with_bias {
+                    let bias_grad = actual_grads.get(bias.as_tensor()).expect("bias gradient");
+                    assert!(relative_error(bias_grad, expected_grads.get(bias.as_tensor()).unwrap()) < tolerance);
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Compares `actual(inputs)` with `expected(inputs)`, values and the gradients of every input
+    /// under a random upstream gradient, in f64 and f32.
+    fn check_against(
+        shapes: &[&[usize]],
+        actual: impl Fn(&[Tensor]) -> Result<Tensor>,
+        expected: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) -> Result<()> {
+        for dtype in [DType::F64, DType::F32] {
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let vars = shapes
+                .iter()
+                .map(|shape| Var::from_tensor(&Tensor::randn(0f64, 1., *shape, &Device::Cpu)?.to_dtype(dtype)?))
+                .collect::<Result<Vec<_>>>()?;
+            let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let (ys, want) = (actual(&inputs)?, expected(&inputs)?);
+            assert_eq!(ys.dims(), want.dims());
+            assert!(relative_error(&ys, &want) < tolerance);
+            let upstream = Tensor::randn(0f64, 1., want.shape(), &Device::Cpu)?.to_dtype(dtype)?;
+            let grads = (&ys * &upstream)?.sum_all()?.backward()?;
+            let want_grads = (&want * &upstream)?.sum_all()?.backward()?;
+            for input in &inputs {
+                let (got, wanted) = (grads.get(input).expect("a gradient"), want_grads.get(input).unwrap());
+                assert!(relative_error(got, wanted) < tolerance);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn linear_matches_candle() -> Result<()> {
+        for (rows, inputs, outputs, scale) in [(5, 7, 3, 1.0), (1, 4, 6, 0.3), (33, 16, 9, 2.0)] {
+            check_against(
+                &[&[rows, inputs], &[outputs, inputs], &[outputs]],
+                |t| linear_scaled(&t[0], &t[1], Some(&t[2]), scale),
+                |t| ((&t[0] * scale)?.matmul(&t[1].t()?)?).broadcast_add(&t[2]),
+            )?;
+            check_against(
+                &[&[2, rows, inputs], &[outputs, inputs]],
+                |t| linear_scaled(&t[0], &t[1], None, scale),
+                |t| (&t[0] * scale)?.broadcast_matmul(&t[1].t()?),
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn relu_and_weighted_sum_match_candle() -> Result<()> {
+        for shape in [&[3usize, 4, 5, 6][..], &[70_000], &[1]] {
+            check_against(&[shape], |t| relu(&t[0]), |t| t[0].relu())?;
+            check_against(
+                &[shape, shape],
+                |t| weighted_sum(&t[0], 0.3, &t[1], -1.7),
+                |t| (&t[0] * 0.3)? + (&t[1] * -1.7)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Pooling matches candle's where candle is right (sizes divisible by the kernel), and the
+    /// average of the seen window with a zero gradient on the unseen border elsewhere.
+    #[test]
+    fn avg_pool_matches_candle() -> Result<()> {
+        for (shape, k) in [([2, 3, 8, 8], 2), ([1, 2, 12, 6], 3), ([4, 40, 16, 16], 4), ([2, 1, 4, 4], 4)] {
+            check_against(&[&shape], |t| avg_pool(&t[0], k), |t| t[0].avg_pool2d(k))?;
+        }
+        for (shape, k) in [([2, 3, 9, 7], 2), ([1, 2, 5, 8], 3)] {
+            let (h, w) = (shape[2] / k * k, shape[3] / k * k);
+            check_against(
+                &[&shape],
+                |t| avg_pool(&t[0], k),
+                |t| t[0].narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?.avg_pool2d(k),
+            )?;
         }
         Ok(())
     }
