@@ -34,9 +34,9 @@ E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1
 pub struct LeNet {
     pub conv1: ::scalenet::nn::Conv2d,
     pub conv2: ::scalenet::nn::Conv2d,
-    pub fc1: ::scalenet::candle_nn::Linear,
-    pub fc2: ::scalenet::candle_nn::Linear,
-    pub fc3: ::scalenet::candle_nn::Linear,
+    pub fc1: ::scalenet::nn::Linear,
+    pub fc2: ::scalenet::nn::Linear,
+    pub fc3: ::scalenet::nn::Linear,
     /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
     /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
     /// applied detached so no optimizer trains it.
@@ -223,25 +223,52 @@ const _: () = {
             sn::check_input(xs, &Self::INPUT_SHAPE, "LeNet")?;
             let mut hook = sn::Hook::new(hook);
             let xs = xs.clone();
-            let xs = hook.after(0, (xs * FIXED_0)?)?;
-            let xs = hook.after(1, sn::Module::forward(&self.conv1, &xs)?)?;
-            let xs = hook.after(2, sn::ops::relu(&xs)?)?;
-            let xs = hook.after(3, sn::ops::avg_pool(&xs, 2, 2)?)?;
-            let xs = hook.after(4, (xs * FIXED_1)?)?;
-            let xs = hook.after(5, sn::Module::forward(&self.conv2, &xs)?)?;
-            let xs = hook.after(6, sn::ops::relu(&xs)?)?;
-            let xs = hook.after(7, sn::ops::avg_pool(&xs, 2, 2)?)?;
-            let xs = hook.after(8, (xs * FIXED_2)?)?;
-            let xs = hook.after(9, sn::ops::flatten(&xs)?)?;
-            let xs = hook.after(10, sn::Module::forward(&self.fc1, &xs)?)?;
-            let xs = hook.after(11, sn::ops::relu(&xs)?)?;
-            let xs = hook.after(12, (xs * FIXED_3)?)?;
-            let xs = hook.after(13, sn::Module::forward(&self.fc2, &xs)?)?;
-            let xs = hook.after(14, sn::ops::relu(&xs)?)?;
-            let xs = hook.after(15, (xs * FIXED_4)?)?;
-            let xs = hook.after(16, sn::Module::forward(&self.fc3, &xs)?)?;
-            let xs = hook.after(17, (xs * FIXED_5)?)?;
-            xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+            #[allow(unused_mut)]
+            let mut pending: f64 = 1.0;
+            let xs = hook.after(0, sn::defer(xs, FIXED_0, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    1,
+                    self.conv1.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(2, sn::ops::relu(&xs)?, &mut pending)?;
+            let xs = hook.after(3, sn::ops::avg_pool(&xs, 2, 2)?, &mut pending)?;
+            let xs = hook.after(4, sn::defer(xs, FIXED_1, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    5,
+                    self.conv2.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(6, sn::ops::relu(&xs)?, &mut pending)?;
+            let xs = hook.after(7, sn::ops::avg_pool(&xs, 2, 2)?, &mut pending)?;
+            let xs = hook.after(8, sn::defer(xs, FIXED_2, &mut pending), &mut pending)?;
+            let xs = hook.after(9, sn::ops::flatten(&xs)?, &mut pending)?;
+            let xs = hook
+                .after(
+                    10,
+                    self.fc1.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(11, sn::ops::relu(&xs)?, &mut pending)?;
+            let xs = hook.after(12, sn::defer(xs, FIXED_3, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    13,
+                    self.fc2.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(14, sn::ops::relu(&xs)?, &mut pending)?;
+            let xs = hook.after(15, sn::defer(xs, FIXED_4, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    16,
+                    self.fc3.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(17, sn::defer(xs, FIXED_5, &mut pending), &mut pending)?;
+            sn::calibrated(&xs, &self.output_calibration, pending)
         }
         /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
         /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do

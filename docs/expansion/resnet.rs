@@ -50,7 +50,7 @@ pub struct SmallResNet {
     pub res2_main_conv_8: ::scalenet::nn::Conv2d,
     pub res2_main_conv_10: ::scalenet::nn::Conv2d,
     pub res2_shortcut_conv_11: ::scalenet::nn::Conv2d,
-    pub fc: ::scalenet::candle_nn::Linear,
+    pub fc: ::scalenet::nn::Linear,
     /// Output calibration (section 7), 1 until [`Self::calibrate_output`] sets it; kept in the
     /// `VarMap` as `output_calibration` so it is saved and loaded with the weights, and
     /// applied detached so no optimizer trains it.
@@ -347,61 +347,100 @@ const _: () = {
             sn::check_input(xs, &Self::INPUT_SHAPE, "SmallResNet")?;
             let mut hook = sn::Hook::new(hook);
             let xs = xs.clone();
-            let xs = hook.after(0, (xs * FIXED_0)?)?;
-            let xs = hook.after(1, sn::Module::forward(&self.stem, &xs)?)?;
+            #[allow(unused_mut)]
+            let mut pending: f64 = 1.0;
+            let xs = hook.after(0, sn::defer(xs, FIXED_0, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    1,
+                    self.stem.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
             let xs = hook
                 .after(
                     2,
                     {
-                        let main = {
+                        let entry = sn::take(&mut pending);
+                        let (main, main_scale) = {
                             let xs = xs.clone();
+                            let mut pending = entry;
                             let xs = sn::ops::relu(&xs)?;
-                            let xs = (xs * FIXED_1)?;
-                            let xs = sn::Module::forward(&self.res1_main_conv_3, &xs)?;
+                            let xs = sn::defer(xs, FIXED_1, &mut pending);
+                            let xs = self
+                                .res1_main_conv_3
+                                .forward_scaled(&xs, sn::take(&mut pending))?;
                             let xs = sn::ops::relu(&xs)?;
-                            let xs = (xs * FIXED_2)?;
-                            let xs = sn::Module::forward(&self.res1_main_conv_5, &xs)?;
-                            let xs = (xs * FIXED_3)?;
-                            (xs * 0.5)?
+                            let xs = sn::defer(xs, FIXED_2, &mut pending);
+                            let xs = self
+                                .res1_main_conv_5
+                                .forward_scaled(&xs, sn::take(&mut pending))?;
+                            let xs = sn::defer(xs, FIXED_3, &mut pending);
+                            (xs, pending)
                         };
-                        let shortcut = { (xs * 0.8660254037844386)? };
-                        (main + shortcut)?
+                        let (shortcut, shortcut_scale) = {
+                            let mut pending = entry;
+                            (xs, pending)
+                        };
+                        sn::ops::weighted_sum(
+                            &main,
+                            0.5 * main_scale,
+                            &shortcut,
+                            0.8660254037844386 * shortcut_scale,
+                        )?
                     },
+                    &mut pending,
                 )?;
             let xs = hook
                 .after(
                     3,
                     {
-                        let main = {
+                        let entry = sn::take(&mut pending);
+                        let (main, main_scale) = {
                             let xs = xs.clone();
+                            let mut pending = entry;
                             let xs = sn::ops::relu(&xs)?;
-                            let xs = (xs * FIXED_4)?;
-                            let xs = sn::Module::forward(&self.res2_main_conv_8, &xs)?;
+                            let xs = sn::defer(xs, FIXED_4, &mut pending);
+                            let xs = self
+                                .res2_main_conv_8
+                                .forward_scaled(&xs, sn::take(&mut pending))?;
                             let xs = sn::ops::relu(&xs)?;
-                            let xs = (xs * FIXED_5)?;
-                            let xs = sn::Module::forward(&self.res2_main_conv_10, &xs)?;
-                            let xs = (xs * FIXED_6)?;
-                            (xs * 0.5)?
+                            let xs = sn::defer(xs, FIXED_5, &mut pending);
+                            let xs = self
+                                .res2_main_conv_10
+                                .forward_scaled(&xs, sn::take(&mut pending))?;
+                            let xs = sn::defer(xs, FIXED_6, &mut pending);
+                            (xs, pending)
                         };
-                        let shortcut = {
-                            let xs = (xs * FIXED_7)?;
-                            let xs = sn::Module::forward(
-                                &self.res2_shortcut_conv_11,
-                                &xs,
-                            )?;
-                            let xs = (xs * FIXED_8)?;
-                            (xs * 0.8660254037844386)?
+                        let (shortcut, shortcut_scale) = {
+                            let mut pending = entry;
+                            let xs = sn::defer(xs, FIXED_7, &mut pending);
+                            let xs = self
+                                .res2_shortcut_conv_11
+                                .forward_scaled(&xs, sn::take(&mut pending))?;
+                            let xs = sn::defer(xs, FIXED_8, &mut pending);
+                            (xs, pending)
                         };
-                        (main + shortcut)?
+                        sn::ops::weighted_sum(
+                            &main,
+                            0.5 * main_scale,
+                            &shortcut,
+                            0.8660254037844386 * shortcut_scale,
+                        )?
                     },
+                    &mut pending,
                 )?;
-            let xs = hook.after(4, sn::ops::relu(&xs)?)?;
-            let xs = hook.after(5, sn::ops::dropout(&xs, 0.1, train)?)?;
-            let xs = hook.after(6, sn::ops::global_avg_pool(&xs)?)?;
-            let xs = hook.after(7, (xs * FIXED_9)?)?;
-            let xs = hook.after(8, sn::Module::forward(&self.fc, &xs)?)?;
-            let xs = hook.after(9, (xs * FIXED_10)?)?;
-            xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+            let xs = hook.after(4, sn::ops::relu(&xs)?, &mut pending)?;
+            let xs = hook.after(5, sn::ops::dropout(&xs, 0.1, train)?, &mut pending)?;
+            let xs = hook.after(6, sn::ops::global_avg_pool(&xs)?, &mut pending)?;
+            let xs = hook.after(7, sn::defer(xs, FIXED_9, &mut pending), &mut pending)?;
+            let xs = hook
+                .after(
+                    8,
+                    self.fc.forward_scaled(&xs, sn::take(&mut pending))?,
+                    &mut pending,
+                )?;
+            let xs = hook.after(9, sn::defer(xs, FIXED_10, &mut pending), &mut pending)?;
+            sn::calibrated(&xs, &self.output_calibration, pending)
         }
         /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
         /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do

@@ -147,8 +147,10 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                     #sn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
                     let mut hook = #sn::Hook::new(hook);
                     let xs = xs.clone();
+                    #[allow(unused_mut)]
+                    let mut pending: f64 = 1.0;
                     #(#forward)*
-                    xs.broadcast_mul(&self.output_calibration.detach().to_dtype(xs.dtype())?)
+                    #sn::calibrated(&xs, &self.output_calibration, pending)
                 },
                 spec,
             )

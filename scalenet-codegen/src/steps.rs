@@ -41,7 +41,7 @@ pub fn field_ident(name: &str) -> Ident {
 pub fn field_type(op: &Op) -> Option<TokenStream> {
     match op {
         Op::Conv2d { .. } => Some(quote!(::scalenet::nn::Conv2d)),
-        Op::Linear { .. } => Some(quote!(::scalenet::candle_nn::Linear)),
+        Op::Linear { .. } => Some(quote!(::scalenet::nn::Linear)),
         Op::Scalar => Some(quote!(::scalenet::nn::Scalar)),
         Op::Bias => Some(quote!(::scalenet::nn::Bias)),
         _ => None,
@@ -56,6 +56,13 @@ pub struct Code {
     /// `const FIXED_<n>: f64`, with the calculus's reasons as their documentation.
     pub constants: Vec<TokenStream>,
     /// One `let xs = ..;` per top-level step, each passed through the hook.
+    ///
+    /// The forward pass carries `pending: f64`, a fixed multiplier not yet applied to `xs`: the
+    /// calculus's fixed scalars multiply it, homogeneous ops (ReLU, pooling, dropout, flatten)
+    /// pass it through, and the next convolution or linear layer takes it into its matrix product
+    /// (`forward_scaled`), so a fixed scalar costs no pass over an activation. Anything else, and
+    /// the hook of `forward_hooked`, applies it first (`settle`), so hooks see every step's output
+    /// as the plan defines it.
     pub forward: Vec<TokenStream>,
     pub uses_train: bool,
 }
@@ -67,7 +74,7 @@ pub fn expand_steps(steps: &[Step], vis: &syn::Visibility, spans: &Spans, sn: &I
     for (index, step) in steps.iter().enumerate() {
         let expression = context.step(step, "", &mut code);
         let index = int(index);
-        code.forward.push(quote!(let xs = hook.after(#index, #expression)?;));
+        code.forward.push(quote!(let xs = hook.after(#index, #expression, &mut pending)?;));
     }
     code
 }
@@ -153,7 +160,10 @@ impl Context<'_> {
             };
             code.fields.push(quote!(#(#docs)* #vis #field: #ty));
             code.constructors.push(quote!(#field: #constructor));
-            return quote!(#sn::Module::forward(&self.#field, &xs)?);
+            return match params {
+                ParamInit::Weight(_) => quote!(self.#field.forward_scaled(&xs, #sn::take(&mut pending))?),
+                _ => quote!(#sn::Module::forward(&self.#field, &#sn::settle(xs, &mut pending)?)?),
+            };
         }
         match &step.op {
             StepOp::FixedScale { factor, reasons } => {
@@ -163,7 +173,7 @@ impl Context<'_> {
                 let doc = format!(" Fixed scalar inserted by the calculus: {}.", why.join(", "));
                 let factor = float(*factor);
                 code.constants.push(quote!(#[doc = #doc] const #name: f64 = #factor;));
-                quote!((xs * #name)?)
+                quote!(#sn::defer(xs, #name, &mut pending))
             }
             StepOp::Block { alpha, beta, main, shortcut, .. } => {
                 let mut branch = |steps: &[Step], name: &str, code: &mut Code| -> Vec<TokenStream> {
@@ -179,14 +189,17 @@ impl Context<'_> {
                 let main = branch(main, "main", code);
                 let shortcut = branch(shortcut, "shortcut", code);
                 let (alpha, beta) = (float(*alpha), float(*beta));
+                // Each branch starts with the block's pending multiplier and ends with its own,
+                // which the weighted sum of the branches applies.
                 quote!({
-                    let main = { let xs = xs.clone(); #(#main)* (xs * #beta)? };
-                    let shortcut = { #(#shortcut)* (xs * #alpha)? };
-                    (main + shortcut)?
+                    let entry = #sn::take(&mut pending);
+                    let (main, main_scale) = { let xs = xs.clone(); let mut pending = entry; #(#main)* (xs, pending) };
+                    let (shortcut, shortcut_scale) = { let mut pending = entry; #(#shortcut)* (xs, pending) };
+                    #sn::ops::weighted_sum(&main, #beta * main_scale, &shortcut, #alpha * shortcut_scale)?
                 })
             }
             StepOp::Declared { op, .. } => match op.def().runtime {
-                Runtime::Call { function, train } => {
+                Runtime::Call { function, train, homogeneous } => {
                     let function = Ident::new(function, proc_macro2::Span::call_site());
                     let args = op.args().into_iter().flatten().map(arg_literal);
                     let train = train.then(|| {
@@ -194,7 +207,8 @@ impl Context<'_> {
                         quote!(train)
                     });
                     let args = args.chain(train);
-                    quote!(#sn::ops::#function(&xs #(, #args)*)?)
+                    let input = if homogeneous { quote!(&xs) } else { quote!(&#sn::settle(xs, &mut pending)?) };
+                    quote!(#sn::ops::#function(#input #(, #args)*)?)
                 }
                 Runtime::Parameters | Runtime::Branches | Runtime::Rejected => {
                     unreachable!("`{}` reaches code generation only through its parameters or branches", op.keyword())

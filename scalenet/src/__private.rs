@@ -40,13 +40,42 @@ impl<'a> Hook<'a> {
         Hook(hook)
     }
 
-    /// The output of step `step`, as the hook replaces it.
-    pub fn after(&mut self, step: usize, xs: Tensor) -> Result<Tensor> {
+    /// The output of step `step`, as the hook replaces it. With a hook, the pending fixed
+    /// multiplier is applied first, so the hook sees the step's output as the plan defines it;
+    /// without one it stays pending.
+    pub fn after(&mut self, step: usize, xs: Tensor, pending: &mut f64) -> Result<Tensor> {
         match self.0.as_deref_mut() {
-            Some(hook) => hook(step, xs),
+            Some(hook) => hook(step, settle(xs, pending)?),
             None => Ok(xs),
         }
     }
+}
+
+/// A fixed scalar step: `xs` unchanged, `factor` added to the pending multiplier.
+pub fn defer(xs: Tensor, factor: f64, pending: &mut f64) -> Tensor {
+    *pending *= factor;
+    xs
+}
+
+/// The pending fixed multiplier, handed to a layer that applies it; `pending` starts over at 1.
+pub fn take(pending: &mut f64) -> f64 {
+    std::mem::replace(pending, 1.0)
+}
+
+/// `xs` times the pending fixed multiplier, which is then spent (see `network!`'s forward pass:
+/// fixed scalars wait for the next weight layer and are applied here only where they cannot).
+pub fn settle(xs: Tensor, pending: &mut f64) -> Result<Tensor> {
+    match take(pending) {
+        1.0 => Ok(xs),
+        factor => xs * factor,
+    }
+}
+
+/// The network's output: `xs` times the pending multiplier and the calibration scalar, in one
+/// pass.
+pub fn calibrated(xs: &Tensor, calibration: &Tensor, pending: f64) -> Result<Tensor> {
+    let factor = (calibration.detach() * pending)?.to_dtype(xs.dtype())?;
+    xs.broadcast_mul(&factor)
 }
 
 /// Checks that `xs` is a batch of `[batch, ...expected]`, naming the network in the error.
@@ -105,8 +134,10 @@ pub fn calibrate(varmap: &VarMap, calibration: &Tensor, output: &Tensor, target_
 pub mod ops {
     use candle_core::{Result, Tensor};
 
+    pub use crate::ops::weighted_sum;
+
     pub fn relu(xs: &Tensor) -> Result<Tensor> {
-        xs.relu()
+        crate::ops::relu(xs)
     }
 
     pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
@@ -116,7 +147,7 @@ pub mod ops {
     /// `avg_pool(kernel)`; the calculus only lets `stride == kernel` through.
     pub fn avg_pool(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
         debug_assert_eq!(kernel, stride);
-        xs.avg_pool2d(kernel)
+        crate::ops::avg_pool(xs, kernel)
     }
 
     /// `[B, C, H, W] -> [B, C]`: each channel's mean over the image.

@@ -77,6 +77,7 @@ mod init;
 pub mod mirrored;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod regions;

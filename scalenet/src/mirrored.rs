@@ -12,8 +12,9 @@
 //! mean square of the weight is the `E[W^2]` the calculus chose.
 
 use crate::calculus::Mirror;
+use crate::nn::Linear;
 use candle_core::{DType, Result, Tensor, Var};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use nalgebra::DMatrix;
 
 /// A linear layer `(out, in)` with mirrored orthogonal weights of mean square `std^2` and a zero

@@ -1,13 +1,17 @@
-//! The layers generated networks are made of: a [`Conv2d`] (on [`crate::ops::conv2d`]) and
-//! candle-nn's `Linear` created with the calculus's variances, plus the learnable [`Scalar`] and
+//! The layers generated networks are made of: a [`Conv2d`] and a [`Linear`] (on
+//! [`crate::ops`]) created with the calculus's variances, plus the learnable [`Scalar`] and
 //! standalone [`Bias`] of the paper.
+//!
+//! `Conv2d` and `Linear` also take a fixed multiplier of their input ([`Conv2d::forward_scaled`]),
+//! which the CPU path folds into the matrix products: generated networks hand them the calculus's
+//! fixed scalars that way instead of spending a pass over the activation on each.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
-/// A 2-d convolution (dilation 1, one group) computed by [`crate::ops::conv2d`], whose backward
-/// pass skips the input gradient where none is needed and treats stride = kernel as a matrix
-/// product.
+/// A 2-d convolution (dilation 1, one group) computed by [`crate::ops::conv2d_scaled`]: on the
+/// CPU one node of the graph with the bias fused, whose backward pass skips the input gradient
+/// where none is needed.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -30,16 +34,62 @@ impl Conv2d {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
+
+    /// The layer applied to `scale * xs`, the factor folded into the convolution.
+    pub fn forward_scaled(&self, xs: &Tensor, scale: f64) -> Result<Tensor> {
+        crate::ops::conv2d_scaled(xs, &self.weight, self.bias.as_ref(), self.stride, self.padding, scale)
+    }
 }
 
 impl Module for Conv2d {
     /// `(batch, in, h, w)` to `(batch, out, (h + 2p - k)/s + 1, (w + 2p - k)/s + 1)`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = crate::ops::conv2d(xs, &self.weight, self.stride, self.padding)?;
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
-            None => Ok(ys),
-        }
+        self.forward_scaled(xs, 1.0)
+    }
+}
+
+/// A linear layer `xs W^T + b` computed by [`crate::ops::linear_scaled`]: the same parameters
+/// and methods as candle-nn's `Linear`, one node of the graph on the CPU, no input gradient where
+/// none is needed.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// `(out, in)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `(out,)`, where the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The layer applied to `scale * xs`, the factor folded into the matrix product.
+    pub fn forward_scaled(&self, xs: &Tensor, scale: f64) -> Result<Tensor> {
+        crate::ops::linear_scaled(xs, &self.weight, self.bias.as_ref(), scale)
+    }
+}
+
+impl Module for Linear {
+    /// `(.., in)` to `(.., out)`.
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor, Module};
+    /// let layer = scalenet::nn::Linear::new(Tensor::ones((3, 2), candle_core::DType::F32, &Device::Cpu)?, None);
+    /// let ys = layer.forward(&Tensor::new(&[[1f32, 2.]], &Device::Cpu)?)?;
+    /// assert_eq!(ys.to_vec2::<f32>()?, [[3., 3., 3.]]);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_scaled(xs, 1.0)
     }
 }
 

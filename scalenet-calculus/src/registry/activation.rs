@@ -22,7 +22,7 @@ pub static RELU: OpDef = OpDef {
     transfer: |_, _, input| moments::leaky_relu(input, 0.0),
     gradient: |_, step, dy| dy.through_activation(&step.input, 0.0),
     describe: keyword,
-    runtime: Runtime::Call { function: "relu", train: false },
+    runtime: Runtime::Call { function: "relu", train: false, homogeneous: true },
 };
 
 pub static LEAKY_RELU: OpDef = OpDef {
@@ -47,7 +47,7 @@ pub static LEAKY_RELU: OpDef = OpDef {
         Op::LeakyRelu { slope } => format!("leaky_relu {slope}"),
         _ => unreachable!(),
     },
-    runtime: Runtime::Call { function: "leaky_relu", train: false },
+    runtime: Runtime::Call { function: "leaky_relu", train: false, homogeneous: true },
 };
 
 /// An activation that is not positively homogeneous: rejected unless kept with
@@ -68,7 +68,7 @@ macro_rules! unscaled {
             transfer: |_, _, input| Transfer::identity(input),
             gradient: same_gradient,
             describe: |op, _| format!("{} (unscaled!)", op.keyword()),
-            runtime: Runtime::Call { function: $function, train: false },
+            runtime: Runtime::Call { function: $function, train: false, homogeneous: false },
         };
     };
 }

@@ -40,7 +40,11 @@ pub enum Runtime {
     /// Expanded from the step's parameters (weights, scalars, biases).
     Parameters,
     /// `let xs = scalenet::__private::ops::<function>(&xs, <args in params order>[, train])?;`
-    Call { function: &'static str, train: bool },
+    ///
+    /// `homogeneous`: `f(a x) = a f(x)` for every `a > 0` (ReLU, pooling, dropout, reshapes), so a
+    /// fixed multiplier before the op may be applied after it instead: generated code carries the
+    /// calculus's fixed scalars through such ops into the next weight layer's matrix product.
+    Call { function: &'static str, train: bool, homogeneous: bool },
     /// Expanded into its branches (blocks).
     Branches,
     /// Never generated: a rule rejects it, or it is kept with `#[allow(unscaled)]`, whose

@@ -36,7 +36,7 @@ pub static AVG_POOL: OpDef = OpDef {
         Op::AvgPool2d { kernel, .. } => format!("avg_pool {kernel}"),
         _ => unreachable!(),
     },
-    runtime: Runtime::Call { function: "avg_pool", train: false },
+    runtime: Runtime::Call { function: "avg_pool", train: false, homogeneous: true },
 };
 
 pub static GLOBAL_AVG_POOL: OpDef = OpDef {
@@ -65,7 +65,7 @@ pub static GLOBAL_AVG_POOL: OpDef = OpDef {
     },
     gradient: |_, step, dy| dy.through_global_avg_pool(step.input_shape),
     describe: |_, step| format!("global_avg_pool {}x", step.input_shape.area()),
-    runtime: Runtime::Call { function: "global_avg_pool", train: false },
+    runtime: Runtime::Call { function: "global_avg_pool", train: false, homogeneous: true },
 };
 
 pub static MAX_POOL: OpDef = OpDef {

@@ -32,7 +32,7 @@ pub static DROPOUT: OpDef = OpDef {
         Op::Dropout { p } => format!("dropout {p}"),
         _ => unreachable!(),
     },
-    runtime: Runtime::Call { function: "dropout", train: true },
+    runtime: Runtime::Call { function: "dropout", train: true, homogeneous: true },
 };
 
 pub static FLATTEN: OpDef = OpDef {
@@ -50,7 +50,7 @@ pub static FLATTEN: OpDef = OpDef {
     // The vector gradient's entries come out of a linear layer, whose weights are uncorrelated.
     gradient: |_, step, dy| dy.white_on(step.input_shape),
     describe: keyword,
-    runtime: Runtime::Call { function: "flatten", train: false },
+    runtime: Runtime::Call { function: "flatten", train: false, homogeneous: true },
 };
 
 pub static SCALE: OpDef = OpDef {
@@ -81,5 +81,5 @@ pub static SCALE: OpDef = OpDef {
         Op::Scale { factor } => format!("scale ×{}", crate::number(*factor)),
         _ => unreachable!(),
     },
-    runtime: Runtime::Call { function: "scale", train: false },
+    runtime: Runtime::Call { function: "scale", train: false, homogeneous: true },
 };

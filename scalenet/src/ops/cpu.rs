@@ -526,3 +526,78 @@ pub(crate) fn conv2d_backward<T: Real>(
     }
     (grad_xs, grad_kernel, grad_bias)
 }
+
+/// Elements per task of the optimizer updates.
+const UPDATE_GRAIN: usize = 1 << 15;
+
+/// One SGD step in one pass: `g = grad + weight_decay * theta`, `buf = momentum * buf + g` (when
+/// there is a buffer), `theta -= lr * (buf or g)`, PyTorch's `torch.optim.SGD` without dampening.
+pub(crate) fn sgd_update<T: Real>(
+    theta: &mut [T],
+    grad: &[T],
+    buffer: Option<&mut [T]>,
+    lr: T,
+    momentum: T,
+    weight_decay: T,
+) {
+    let minus_lr = T::default() + T::from_f64(-1.0) * lr;
+    match buffer {
+        None => theta.par_chunks_mut(UPDATE_GRAIN).zip(grad.par_chunks(UPDATE_GRAIN)).for_each(|(theta, grad)| {
+            for (t, g) in theta.iter_mut().zip(grad) {
+                *t += minus_lr * (*g + weight_decay * *t);
+            }
+        }),
+        Some(buffer) => theta
+            .par_chunks_mut(UPDATE_GRAIN)
+            .zip(buffer.par_chunks_mut(UPDATE_GRAIN))
+            .zip(grad.par_chunks(UPDATE_GRAIN))
+            .for_each(|((theta, buffer), grad)| {
+                for ((t, b), g) in theta.iter_mut().zip(buffer.iter_mut()).zip(grad) {
+                    *b = momentum * *b + (*g + weight_decay * *t);
+                    *t += minus_lr * *b;
+                }
+            }),
+    }
+}
+
+/// The constants of one AdamW step (decoupled weight decay, bias-corrected moments).
+#[derive(Clone, Copy)]
+pub(crate) struct AdamStep<T> {
+    pub lr: T,
+    pub beta1: T,
+    pub beta2: T,
+    pub eps: T,
+    /// `1 - lr * weight_decay`.
+    pub decay: T,
+    /// `1 / (1 - beta1^t)` and `1 / (1 - beta2^t)`.
+    pub correction1: T,
+    pub correction2: T,
+}
+
+/// One AdamW step in one pass over `theta`, its gradient and both moments:
+/// `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
+/// `theta = theta (1 - lr wd) - lr (m c1) / (sqrt(v c2) + eps)`, as candle-nn's and PyTorch's AdamW.
+pub(crate) fn adamw_update<T: Real + std::ops::Div<Output = T>>(
+    theta: &mut [T],
+    grad: &[T],
+    first: &mut [T],
+    second: &mut [T],
+    step: AdamStep<T>,
+) {
+    let one = T::from_f64(1.0);
+    let minus = T::from_f64(-1.0);
+    let (one_minus_beta1, one_minus_beta2) = (one + minus * step.beta1, one + minus * step.beta2);
+    theta
+        .par_chunks_mut(UPDATE_GRAIN)
+        .zip(first.par_chunks_mut(UPDATE_GRAIN))
+        .zip(second.par_chunks_mut(UPDATE_GRAIN))
+        .zip(grad.par_chunks(UPDATE_GRAIN))
+        .for_each(|(((theta, first), second), grad)| {
+            for (((t, m), v), g) in theta.iter_mut().zip(first.iter_mut()).zip(second.iter_mut()).zip(grad) {
+                *m = step.beta1 * *m + one_minus_beta1 * *g;
+                *v = step.beta2 * *v + one_minus_beta2 * *g * *g;
+                let adjusted = (*m * step.correction1) / ((*v * step.correction2).sqrt() + step.eps);
+                *t = *t * step.decay + minus * step.lr * adjusted;
+            }
+        });
+}
