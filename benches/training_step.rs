@@ -1,69 +1,248 @@
-//! One f32 training step (forward, cross-entropy, backward, SGD) of generated networks on the CPU,
-//! and the convolution's backward pass alone. `cargo bench --bench training_step`.
+//! One f32 training step (forward, cross-entropy, backward, SGD) on the CPU, and the ops it is made
+//! of. `cargo bench --bench training_step`; then `python3 scripts/bench_torch.py` times the same
+//! networks in PyTorch and prints the ratios (docs/performance.md).
+//!
+//! Each network runs twice: as `network!` generates it with scalenet's optimizer (`scalenet`), and
+//! as the same network written with candle-nn's own layers and optimizer (`candle-nn`), built from
+//! the generated network's plan, so both have the same layers, shapes and fixed scalars. The plans
+//! are also written to `target/criterion/training-step-networks.json` for the PyTorch script.
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{loss, ModuleT, Optimizer, VarMap, SGD};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
+use candle_nn::{loss, Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
-use fixtures::networks::{Mlp, StridedLeNet, StridedResNet};
-use scalenet::Network;
+use fixtures::networks::{Mlp, StridedLeNet, StridedResNet, WideConvNet};
+use scalenet::calculus::{Op, Plan, Step, StepOp};
+use scalenet::optim::{AdamW, ParamsAdamW, ParamsSgd, Sgd};
+use serde_json::{json, Value};
 
-fn step<N: Network + ModuleT>(c: &mut Criterion, name: &str, input: &[usize], batch: usize) {
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let net = N::new_seeded(&varmap, DType::F32, &device, 0).unwrap();
+/// The networks and batch sizes of the bench.
+fn networks() -> Vec<(&'static str, Plan, usize)> {
+    vec![
+        ("strided LeNet 3x32x32", StridedLeNet::plan().clone(), 64),
+        ("MLP 784-384-64-10", Mlp::plan().clone(), 128),
+        ("strided pre-activation ResNet 3x16x16", StridedResNet::plan().clone(), 128),
+        ("wide conv net 64-128 3x32x32", WideConvNet::plan().clone(), 32),
+    ]
+}
+
+/// A network written with candle-nn's layers and ops, the way a user would by hand.
+enum Layer {
+    Conv(candle_nn::Conv2d),
+    Linear(candle_nn::Linear),
+    Scale(f64),
+    Relu,
+    AvgPool(usize),
+    GlobalAvgPool,
+    Flatten,
+    Block { alpha: f64, beta: f64, main: Vec<Layer>, shortcut: Vec<Layer> },
+}
+
+fn candle_nn_layers(steps: &[Step], vb: &VarBuilder, prefix: &str) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let vb = vb.pp(format!("{prefix}{index}"));
+        let layer = match &step.op {
+            StepOp::FixedScale { factor, .. } => Layer::Scale(*factor),
+            StepOp::Block { alpha, beta, main, shortcut, .. } => Layer::Block {
+                alpha: *alpha,
+                beta: *beta,
+                main: candle_nn_layers(main, &vb, "main"),
+                shortcut: candle_nn_layers(shortcut, &vb, "shortcut"),
+            },
+            StepOp::Declared { op, .. } => match op {
+                Op::Conv2d { out_channels, kernel, stride, padding, bias } => {
+                    let config = candle_nn::Conv2dConfig { padding: *padding, stride: *stride, ..Default::default() };
+                    let inputs = step.input_shape.channels();
+                    Layer::Conv(if *bias {
+                        candle_nn::conv2d(inputs, *out_channels, *kernel, config, vb).unwrap()
+                    } else {
+                        candle_nn::conv2d_no_bias(inputs, *out_channels, *kernel, config, vb).unwrap()
+                    })
+                }
+                Op::Linear { out_features, bias } => {
+                    let inputs = step.input_shape.channels();
+                    Layer::Linear(candle_nn::linear_b(inputs, *out_features, *bias, vb).unwrap())
+                }
+                Op::Relu => Layer::Relu,
+                Op::AvgPool2d { kernel, .. } => Layer::AvgPool(*kernel),
+                Op::GlobalAvgPool => Layer::GlobalAvgPool,
+                Op::Flatten => Layer::Flatten,
+                other => panic!("the bench has no candle-nn equivalent of `{}`", other.keyword()),
+            },
+        };
+        layers.push(layer);
+    }
+    layers
+}
+
+fn forward(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
+    let mut xs = xs.clone();
+    for layer in layers {
+        xs = match layer {
+            Layer::Conv(conv) => conv.forward(&xs)?,
+            Layer::Linear(linear) => linear.forward(&xs)?,
+            Layer::Scale(factor) => (xs * *factor)?,
+            Layer::Relu => xs.relu()?,
+            Layer::AvgPool(kernel) => xs.avg_pool2d(*kernel)?,
+            Layer::GlobalAvgPool => xs.flatten_from(2)?.mean(2)?,
+            Layer::Flatten => xs.flatten_from(1)?,
+            Layer::Block { alpha, beta, main, shortcut } => {
+                ((forward(shortcut, &xs)? * *alpha)? + (forward(main, &xs)? * *beta)?)?
+            }
+        };
+    }
+    Ok(xs)
+}
+
+/// The plan's steps as the PyTorch script reads them.
+fn steps_json(steps: &[Step]) -> Vec<Value> {
+    steps
+        .iter()
+        .map(|step| match &step.op {
+            StepOp::FixedScale { factor, .. } => json!({ "scale": factor }),
+            StepOp::Block { alpha, beta, main, shortcut, .. } => {
+                json!({ "block": { "alpha": alpha, "beta": beta, "main": steps_json(main), "shortcut": steps_json(shortcut) } })
+            }
+            StepOp::Declared { op, .. } => match op {
+                Op::Conv2d { out_channels, kernel, stride, padding, bias } => json!({ "conv": {
+                    "in": step.input_shape.channels(), "out": out_channels, "kernel": kernel,
+                    "stride": stride, "padding": padding, "bias": bias } }),
+                Op::Linear { out_features, bias } => {
+                    json!({ "linear": { "in": step.input_shape.channels(), "out": out_features, "bias": bias } })
+                }
+                Op::AvgPool2d { kernel, .. } => json!({ "avg_pool": kernel }),
+                other => json!(other.keyword()),
+            },
+        })
+        .collect()
+}
+
+fn input_and_labels(plan: &Plan, batch: usize) -> (Tensor, Tensor) {
     let mut dims = vec![batch];
-    dims.extend_from_slice(input);
-    let xs = Tensor::randn(0f32, 1., dims, &device).unwrap();
-    let ys = Tensor::zeros(batch, DType::U32, &device).unwrap();
-    let mut sgd = SGD::new(varmap.all_vars(), 0.01).unwrap();
-    c.bench_function(&format!("training step/{name}, batch {batch}"), |b| {
-        b.iter(|| {
-            let loss = loss::cross_entropy(&net.forward_t(&xs, true).unwrap(), &ys).unwrap();
-            sgd.backward_step(&loss).unwrap();
-        })
-    });
+    dims.extend(plan.input.dims());
+    let xs = Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap();
+    let ys = Tensor::zeros(batch, DType::U32, &Device::Cpu).unwrap();
+    (xs, ys)
 }
 
-fn networks(c: &mut Criterion) {
-    step::<StridedLeNet>(c, "strided LeNet 3x32x32", &[3, 32, 32], 64);
-    step::<Mlp>(c, "MLP 784-384-64-10", &[784], 128);
-    step::<StridedResNet>(c, "strided pre-activation ResNet 3x16x16", &[3, 16, 16], 128);
+fn training_steps(c: &mut Criterion) {
+    let mut manifest = Vec::new();
+    for (name, plan, batch) in networks() {
+        let mut group = c.benchmark_group(format!("training step/{name}, batch {batch}"));
+        let (xs, ys) = input_and_labels(&plan, batch);
+        // The generated network: scalenet's ops, fixed scalars folded, scalenet's optimizer.
+        let varmap = VarMap::new();
+        let step: Box<dyn Fn() -> candle_core::Result<Tensor>> = match name {
+            n if n.starts_with("strided LeNet") => {
+                let net = StridedLeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                Box::new(move || net.forward_t(&xs, true))
+            }
+            n if n.starts_with("MLP") => {
+                let net = Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                Box::new(move || net.forward_t(&xs, true))
+            }
+            n if n.starts_with("strided pre-activation") => {
+                let net = StridedResNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                Box::new(move || net.forward_t(&xs, true))
+            }
+            _ => {
+                let net = WideConvNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                Box::new(move || net.forward_t(&xs, true))
+            }
+        };
+        let mut sgd = Sgd::new(varmap.all_vars(), ParamsSgd::new(0.01)).unwrap();
+        group.bench_function("scalenet", |b| {
+            b.iter(|| sgd.backward_step(&loss::cross_entropy(&step().unwrap(), &ys).unwrap()).unwrap())
+        });
+        // The same network in candle-nn's layers and optimizer.
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let layers = candle_nn_layers(&plan.steps, &vb, "");
+        let (xs, _) = input_and_labels(&plan, batch);
+        let mut sgd = candle_nn::SGD::new(varmap.all_vars(), 0.01).unwrap();
+        group.bench_function("candle-nn", |b| {
+            b.iter(|| sgd.backward_step(&loss::cross_entropy(&forward(&layers, &xs).unwrap(), &ys).unwrap()).unwrap())
+        });
+        group.finish();
+        manifest.push(json!({
+            "name": name,
+            "group": format!("training step/{name}, batch {batch}"),
+            "input": plan.input.dims(),
+            "batch": batch,
+            "steps": steps_json(&plan.steps),
+        }));
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
+    let path = std::path::Path::new(&target).join("criterion/training-step-networks.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
 }
 
-/// The backward pass of one stride-1 convolution (LeNet's conv2 at batch 64): candle's
-/// `conv2d`, whose input gradient is a `conv_transpose2d`, against scalenet's.
-fn conv_backward(c: &mut Criterion) {
-    let device = Device::Cpu;
-    let xs = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 6, 16, 16), &device).unwrap()).unwrap();
-    let kernel = Var::from_tensor(&Tensor::randn(0f32, 1., (16, 6, 5, 5), &device).unwrap()).unwrap();
-    let upstream = Tensor::randn(0f32, 1., (64, 16, 12, 12), &device).unwrap();
-    let mut group = c.benchmark_group("conv2d 6->16 k5 on 16x16, batch 64, forward and backward");
-    group.bench_function("candle", |b| {
-        b.iter(|| {
-            (xs.as_tensor().conv2d(kernel.as_tensor(), 0, 1, 1, 1).unwrap() * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-        })
-    });
-    group.bench_function("scalenet", |b| {
-        b.iter(|| {
-            (scalenet::ops::conv2d(xs.as_tensor(), kernel.as_tensor(), 1, 0).unwrap() * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-        })
-    });
+fn random_var(dims: &[usize]) -> Var {
+    Var::from_tensor(&Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()).unwrap()
+}
+
+/// Forward and backward of one op at a size from the networks above, candle's own against
+/// scalenet's.
+fn ops(c: &mut Criterion) {
+    fn compare(c: &mut Criterion, name: &str, candle: impl Fn() -> Tensor, scalenet: impl Fn() -> Tensor) {
+        let mut group = c.benchmark_group(format!("op/{name}, forward and backward"));
+        group.bench_function("candle", |b| b.iter(|| candle().sum_all().unwrap().backward().unwrap()));
+        group.bench_function("scalenet", |b| b.iter(|| scalenet().sum_all().unwrap().backward().unwrap()));
+        group.finish();
+    }
+    let (xs, kernel, bias) = (random_var(&[64, 6, 16, 16]), random_var(&[16, 6, 5, 5]), random_var(&[16]));
+    compare(
+        c,
+        "conv2d 6->16 k5 on 16x16 with bias, batch 64",
+        || xs.conv2d(&kernel, 0, 1, 1, 1).unwrap().broadcast_add(&bias.reshape((1, 16, 1, 1)).unwrap()).unwrap(),
+        || scalenet::ops::conv2d_scaled(&xs, &kernel, Some(&bias), 1, 0, 1.0).unwrap(),
+    );
+    let (xs, kernel) = (random_var(&[32, 64, 32, 32]), random_var(&[64, 64, 3, 3]));
+    compare(
+        c,
+        "conv2d 64->64 k3 p1 on 32x32, batch 32",
+        || xs.conv2d(&kernel, 1, 1, 1, 1).unwrap(),
+        || scalenet::ops::conv2d(&xs, &kernel, 1, 1).unwrap(),
+    );
+    let (xs, weight, bias) = (random_var(&[128, 784]), random_var(&[384, 784]), random_var(&[384]));
+    let candle_linear = candle_nn::Linear::new(weight.as_tensor().clone(), Some(bias.as_tensor().clone()));
+    compare(
+        c,
+        "linear 784->384, batch 128",
+        || candle_linear.forward(&xs).unwrap(),
+        || scalenet::ops::linear_scaled(&xs, &weight, Some(&bias), 1.0).unwrap(),
+    );
+    let xs = random_var(&[64, 6, 32, 32]);
+    compare(c, "relu on 64x6x32x32", || xs.relu().unwrap(), || scalenet::ops::relu(&xs).unwrap());
+    compare(c, "avg_pool 2 on 64x6x32x32", || xs.avg_pool2d(2).unwrap(), || scalenet::ops::avg_pool(&xs, 2).unwrap());
+}
+
+/// One optimizer step over the parameters of the wide conv net (about 0.4 M values) from fixed
+/// gradients.
+fn optimizers(c: &mut Criterion) {
+    let varmap = VarMap::new();
+    let net = WideConvNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+    let (xs, ys) = input_and_labels(WideConvNet::plan(), 8);
+    let grads = loss::cross_entropy(&net.forward(&xs).unwrap(), &ys).unwrap().backward().unwrap();
+    let vars = varmap.all_vars();
+    let mut group = c.benchmark_group("optimizer step/wide conv net parameters");
+    let mut candle_sgd = candle_nn::SGD::new(vars.clone(), 1e-6).unwrap();
+    group.bench_function("candle-nn SGD", |b| b.iter(|| candle_sgd.step(&grads).unwrap()));
+    let mut sgd = Sgd::new(vars.clone(), ParamsSgd::new(1e-6)).unwrap();
+    group.bench_function("scalenet Sgd", |b| b.iter(|| sgd.step(&grads).unwrap()));
+    let params = ParamsAdamW { lr: 1e-6, ..Default::default() };
+    let mut candle_adamw = candle_nn::AdamW::new(vars.clone(), params.clone()).unwrap();
+    group.bench_function("candle-nn AdamW", |b| b.iter(|| candle_adamw.step(&grads).unwrap()));
+    let mut adamw = AdamW::new(vars, params).unwrap();
+    group.bench_function("scalenet AdamW", |b| b.iter(|| adamw.step(&grads).unwrap()));
     group.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(3));
-    targets = networks, conv_backward
+    targets = training_steps, ops, optimizers
 }
 criterion_main!(benches);

@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""PyTorch's time for one f32 training step of the networks of `benches/training_step.rs`.
+"""PyTorch's time for one f32 training step of the networks of `benches/training_step.rs`, and the ratios.
 
-The same three networks as the Criterion bench (strided LeNet 3x32x32 at batch 64, the section 9
-MLP 784-384-64-10 at batch 128, the small strided pre-activation ResNet 3x16x16 at batch 128), the
-same step (forward, cross-entropy, backward, SGD), the calculus's fixed scalars as element-wise
-products where the plan has them. Prints the median of --repeats timed steps after a warm-up; set
---threads to the thread count the Rust bench used (all cores by default for both).
+The bench writes each network's plan (layers, shapes, the calculus's fixed scalars, residual
+weights) to target/criterion/training-step-networks.json; this script builds the same networks in
+PyTorch from it (fixed scalars as element-wise products, as a user would write them), times the
+same step (forward, cross-entropy, backward, SGD at lr 0.01), and prints its median beside the
+medians Criterion recorded for scalenet and for the candle-nn version of each network.
 
     pip install torch
-    cargo bench --bench training_step && python3 scripts/bench_torch.py
+    cargo bench --bench training_step -- 'training step' && python3 scripts/bench_torch.py
+
+Run both with the same thread count (all cores by default for both; RAYON_NUM_THREADS for the
+bench, --threads here).
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 try:
     import torch
@@ -24,57 +29,52 @@ except ImportError:
     sys.exit("this script needs PyTorch: pip install torch")
 
 
-class Scaled(nn.Module):
-    """A layer followed by a fixed multiplier, as the calculus inserts them."""
-
-    def __init__(self, layer, factor=0.7):
+class Scale(nn.Module):
+    def __init__(self, factor):
         super().__init__()
-        self.layer, self.factor = layer, factor
+        self.factor = factor
 
     def forward(self, x):
-        return self.layer(x) * self.factor
+        return x * self.factor
 
 
-def strided_lenet():
-    return nn.Sequential(
-        Scaled(nn.Conv2d(3, 6, 5, padding=2)), nn.ReLU(),
-        Scaled(nn.Conv2d(6, 6, 2, stride=2)), nn.ReLU(),
-        Scaled(nn.Conv2d(6, 16, 5)), nn.ReLU(),
-        Scaled(nn.Conv2d(16, 16, 2, stride=2)), nn.ReLU(),
-        nn.Flatten(),
-        Scaled(nn.Linear(16 * 6 * 6, 120)), nn.ReLU(),
-        Scaled(nn.Linear(120, 84)), nn.ReLU(),
-        Scaled(nn.Linear(84, 10)),
-    )
-
-
-def mlp():
-    return nn.Sequential(
-        Scaled(nn.Linear(784, 384)), nn.ReLU(), Scaled(nn.Linear(384, 64)), nn.ReLU(), Scaled(nn.Linear(64, 10))
-    )
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
 
 
 class Block(nn.Module):
-    """`alpha S(x) + beta F(x)`, pre-activation main branch of two convolutions."""
+    """`alpha * shortcut(x) + beta * main(x)`."""
 
-    def __init__(self, channels_in, channels_out, stride):
+    def __init__(self, alpha, beta, main, shortcut):
         super().__init__()
-        first = nn.Conv2d(channels_in, channels_out, 2, stride=2) if stride == 2 else nn.Conv2d(
-            channels_in, channels_out, 3, padding=1
-        )
-        self.main = nn.Sequential(nn.ReLU(), Scaled(first), nn.ReLU(), Scaled(nn.Conv2d(channels_out, channels_out, 3, padding=1)))
-        self.shortcut = Scaled(nn.Conv2d(channels_in, channels_out, 2, stride=2)) if stride == 2 else nn.Identity()
+        self.alpha, self.beta, self.main, self.shortcut = alpha, beta, main, shortcut
 
     def forward(self, x):
-        return 0.866 * self.shortcut(x) + 0.5 * self.main(x)
+        return self.alpha * self.shortcut(x) + self.beta * self.main(x)
 
 
-def strided_resnet():
-    return nn.Sequential(
-        Scaled(nn.Conv2d(3, 8, 3, padding=1)),
-        Block(8, 8, 1), Block(8, 16, 2), Block(16, 32, 2),
-        nn.ReLU(), nn.Flatten(), Scaled(nn.Linear(32 * 4 * 4, 10)),
-    )
+def build(steps):
+    layers = []
+    for step in steps:
+        if isinstance(step, str):
+            layers.append({"relu": nn.ReLU(), "flatten": nn.Flatten(), "global_avg_pool": GlobalAvgPool()}[step])
+        elif "scale" in step:
+            layers.append(Scale(step["scale"]))
+        elif "conv" in step:
+            c = step["conv"]
+            layers.append(nn.Conv2d(c["in"], c["out"], c["kernel"], stride=c["stride"], padding=c["padding"], bias=c["bias"]))
+        elif "linear" in step:
+            c = step["linear"]
+            layers.append(nn.Linear(c["in"], c["out"], bias=c["bias"]))
+        elif "avg_pool" in step:
+            layers.append(nn.AvgPool2d(step["avg_pool"]))
+        elif "block" in step:
+            b = step["block"]
+            layers.append(Block(b["alpha"], b["beta"], build(b["main"]), build(b["shortcut"])))
+        else:
+            sys.exit(f"no PyTorch equivalent for step {step}")
+    return nn.Sequential(*layers)
 
 
 def time_step(model, input_shape, batch, repeats):
@@ -98,19 +98,42 @@ def time_step(model, input_shape, batch, repeats):
     return statistics.median(times) * 1000
 
 
+def criterion_medians(criterion_dir):
+    """Median ms per benchmark id, from Criterion's latest run."""
+    medians = {}
+    for meta in criterion_dir.glob("**/new/benchmark.json"):
+        full_id = json.loads(meta.read_text())["full_id"]
+        estimates = json.loads((meta.parent / "estimates.json").read_text())
+        medians[full_id] = estimates["median"]["point_estimate"] / 1e6
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=50)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path(__file__).resolve().parent.parent / "target"))
+    parser.add_argument("--criterion", type=Path, default=target / "criterion")
     args = parser.parse_args()
+    manifest = args.criterion / "training-step-networks.json"
+    if not manifest.exists():
+        sys.exit(f"{manifest} is missing: run `cargo bench --bench training_step` first")
     torch.set_num_threads(args.threads)
-    print(f"pytorch {torch.__version__}, {args.threads} threads, ms per training step (median of {args.repeats})")
-    for name, build, shape, batch in [
-        ("strided LeNet 3x32x32", strided_lenet, (3, 32, 32), 64),
-        ("MLP 784-384-64-10", mlp, (784,), 128),
-        ("strided pre-activation ResNet 3x16x16", strided_resnet, (3, 16, 16), 128),
-    ]:
-        print(f"  {name}, batch {batch}: {time_step(build(), shape, batch, args.repeats):.2f} ms")
+    torch.manual_seed(0)
+    medians = criterion_medians(args.criterion)
+    print(f"pytorch {torch.__version__}, {args.threads} threads, ms per training step (medians)")
+    print("| network | scalenet | candle-nn | PyTorch | scalenet / PyTorch | scalenet / candle-nn |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for network in json.loads(manifest.read_text()):
+        torch_ms = time_step(build(network["steps"]), network["input"], network["batch"], args.repeats)
+        ours = medians.get(f"{network['group']}/scalenet")
+        candle = medians.get(f"{network['group']}/candle-nn")
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        ratio = lambda a, b: "-" if a is None or b is None else f"{a / b:.2f}x"
+        print(
+            f"| {network['name']}, batch {network['batch']} | {fmt(ours)} | {fmt(candle)} | {torch_ms:.2f} "
+            f"| {ratio(ours, torch_ms)} | {ratio(ours, candle)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,35 +38,30 @@ impl Real for f64 {
 /// Elements per task of the element-wise kernels: below it, splitting costs more than it saves.
 const GRAIN: usize = 1 << 14;
 
-/// `out[i] = f(i)` over `out`, split over rayon's threads in runs of [`GRAIN`].
-fn fill_with<T: Real>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
-    out.par_chunks_mut(GRAIN).enumerate().for_each(|(chunk, values)| {
-        let first = chunk * GRAIN;
-        for (i, value) in values.iter_mut().enumerate() {
-            *value = f(first + i);
+/// `out[i] = f(xs[i], ys[i])`, split over rayon's threads in runs of [`GRAIN`].
+fn zip_map<T: Real>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); xs.len()];
+    out.par_chunks_mut(GRAIN).zip(xs.par_chunks(GRAIN)).zip(ys.par_chunks(GRAIN)).for_each(|((out, xs), ys)| {
+        for ((o, x), y) in out.iter_mut().zip(xs).zip(ys) {
+            *o = f(*x, *y);
         }
     });
+    out
 }
 
 /// `max(x, 0)`, keeping NaN visible (a diverged run must not look finite after a ReLU).
 pub(crate) fn relu_forward<T: Real>(xs: &[T]) -> Vec<T> {
-    let mut out = vec![T::default(); xs.len()];
-    fill_with(&mut out, |i| if xs[i] < T::default() { T::default() } else { xs[i] });
-    out
+    zip_map(xs, xs, |x, _| if x < T::default() { T::default() } else { x })
 }
 
 /// The gradient through a ReLU whose output was `ys`: `grad` where `ys > 0`, else 0.
 pub(crate) fn relu_backward<T: Real>(ys: &[T], grad: &[T]) -> Vec<T> {
-    let mut out = vec![T::default(); ys.len()];
-    fill_with(&mut out, |i| if ys[i] > T::default() { grad[i] } else { T::default() });
-    out
+    zip_map(ys, grad, |y, g| if y > T::default() { g } else { T::default() })
 }
 
 /// `a * xs + b * ys`.
 pub(crate) fn weighted_sum<T: Real>(xs: &[T], a: T, ys: &[T], b: T) -> Vec<T> {
-    let mut out = vec![T::default(); xs.len()];
-    fill_with(&mut out, |i| a * xs[i] + b * ys[i]);
-    out
+    zip_map(xs, ys, |x, y| a * x + b * y)
 }
 
 /// Average pooling of `planes` planes of `height x width` by non-overlapping `k x k` windows
