@@ -312,9 +312,10 @@ impl ConvGeometry {
         self.out_channels * self.positions()
     }
 
-    /// A 1x1 convolution of stride 1 without padding: the image is its own im2col matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kernel == 1 && self.stride == 1 && self.padding == 0
+    /// Images per matrix product: enough positions side by side (about [`GROUP_POSITIONS`]) that
+    /// packing the operands is paid over a long product, at most `limit`.
+    fn group(&self, limit: usize) -> usize {
+        GROUP_POSITIONS.div_ceil(self.positions().max(1)).clamp(1, limit.max(1))
     }
 
     /// For tap offset `k` along an axis of `size` inputs and `outs` outputs, the range of output
@@ -327,11 +328,13 @@ impl ConvGeometry {
         first.min(last)..last
     }
 
-    /// Writes the im2col matrix of one image (`taps x positions`, row-major) into `cols`.
-    fn im2col<T: Real>(&self, image: &[T], cols: &mut [T]) {
+    /// Writes the im2col matrix of one image (`taps x positions`) into `cols`, whose rows are
+    /// `row_stride` apart (several images side by side share one matrix).
+    fn im2col<T: Real>(&self, image: &[T], cols: &mut [T], row_stride: usize) {
         let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
         let positions = oh * ow;
-        for (tap, row) in cols.chunks_exact_mut(positions).enumerate().take(self.taps()) {
+        for tap in 0..self.taps() {
+            let row = &mut cols[tap * row_stride..][..positions];
             let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
             let plane = &image[channel * self.height * self.width..][..self.height * self.width];
             let rows = self.valid_outputs(ky, self.height, oh);
@@ -357,10 +360,12 @@ impl ConvGeometry {
         }
     }
 
-    /// Adds the im2col-shaped `cols` back onto the image positions they were read from.
-    fn col2im_add<T: Real>(&self, cols: &[T], image: &mut [T]) {
+    /// Adds the im2col-shaped `cols` (rows `row_stride` apart) back onto the image positions they
+    /// were read from.
+    fn col2im_add<T: Real>(&self, cols: &[T], row_stride: usize, image: &mut [T]) {
         let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
-        for (tap, row) in cols.chunks_exact(oh * ow).enumerate().take(self.taps()) {
+        for tap in 0..self.taps() {
+            let row = &cols[tap * row_stride..][..oh * ow];
             let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
             let plane = &mut image[channel * self.height * self.width..][..self.height * self.width];
             let rows = self.valid_outputs(ky, self.height, oh);
@@ -387,6 +392,20 @@ impl ConvGeometry {
     }
 }
 
+/// Output positions per matrix product of the convolution: LeNet's layers have 6 to 16 channels
+/// and 144 to 1024 positions per image, and a product per image spends as long packing its
+/// operands as multiplying them.
+const GROUP_POSITIONS: usize = 4096;
+
+/// The im2col matrix of images `first..first + count` side by side: `taps x (count positions)`.
+fn group_cols<T: Real>(g: &ConvGeometry, xs: &[T], first: usize, count: usize, cols: &mut [T]) {
+    let (image_in, positions) = (g.image_in(), g.positions());
+    for i in 0..count {
+        let image = &xs[(first + i) * image_in..][..image_in];
+        g.im2col(image, &mut cols[i * positions..], count * positions);
+    }
+}
+
 /// `scale * conv2d(xs, kernel) + bias`: `xs` is `(batch, in, h, w)`, `kernel` `(out, in, k, k)`,
 /// `bias` `(out,)`, all contiguous; the result is `(batch, out, oh, ow)`, contiguous.
 pub(crate) fn conv2d_forward<T: Real>(
@@ -397,38 +416,37 @@ pub(crate) fn conv2d_forward<T: Real>(
     scale: T,
 ) -> Vec<T> {
     let g = *geometry;
-    let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
+    let (taps, positions, image_out) = (g.taps(), g.positions(), g.image_out());
     let mut out = vec![T::default(); g.batch * image_out];
     if out.is_empty() {
         return out;
     }
     let split = Split::new(g.batch);
+    let group = g.group(split.per_chunk);
     out.par_chunks_mut(split.per_chunk * image_out).enumerate().for_each(|(chunk, out_chunk)| {
-        let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::default(); taps * positions] };
-        for (i, out_image) in out_chunk.chunks_exact_mut(image_out).enumerate() {
-            let image = &xs[(chunk * split.per_chunk + i) * image_in..][..image_in];
-            let cols: &[T] = if g.is_pointwise() {
-                image
-            } else {
-                g.im2col(image, &mut cols);
-                &cols
-            };
-            if let Some(bias) = bias {
-                for (channel, value) in out_image.chunks_exact_mut(positions).zip(bias) {
-                    channel.fill(*value);
+        let mut cols = vec![T::default(); taps * group * positions];
+        let mut products = vec![T::default(); g.out_channels * group * positions];
+        let first = chunk * split.per_chunk;
+        for (index, out_group) in out_chunk.chunks_mut(group * image_out).enumerate() {
+            let count = out_group.len() / image_out;
+            let columns = count * positions;
+            group_cols(&g, xs, first + index * group, count, &mut cols);
+            // (out x count positions) = kernel (out x taps) * cols (taps x count positions)
+            let (lhs, rhs) = (View::rows(kernel, taps), View::rows(&cols, columns));
+            matmul(g.out_channels, columns, taps, &mut products, lhs, rhs, scale, false, split.parallelism);
+            for (i, out_image) in out_group.chunks_exact_mut(image_out).enumerate() {
+                for (channel, out_channel) in out_image.chunks_exact_mut(positions).enumerate() {
+                    let product = &products[channel * columns + i * positions..][..positions];
+                    match bias {
+                        Some(bias) => {
+                            for (o, p) in out_channel.iter_mut().zip(product) {
+                                *o = *p + bias[channel];
+                            }
+                        }
+                        None => out_channel.copy_from_slice(product),
+                    }
                 }
             }
-            matmul(
-                g.out_channels,
-                positions,
-                taps,
-                out_image,
-                View::rows(kernel, taps),
-                View::rows(cols, positions),
-                scale,
-                bias.is_some(),
-                split.parallelism,
-            );
         }
     });
     out
@@ -449,6 +467,7 @@ pub(crate) fn conv2d_backward<T: Real>(
     let (taps, positions, image_in, image_out) = (g.taps(), g.positions(), g.image_in(), g.image_out());
     let kernel_len = g.out_channels * taps;
     let split = Split::new(g.batch);
+    let group = g.group(split.per_chunk);
     let mut grad_xs = input_gradient.then(|| vec![T::default(); g.batch * image_in]);
     let grad_chunks: Vec<Option<&mut [T]>> = match grad_xs.as_mut() {
         Some(all) if !all.is_empty() => all.chunks_mut(split.per_chunk * image_in).map(Some).collect(),
@@ -460,49 +479,53 @@ pub(crate) fn conv2d_backward<T: Real>(
         .map(|(chunk, mut grad_chunk)| {
             let mut grad_kernel = vec![T::default(); kernel_len];
             let mut grad_bias = vec![T::default(); g.out_channels];
-            let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::default(); taps * positions] };
+            let mut cols = vec![T::default(); taps * group * positions];
+            let mut grad_group = vec![T::default(); g.out_channels * group * positions];
             let first = chunk * split.per_chunk;
-            for b in first..(first + split.per_chunk).min(g.batch) {
-                let image = &xs[b * image_in..][..image_in];
-                let grad_image = &grad[b * image_out..][..image_out];
-                for (sum, channel) in grad_bias.iter_mut().zip(grad_image.chunks_exact(positions)) {
-                    *sum += channel.iter().fold(T::default(), |acc, value| acc + *value);
+            let end = (first + split.per_chunk).min(g.batch);
+            for start in (first..end).step_by(group) {
+                let count = group.min(end - start);
+                let columns = count * positions;
+                // The group's output gradient as one (out x count positions) matrix.
+                for i in 0..count {
+                    let grad_image = &grad[(start + i) * image_out..][..image_out];
+                    for (channel, values) in grad_image.chunks_exact(positions).enumerate() {
+                        grad_group[channel * columns + i * positions..][..positions].copy_from_slice(values);
+                        grad_bias[channel] += values.iter().fold(T::default(), |acc, value| acc + *value);
+                    }
                 }
-                let image_cols: &[T] = if g.is_pointwise() {
-                    image
-                } else {
-                    g.im2col(image, &mut cols);
-                    &cols
-                };
-                // dK += scale * dY (out x positions) * cols^T (positions x taps)
+                let grad_matrix = View::rows(&grad_group[..g.out_channels * columns], columns);
+                group_cols(&g, xs, start, count, &mut cols);
+                // dK += scale * dY (out x columns) * cols^T (columns x taps)
+                let cols_t = View::transposed(&cols[..taps * columns], columns);
                 matmul(
                     g.out_channels,
                     taps,
-                    positions,
+                    columns,
                     &mut grad_kernel,
-                    View::rows(grad_image, positions),
-                    View::transposed(image_cols, positions),
+                    grad_matrix,
+                    cols_t,
                     scale,
                     true,
                     split.parallelism,
                 );
                 if let Some(grad_chunk) = grad_chunk.as_deref_mut() {
-                    let grad_image_in = &mut grad_chunk[(b - first) * image_in..][..image_in];
-                    // dcols = scale * K^T (taps x out) * dY (out x positions), added back onto the image.
-                    let target: &mut [T] = if g.is_pointwise() { grad_image_in } else { &mut cols };
+                    // dcols = scale * K^T (taps x out) * dY (out x columns), added back onto the images.
+                    let kernel_t = View::transposed(kernel, taps);
                     matmul(
                         taps,
-                        positions,
+                        columns,
                         g.out_channels,
-                        target,
-                        View::transposed(kernel, taps),
-                        View::rows(grad_image, positions),
+                        &mut cols,
+                        kernel_t,
+                        grad_matrix,
                         scale,
                         false,
                         split.parallelism,
                     );
-                    if !g.is_pointwise() {
-                        g.col2im_add(&cols, grad_image_in);
+                    for i in 0..count {
+                        let grad_image_in = &mut grad_chunk[(start + i - first) * image_in..][..image_in];
+                        g.col2im_add(&cols[i * positions..], columns, grad_image_in);
                     }
                 }
             }
