@@ -350,7 +350,7 @@ impl ConvGeometry {
                 out_row[columns.end..].fill(T::default());
                 let ix0 = columns.start * s + kx - self.padding;
                 if s == 1 {
-                    out_row[columns.clone()].copy_from_slice(&line[ix0..ix0 + columns.len()]);
+                    copy_short(&mut out_row[columns.clone()], &line[ix0..ix0 + columns.len()]);
                 } else {
                     for (value, input) in out_row[columns.clone()].iter_mut().zip(line[ix0..].iter().step_by(s)) {
                         *value = *input;
@@ -389,6 +389,23 @@ impl ConvGeometry {
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for rows of a few dozen elements, as inline vector moves: im2col
+/// copies millions of such rows per training step, and a `memcpy` call each costs more than the
+/// copy.
+#[inline]
+fn copy_short<T: Real>(dst: &mut [T], src: &[T]) {
+    let mut dst_chunks = dst.chunks_exact_mut(8);
+    let mut src_chunks = src.chunks_exact(8);
+    for (d, s) in (&mut dst_chunks).zip(&mut src_chunks) {
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in dst_chunks.into_remainder().iter_mut().zip(src_chunks.remainder()) {
+        *d = *s;
     }
 }
 
