@@ -2,6 +2,10 @@
 //! of. `cargo bench --bench training_step`; then `python3 scripts/bench_torch.py` times the same
 //! networks in PyTorch and prints the ratios (docs/performance.md).
 //!
+//! `SCALENET_BENCH_DEVICE=cuda` runs it on the first GPU (a build with `--features cuda` or
+//! `cudnn`; scripts/cuda/pack.sh packs it for a GPU machine), with the paper's ResNet-50 at batch
+//! 32 added and every step waiting for the device to finish.
+//!
 //! Each network runs twice: as `network!` generates it with scalenet's optimizer (`scalenet`), and
 //! as the same network written with candle-nn's own layers and optimizer (`candle-nn`), built from
 //! the generated network's plan, so both have the same layers, shapes and fixed scalars. The plans
@@ -10,19 +14,32 @@
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{loss, Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
-use fixtures::networks::{Mlp, StridedLeNet, StridedResNet, WideConvNet};
+use fixtures::networks::{Mlp, ResNet50, StridedLeNet, StridedResNet, WideConvNet};
 use scalenet::calculus::{Op, Plan, Step, StepOp};
 use scalenet::optim::{AdamW, ParamsAdamW, ParamsSgd, Sgd};
 use serde_json::{json, Value};
 
-/// The networks and batch sizes of the bench.
-fn networks() -> Vec<(&'static str, Plan, usize)> {
-    vec![
+/// The device of the bench: `SCALENET_BENCH_DEVICE` (`cpu`, the default, or `cuda`).
+fn device() -> Device {
+    match std::env::var("SCALENET_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => Device::new_cuda(0).expect("SCALENET_BENCH_DEVICE=cuda: no CUDA device (or built without cuda)"),
+        Ok("cpu") | Err(_) => Device::Cpu,
+        Ok(other) => panic!("SCALENET_BENCH_DEVICE must be cpu or cuda, not {other}"),
+    }
+}
+
+/// The networks and batch sizes of the bench; the ResNet-50 only on a GPU.
+fn networks(device: &Device) -> Vec<(&'static str, Plan, usize)> {
+    let mut networks = vec![
         ("strided LeNet 3x32x32", StridedLeNet::plan().clone(), 64),
         ("MLP 784-384-64-10", Mlp::plan().clone(), 128),
         ("strided pre-activation ResNet 3x16x16", StridedResNet::plan().clone(), 128),
         ("wide conv net 64-128 3x32x32", WideConvNet::plan().clone(), 32),
-    ]
+    ];
+    if device.is_cuda() {
+        networks.push(("ResNet-50 3x224x224", ResNet50::plan().clone(), 32));
+    }
+    networks
 }
 
 /// A network written with candle-nn's layers and ops, the way a user would by hand.
@@ -30,11 +47,19 @@ enum Layer {
     Conv(candle_nn::Conv2d),
     Linear(candle_nn::Linear),
     Scale(f64),
+    /// A learnable scalar (starts at 1) and a learnable per-channel bias (starts at 0).
+    Scalar(Tensor),
+    Bias(Tensor),
     Relu,
     AvgPool(usize),
     GlobalAvgPool,
     Flatten,
-    Block { alpha: f64, beta: f64, main: Vec<Layer>, shortcut: Vec<Layer> },
+    Block {
+        alpha: f64,
+        beta: f64,
+        main: Vec<Layer>,
+        shortcut: Vec<Layer>,
+    },
 }
 
 fn candle_nn_layers(steps: &[Step], vb: &VarBuilder, prefix: &str) -> Vec<Layer> {
@@ -64,6 +89,12 @@ fn candle_nn_layers(steps: &[Step], vb: &VarBuilder, prefix: &str) -> Vec<Layer>
                     Layer::Linear(candle_nn::linear_b(inputs, *out_features, *bias, vb).unwrap())
                 }
                 Op::Relu => Layer::Relu,
+                Op::Scale { factor, .. } => Layer::Scale(*factor),
+                Op::Scalar => Layer::Scalar(vb.get_with_hints(1, "scalar", candle_nn::Init::Const(1.0)).unwrap()),
+                Op::Bias => {
+                    let channels = step.input_shape.channels();
+                    Layer::Bias(vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0)).unwrap())
+                }
                 Op::AvgPool2d { kernel, .. } => Layer::AvgPool(*kernel),
                 Op::GlobalAvgPool => Layer::GlobalAvgPool,
                 Op::Flatten => Layer::Flatten,
@@ -82,6 +113,9 @@ fn forward(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
             Layer::Conv(conv) => conv.forward(&xs)?,
             Layer::Linear(linear) => linear.forward(&xs)?,
             Layer::Scale(factor) => (xs * *factor)?,
+            Layer::Scalar(scalar) => xs.broadcast_mul(scalar)?,
+            Layer::Bias(bias) if xs.rank() == 4 => xs.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?)?,
+            Layer::Bias(bias) => xs.broadcast_add(bias)?,
             Layer::Relu => xs.relu()?,
             Layer::AvgPool(kernel) => xs.avg_pool2d(*kernel)?,
             Layer::GlobalAvgPool => xs.flatten_from(2)?.mean(2)?,
@@ -111,57 +145,70 @@ fn steps_json(steps: &[Step]) -> Vec<Value> {
                     json!({ "linear": { "in": step.input_shape.channels(), "out": out_features, "bias": bias } })
                 }
                 Op::AvgPool2d { kernel, .. } => json!({ "avg_pool": kernel }),
+                Op::Scale { factor, .. } => json!({ "scale": factor }),
+                Op::Bias => json!({ "bias": step.input_shape.channels() }),
                 other => json!(other.keyword()),
             },
         })
         .collect()
 }
 
-fn input_and_labels(plan: &Plan, batch: usize) -> (Tensor, Tensor) {
+fn input_and_labels(plan: &Plan, batch: usize, device: &Device) -> (Tensor, Tensor) {
     let mut dims = vec![batch];
     dims.extend(plan.input.dims());
-    let xs = Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap();
-    let ys = Tensor::zeros(batch, DType::U32, &Device::Cpu).unwrap();
+    let xs = Tensor::randn(0f32, 1., dims, device).unwrap();
+    let ys = Tensor::zeros(batch, DType::U32, device).unwrap();
     (xs, ys)
 }
 
 fn training_steps(c: &mut Criterion) {
     let mut manifest = Vec::new();
-    for (name, plan, batch) in networks() {
+    let device = &device();
+    for (name, plan, batch) in networks(device) {
         let mut group = c.benchmark_group(format!("training step/{name}, batch {batch}"));
-        let (xs, ys) = input_and_labels(&plan, batch);
+        let (xs, ys) = input_and_labels(&plan, batch, device);
         // The generated network: scalenet's ops, fixed scalars folded, scalenet's optimizer.
         let varmap = VarMap::new();
         let step: Box<dyn Fn() -> candle_core::Result<Tensor>> = match name {
             n if n.starts_with("strided LeNet") => {
-                let net = StridedLeNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                let net = StridedLeNet::new_seeded(&varmap, DType::F32, device, 0).unwrap();
                 Box::new(move || net.forward_t(&xs, true))
             }
             n if n.starts_with("MLP") => {
-                let net = Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                let net = Mlp::new_seeded(&varmap, DType::F32, device, 0).unwrap();
                 Box::new(move || net.forward_t(&xs, true))
             }
             n if n.starts_with("strided pre-activation") => {
-                let net = StridedResNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                let net = StridedResNet::new_seeded(&varmap, DType::F32, device, 0).unwrap();
+                Box::new(move || net.forward_t(&xs, true))
+            }
+            n if n.starts_with("ResNet-50") => {
+                let net = ResNet50::new_seeded(&varmap, DType::F32, device, 0).unwrap();
                 Box::new(move || net.forward_t(&xs, true))
             }
             _ => {
-                let net = WideConvNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
+                let net = WideConvNet::new_seeded(&varmap, DType::F32, device, 0).unwrap();
                 Box::new(move || net.forward_t(&xs, true))
             }
         };
         let mut sgd = Sgd::new(varmap.all_vars(), ParamsSgd::new(0.01)).unwrap();
         group.bench_function("scalenet", |b| {
-            b.iter(|| sgd.backward_step(&loss::cross_entropy(&step().unwrap(), &ys).unwrap()).unwrap())
+            b.iter(|| {
+                sgd.backward_step(&loss::cross_entropy(&step().unwrap(), &ys).unwrap()).unwrap();
+                device.synchronize().unwrap()
+            })
         });
         // The same network in candle-nn's layers and optimizer.
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let layers = candle_nn_layers(&plan.steps, &vb, "");
-        let (xs, _) = input_and_labels(&plan, batch);
+        let (xs, _) = input_and_labels(&plan, batch, device);
         let mut sgd = candle_nn::SGD::new(varmap.all_vars(), 0.01).unwrap();
         group.bench_function("candle-nn", |b| {
-            b.iter(|| sgd.backward_step(&loss::cross_entropy(&forward(&layers, &xs).unwrap(), &ys).unwrap()).unwrap())
+            b.iter(|| {
+                sgd.backward_step(&loss::cross_entropy(&forward(&layers, &xs).unwrap(), &ys).unwrap()).unwrap();
+                device.synchronize().unwrap()
+            })
         });
         group.finish();
         manifest.push(json!({
@@ -169,6 +216,7 @@ fn training_steps(c: &mut Criterion) {
             "group": format!("training step/{name}, batch {batch}"),
             "input": plan.input.dims(),
             "batch": batch,
+            "device": if device.is_cuda() { "cuda" } else { "cpu" },
             "steps": steps_json(&plan.steps),
         }));
     }
@@ -224,7 +272,7 @@ fn ops(c: &mut Criterion) {
 fn optimizers(c: &mut Criterion) {
     let varmap = VarMap::new();
     let net = WideConvNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
-    let (xs, ys) = input_and_labels(WideConvNet::plan(), 8);
+    let (xs, ys) = input_and_labels(WideConvNet::plan(), 8, &Device::Cpu);
     let grads = loss::cross_entropy(&net.forward(&xs).unwrap(), &ys).unwrap().backward().unwrap();
     let vars = varmap.all_vars();
     let mut group = c.benchmark_group("optimizer step/wide conv net parameters");

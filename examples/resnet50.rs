@@ -8,55 +8,17 @@
 //! ```text
 //! cargo run --release --example resnet50 -- --batch 2
 //! cargo run --release --example resnet50 -- --batch 4 --gammas 4   # gamma per weight layer
+//! cargo run --release --features cudnn --example resnet50 -- --device cuda --batch 32
 //! ```
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarMap;
 use clap::Parser;
+use fixtures::device::DeviceChoice;
+use fixtures::networks::{ResNet50, ResNet50Independent};
 use scalenet::diagnostics::{seeded_normal, weight_to_gradient_ratios};
-use scalenet::network;
 use scalenet::Network;
 use std::time::Instant;
-
-macro_rules! resnet50 {
-    ($(#[$doc:meta])* $name:ident $(, $option:ident : $value:tt)*) => {
-network! {
-    $(#[$doc])*
-    pub struct $name {
-        input: [3, 224, 224],
-        $($option: $value,)*
-        stem: conv(64, kernel = 4, stride = 4),
-        bottleneck(out = 256, width = 64, stride = 1, beta = 0.5),
-        bottleneck(out = 256, width = 64, stride = 1, beta = 0.5),
-        bottleneck(out = 256, width = 64, stride = 1, beta = 0.5),
-        bottleneck(out = 512, width = 128, stride = 2, beta = 0.5),
-        bottleneck(out = 512, width = 128, stride = 1, beta = 0.5),
-        bottleneck(out = 512, width = 128, stride = 1, beta = 0.5),
-        bottleneck(out = 512, width = 128, stride = 1, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 2, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 1, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 1, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 1, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 1, beta = 0.5),
-        bottleneck(out = 1024, width = 256, stride = 1, beta = 0.5),
-        bottleneck(out = 2048, width = 512, stride = 2, beta = 0.5),
-        bottleneck(out = 2048, width = 512, stride = 1, beta = 0.5),
-        bottleneck(out = 2048, width = 512, stride = 1, beta = 0.5),
-        relu, avg_pool(7), flatten,
-        fc: linear(1000),
-    }
-}
-    };
-}
-
-resnet50!(
-    /// Unnormalized pre-activation ResNet-50.
-    ResNet50
-);
-resnet50!(
-    /// [`ResNet50`] planned with positions independent, as in the paper.
-    ResNet50Independent, spatial_coherence: false
-);
 
 #[derive(Parser)]
 struct Args {
@@ -66,25 +28,31 @@ struct Args {
     /// semantics over `--batch` samples each), planned with and without spatial coherence.
     #[arg(long, default_value_t = 0)]
     gammas: u64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     println!("{}\n", ResNet50::report());
     let varmap = VarMap::new();
-    let net = ResNet50::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
+    let device = args.device.open()?;
+    let net = ResNet50::new_seeded(&varmap, DType::F32, &device, 0)?;
     // Counts the one calibration scalar too.
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     println!("parameters: {parameters} ({:.2} million)", parameters as f64 / 1e6);
 
-    let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &Device::Cpu)?, 1)?;
+    let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &device)?, 1)?;
     let start = Instant::now();
     let logits = net.forward(&images)?;
+    device.synchronize()?;
     let forward = start.elapsed();
     let std = logits.flatten_all()?.to_vec1::<f32>()?;
     let mean = std.iter().sum::<f32>() / std.len() as f32;
     let std = (std.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / std.len() as f32).sqrt();
     let grads = logits.sum_all()?.backward()?;
+    device.synchronize()?;
+    let backward = start.elapsed() - forward;
     // Every trainable variable, i.e. all but the output calibration (applied detached).
     let trainable: Vec<_> = varmap
         .data()
@@ -100,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         images.dims(),
         logits.dims(),
         ResNet50::plan().output_std,
-        start.elapsed() - forward,
+        backward,
         trainable.len()
     );
     if args.gammas > 0 {
@@ -120,8 +88,9 @@ fn measure_gammas<N: Network>(title: &str, args: &Args) -> Result<(), Box<dyn st
     let start = Instant::now();
     for seed in 0..args.gammas {
         let varmap = VarMap::new();
-        let net = N::new_seeded(&varmap, DType::F32, &Device::Cpu, 100 + seed)?;
-        let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &Device::Cpu)?, 200 + seed)?;
+        let device = args.device.open()?;
+        let net = N::new_seeded(&varmap, DType::F32, &device, 100 + seed)?;
+        let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &device)?, 200 + seed)?;
         let ratios = weight_to_gradient_ratios(&varmap, &net.forward_hooked(&images, false, None)?, 300 + seed)?;
         for ((path, _), sum) in layers.iter().zip(measured.iter_mut()) {
             *sum += ratios[&format!("{path}.weight")] / args.gammas as f64;

@@ -45,8 +45,8 @@ pub struct AlexNetArgs {
     /// Smoke-run settings: small network, 2 rates, 1 seed, 20 steps of 16, 256 examples.
     #[arg(long)]
     quick: bool,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: fixtures::device::DeviceChoice,
 }
 
 fn key(args: &AlexNetArgs, protocol: &Protocol) -> String {
@@ -66,10 +66,7 @@ pub fn run(mut args: AlexNetArgs) -> Result<(), Error> {
         args.lr_grid = vec![0.02, 0.005];
         args.max_examples = Some(args.max_examples.unwrap_or(256).min(256));
     }
-    let device = match args.device.as_str() {
-        "cuda" => candle_core::Device::new_cuda(0)?,
-        _ => candle_core::Device::Cpu,
-    };
+    let device = args.device.open()?;
     std::fs::create_dir_all(&args.out)?;
     let started = Instant::now();
     let mut data = alexnet::prepare(&alexnet::load(&args.data)?)?;

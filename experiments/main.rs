@@ -68,8 +68,8 @@ struct Table2Args {
     /// `off` trains the plain baselines without the calculus's fixed scalars.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     fixed_scalars: String,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: fixtures::device::DeviceChoice,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -104,10 +104,7 @@ fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Syn
     settings.epochs = args.epochs.unwrap_or(settings.epochs);
     settings.max_examples = args.max_examples.or(settings.max_examples);
     settings.fixed_scalars = args.fixed_scalars == "on";
-    let device = match args.device.as_str() {
-        "cuda" => candle_core::Device::new_cuda(0)?,
-        _ => candle_core::Device::Cpu,
-    };
+    let device = args.device.open()?;
     std::fs::create_dir_all(&args.out)?;
     let log = args.out.join("results.jsonl");
     println!(

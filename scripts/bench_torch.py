@@ -38,6 +38,26 @@ class Scale(nn.Module):
         return x * self.factor
 
 
+class LearnableScalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scalar = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.scalar
+
+
+class ChannelBias(nn.Module):
+    """A learnable bias per channel (dimension 1), zero at first."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+
 class GlobalAvgPool(nn.Module):
     def forward(self, x):
         return x.mean(dim=(2, 3))
@@ -58,7 +78,10 @@ def build(steps):
     layers = []
     for step in steps:
         if isinstance(step, str):
-            layers.append({"relu": nn.ReLU(), "flatten": nn.Flatten(), "global_avg_pool": GlobalAvgPool()}[step])
+            known = {"relu": nn.ReLU, "flatten": nn.Flatten, "global_avg_pool": GlobalAvgPool, "scalar": LearnableScalar}
+            if step not in known:
+                sys.exit(f"no PyTorch equivalent for step {step}")
+            layers.append(known[step]())
         elif "scale" in step:
             layers.append(Scale(step["scale"]))
         elif "conv" in step:
@@ -67,6 +90,8 @@ def build(steps):
         elif "linear" in step:
             c = step["linear"]
             layers.append(nn.Linear(c["in"], c["out"], bias=c["bias"]))
+        elif "bias" in step:
+            layers.append(ChannelBias(step["bias"]))
         elif "avg_pool" in step:
             layers.append(nn.AvgPool2d(step["avg_pool"]))
         elif "block" in step:
@@ -77,9 +102,11 @@ def build(steps):
     return nn.Sequential(*layers)
 
 
-def time_step(model, input_shape, batch, repeats):
-    x = torch.randn(batch, *input_shape)
-    y = torch.zeros(batch, dtype=torch.long)
+def time_step(model, input_shape, batch, repeats, device):
+    model = model.to(device)
+    x = torch.randn(batch, *input_shape, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -90,10 +117,12 @@ def time_step(model, input_shape, batch, repeats):
 
     for _ in range(10):
         step()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
 
@@ -114,18 +143,30 @@ def main():
     parser.add_argument("--repeats", type=int, default=50)
     target = Path(os.environ.get("CARGO_TARGET_DIR", Path(__file__).resolve().parent.parent / "target"))
     parser.add_argument("--criterion", type=Path, default=target / "criterion")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: the bench must have run with SCALENET_BENCH_DEVICE=cuda")
+    parser.add_argument("--tf32", action="store_true", help="cuda: allow TF32 (PyTorch's default for convolutions)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    # f32 exact unless --tf32, and cuDNN's algorithms measured per shape, as scalenet's cudnn path does.
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     manifest = args.criterion / "training-step-networks.json"
     if not manifest.exists():
         sys.exit(f"{manifest} is missing: run `cargo bench --bench training_step` first")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     medians = criterion_medians(args.criterion)
-    print(f"pytorch {torch.__version__}, {args.threads} threads, ms per training step (medians)")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
+    tf32 = f", TF32 {'on' if args.tf32 else 'off'}, cudnn.benchmark" if args.device == "cuda" else ""
+    print(f"pytorch {torch.__version__}, {where}{tf32}, ms per training step (medians)")
     print("| network | scalenet | candle-nn | PyTorch | scalenet / PyTorch | scalenet / candle-nn |")
     print("| --- | --- | --- | --- | --- | --- |")
     for network in json.loads(manifest.read_text()):
-        torch_ms = time_step(build(network["steps"]), network["input"], network["batch"], args.repeats)
+        if network.get("device", "cpu") != args.device:
+            sys.exit(f"the bench ran on {network.get('device', 'cpu')}, not {args.device}: rerun one of them")
+        torch_ms = time_step(build(network["steps"]), network["input"], network["batch"], args.repeats, device)
         ours = medians.get(f"{network['group']}/scalenet")
         candle = medians.get(f"{network['group']}/candle-nn")
         fmt = lambda v: "-" if v is None else f"{v:.2f}"

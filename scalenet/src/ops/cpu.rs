@@ -273,7 +273,7 @@ impl Split {
 }
 
 /// The geometry of a 2-d convolution (dilation 1, one group, square kernel) on NCHW tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConvGeometry {
     pub batch: usize,
     pub in_channels: usize,

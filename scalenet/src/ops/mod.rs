@@ -17,15 +17,37 @@
 //! - the input gradient of a stride-1 convolution is itself a convolution (of the gradient with the
 //!   flipped kernel), which candle computes with im2col and a matrix product.
 //!
+//! With the `cudnn` feature, f32 and f64 convolutions on a CUDA device run on cuDNN, forward and
+//! both gradients, with algorithms measured once per shape and f32 exact unless
+//! [`set_allow_tf32`] is on (the module `cudnn`).
+//!
 //! Values and gradients are those of `Tensor::conv2d` (tests below compare them).
 
 pub(crate) mod cpu;
+#[cfg(feature = "cudnn")]
+mod cudnn;
 mod device;
 mod host;
 
 use candle_core::{Result, Tensor};
 use cpu::ConvGeometry;
 use host::on_host;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
+
+/// Lets scalenet's cuDNN convolution (feature `cudnn`) use TF32 tensor cores for f32 (products
+/// with a 10-bit mantissa: about 1e-3 relative error each, faster on Ampere and later GPUs), as
+/// PyTorch's `torch.backends.cudnn.allow_tf32 = True`. Off by default, so f32 is exact; applies to
+/// the convolutions run after the call. Without the `cudnn` feature it changes nothing.
+pub fn set_allow_tf32(allow: bool) {
+    ALLOW_TF32.store(allow, Ordering::Relaxed);
+}
+
+/// Whether [`set_allow_tf32`] is on.
+pub fn allow_tf32() -> bool {
+    ALLOW_TF32.load(Ordering::Relaxed)
+}
 
 /// `conv2d(xs, kernel)` with `stride` and zero `padding` (dilation 1, one group), as candle's
 /// `xs.conv2d(kernel, padding, stride, 1, 1)` (note its order) with the backward pass described in
@@ -71,6 +93,20 @@ pub fn conv2d_scaled(
     if well_formed && same_dtype && on_host(xs) && kernel.device().is_cpu() {
         let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
         let op = host::Conv2d { geometry, scale };
+        let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
+        return match bias {
+            None => xs.apply_op2(&kernel, op),
+            Some(bias) => xs.apply_op3(&kernel, &bias.contiguous()?, op),
+        };
+    }
+    #[cfg(feature = "cudnn")]
+    if well_formed
+        && same_dtype
+        && xs.device().is_cuda()
+        && matches!(xs.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    {
+        let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
+        let op = cudnn::Conv2d { geometry, scale };
         let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
         return match bias {
             None => xs.apply_op2(&kernel, op),

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the GPU checks here (no GPU needed) and packs them small for a GPU machine, which has no
+# Rust toolchain: the GPU tests (tests/gpu.rs), the training-step bench and the lenet example,
+# stripped and xz-compressed (about 50 MB to 6 MB each), into gpu-pack/ (ignored by git).
+#
+#   scripts/cuda/pack.sh [--features cuda|cudnn]     # default cudnn
+#
+# Then, on the GPU machine, in a copy of this repository with gpu-pack/ beside it:
+#
+#   bash scripts/cuda/run-gpu-checks.sh [OUT]
+#
+# (with this project's device tool: carry gpu-pack). docs/gpu.md says what it measures.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+features=cudnn
+case "${1:-}" in
+    --features) features="$2" ;;
+    "") ;;
+    *) echo "scripts/cuda/pack.sh: unknown argument '$1' (--features cuda|cudnn)" >&2; exit 2 ;;
+esac
+. scripts/cuda/env.sh
+
+pack=gpu-pack
+rm -rf "$pack.tmp"
+mkdir -p "$pack.tmp"
+cargo build --release --locked --features "$features" --test gpu --bench training_step --example lenet \
+    --message-format=json-render-diagnostics > "$pack.tmp/artifacts.json"
+python3 - "$pack.tmp" <<'PY'
+import json, lzma, os, shutil, subprocess, sys
+pack = sys.argv[1]
+for line in open(os.path.join(pack, "artifacts.json")):
+    message = json.loads(line)
+    if message.get("reason") != "compiler-artifact" or not message.get("executable"):
+        continue
+    name = message["target"]["name"]
+    plain = os.path.join(pack, name)
+    shutil.copyfile(message["executable"], plain)
+    subprocess.run(["strip", plain], check=True)
+    with open(plain, "rb") as src, lzma.open(plain + ".xz", "wb", preset=6) as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(plain)
+    print(f"{name}: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
+PY
+rm "$pack.tmp/artifacts.json"
+echo "$features" > "$pack.tmp/features"
+git rev-parse HEAD > "$pack.tmp/commit"
+rm -rf "$pack" && mv "$pack.tmp" "$pack"
+echo "scripts/cuda/pack.sh: $pack/ holds $(ls "$pack" | grep -c '\.xz$') binaries built with --features $features" >&2

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the GPU checks that scripts/cuda/pack.sh packed into gpu-pack/, on a GPU machine without
+# Rust: unpacks them, finds the CUDA libraries (PyTorch's `nvidia` wheels, the driver's libcuda),
+# then runs the GPU tests, the lenet example on the GPU, the training-step bench on the GPU and,
+# when PyTorch is installed, the same networks in PyTorch with the ratios. Logs go to OUT
+# (default gpu-out/), one file per check, and a summary to stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-gpu-out}"
+mkdir -p "$out"
+[ -d gpu-pack ] || { echo "no gpu-pack/ here: run scripts/cuda/pack.sh on the build machine first" >&2; exit 2; }
+echo "packed from commit $(cat gpu-pack/commit) with --features $(cat gpu-pack/features)"
+bin=$(mktemp -d)
+python3 - gpu-pack "$bin" <<'PY'
+import lzma, os, shutil, sys
+src, dst = sys.argv[1:]
+for name in os.listdir(src):
+    if name.endswith(".xz"):
+        target = os.path.join(dst, name[:-3])
+        with lzma.open(os.path.join(src, name)) as packed, open(target, "wb") as plain:
+            shutil.copyfileobj(packed, plain)
+        os.chmod(target, 0o755)
+PY
+libs=$(python3 -c 'import glob, os, nvidia; root = os.path.dirname(nvidia.__path__[0]); print(":".join(sorted(set(os.path.dirname(p) for p in glob.glob(root + "/nvidia/**/lib*.so*", recursive=True)))))' 2>/dev/null || true)
+export LD_LIBRARY_PATH="${libs}${libs:+:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+
+status=0
+run() { # run NAME COMMAND...: logs to $out/NAME.log, prints the tail
+    local name="$1"; shift
+    echo "== $name: $*"
+    local start=$SECONDS
+    "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$out/$name.log"
+    echo "== $name: exit $rc in $((SECONDS - start)) s"
+    [ $rc -eq 0 ] || status=1
+}
+run gpu-tests "$bin/gpu" --nocapture --test-threads 1
+run lenet "$bin/lenet" --device cuda --epochs 8
+export CARGO_TARGET_DIR="$out/target"
+SCALENET_BENCH_DEVICE=cuda run bench "$bin/training_step" --bench 'training step'
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    run torch python3 scripts/bench_torch.py --device cuda --criterion "$out/target/criterion"
+fi
+exit $status
