@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU checks here (no GPU needed) and packs them small for a GPU machine, which has no
-# Rust toolchain: the GPU tests (tests/gpu.rs), the training-step bench and the lenet example,
-# stripped and xz-compressed (about 50 MB to 6 MB each), into gpu-pack/ (ignored by git).
+# Rust toolchain: the GPU tests (tests/gpu.rs), the training-step bench, the lenet and resnet50
+# examples and the experiments tool, stripped and xz-compressed (about 50 MB to 5-7 MB each), into
+# gpu-pack/ (ignored by git; about 30 MB in all).
 #
 #   scripts/cuda/pack.sh [--features cuda|cudnn]     # default cudnn
 #
@@ -23,16 +24,22 @@ esac
 pack=gpu-pack
 rm -rf "$pack.tmp"
 mkdir -p "$pack.tmp"
-cargo build --release --locked --features "$features" --test gpu --bench training_step --example lenet \
+# The same selection as build.sh, so that a pack after a build compiles nothing (a narrower one
+# unifies dependency features differently and rebuilds half of them).
+cargo build --release --locked --workspace --features "$features" --tests --examples --bins --benches \
     --message-format=json-render-diagnostics > "$pack.tmp/artifacts.json"
 python3 - "$pack.tmp" <<'PY'
 import json, lzma, os, shutil, subprocess, sys
 pack = sys.argv[1]
+wanted = {"gpu", "training_step", "lenet", "resnet50", "scalenet-experiments"}
 for line in open(os.path.join(pack, "artifacts.json")):
     message = json.loads(line)
     if message.get("reason") != "compiler-artifact" or not message.get("executable"):
         continue
     name = message["target"]["name"]
+    # A binary's own unit-test harness has the binary's name: leave it out.
+    if name not in wanted or ("bin" in message["target"]["kind"] and message["profile"]["test"]):
+        continue
     plain = os.path.join(pack, name)
     shutil.copyfile(message["executable"], plain)
     subprocess.run(["strip", plain], check=True)

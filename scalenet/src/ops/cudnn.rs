@@ -460,7 +460,7 @@ impl CustomOp2 for Conv2d {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        Err(cuda_only(self.name()))
+        Err(cuda_only(CustomOp2::name(self)))
     }
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, k: &CudaStorage, kl: &Layout) -> Result<(CudaStorage, Shape)> {
