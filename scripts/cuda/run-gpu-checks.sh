@@ -38,6 +38,7 @@ run() { # run NAME COMMAND...: logs to $out/NAME.log, prints the tail
 }
 run gpu-tests "$bin/gpu" --nocapture --test-threads 1
 run lenet "$bin/lenet" --device cuda --epochs 8
+run resnet50 "$bin/resnet50" --device cuda --batch 32
 export CARGO_TARGET_DIR="$out/target"
 SCALENET_BENCH_DEVICE=cuda run bench "$bin/training_step" --bench 'training step'
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
