@@ -85,9 +85,10 @@ thread_local! {
 fn with_state<R>(device: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>) -> Result<R> {
     STATES.with(|states| {
         let mut states = states.borrow_mut();
+        let stream = device.cuda_stream();
+        // cuDNN runs in the thread's current context: make it the device's (cheap when it is).
+        stream.context().bind_to_thread().map_err(wrap)?;
         if !states.contains_key(&device.id()) {
-            let stream = device.cuda_stream();
-            stream.context().bind_to_thread().map_err(wrap)?;
             let handle = result::create_handle().map_err(wrap)?;
             // SAFETY: a fresh handle and the device's live stream.
             unsafe { result::set_stream(handle, stream.cu_stream() as sys::cudaStream_t) }.map_err(wrap)?;
@@ -201,7 +202,9 @@ fn requested_math(dtype: DType, tf32: bool) -> sys::cudnnMathType_t {
     }
 }
 
-/// Picks the fastest measured result that succeeded and meets the precision setting.
+/// Picks the fastest measured result (cuDNN sorts them by time) that succeeded and meets the
+/// precision setting; failing that, the fastest that succeeded, run with the requested math type
+/// (which restricts it to the kernels that type allows).
 fn best<P: Copy>(
     results: &[P],
     count: i32,
@@ -209,13 +212,20 @@ fn best<P: Copy>(
     dtype: DType,
     tf32: bool,
 ) -> Option<Choice> {
-    results[..count.max(0) as usize].iter().map(fields).find_map(|(algorithm, status, math, workspace)| {
-        (status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && math_allowed(math, dtype, tf32)).then_some(Choice {
+    let succeeded: Vec<_> = results[..count.clamp(0, results.len() as i32) as usize]
+        .iter()
+        .map(fields)
+        .filter(|(_, status, _, _)| *status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
+        .collect();
+    let allowed = succeeded.iter().find(|(_, _, math, _)| math_allowed(*math, dtype, tf32));
+    match allowed {
+        Some(&(algorithm, _, math, workspace)) => Some(Choice { algorithm, math, workspace }),
+        None => succeeded.first().map(|&(algorithm, _, _, workspace)| Choice {
             algorithm,
-            math,
+            math: requested_math(dtype, tf32),
             workspace,
-        })
-    })
+        }),
+    }
 }
 
 impl DeviceState {
