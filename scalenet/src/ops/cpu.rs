@@ -7,6 +7,7 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::ops::{Add, AddAssign, Mul};
 
 /// The element types the kernels run on.
@@ -15,6 +16,13 @@ pub(crate) trait Real:
 {
     fn from_f64(value: f64) -> Self;
     fn sqrt(self) -> Self;
+    /// This thread's scratch buffers of this type.
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<Self>>>>;
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_F64: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Real for f32 {
@@ -23,6 +31,9 @@ impl Real for f32 {
     }
     fn sqrt(self) -> Self {
         f32::sqrt(self)
+    }
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<Self>>>> {
+        &SCRATCH_F32
     }
 }
 
@@ -33,6 +44,30 @@ impl Real for f64 {
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<Self>>>> {
+        &SCRATCH_F64
+    }
+}
+
+/// Runs `f` with `N` scratch buffers of at least the given lengths, reused across calls on this
+/// thread: the convolution's im2col matrices and products are rewritten whole on every use, so
+/// allocating and zeroing them per call (megabytes per step) is wasted work. Their contents on
+/// entry are unspecified values of `T`.
+fn with_scratch<T: Real, R, const N: usize>(lens: [usize; N], f: impl FnOnce([&mut [T]; N]) -> R) -> R {
+    let mut buffers: Vec<Vec<T>> = T::scratch().with(|pool| std::mem::take(&mut *pool.borrow_mut()));
+    buffers.resize_with(buffers.len().max(N), Vec::new);
+    for (buffer, &len) in buffers.iter_mut().zip(&lens) {
+        if buffer.len() < len {
+            buffer.resize(len, T::default());
+        }
+    }
+    let result = {
+        let mut slices = buffers.iter_mut().zip(lens).map(|(buffer, len)| &mut buffer[..len]);
+        f(std::array::from_fn(|_| slices.next().expect("one buffer per length")))
+    };
+    // Taken out of the pool above, so a nested call on this thread got buffers of its own.
+    T::scratch().with(|pool| *pool.borrow_mut() = buffers);
+    result
 }
 
 /// Elements per task of the element-wise kernels: below it, splitting costs more than it saves.
@@ -441,30 +476,31 @@ pub(crate) fn conv2d_forward<T: Real>(
     let split = Split::new(g.batch);
     let group = g.group(split.per_chunk);
     out.par_chunks_mut(split.per_chunk * image_out).enumerate().for_each(|(chunk, out_chunk)| {
-        let mut cols = vec![T::default(); taps * group * positions];
-        let mut products = vec![T::default(); g.out_channels * group * positions];
-        let first = chunk * split.per_chunk;
-        for (index, out_group) in out_chunk.chunks_mut(group * image_out).enumerate() {
-            let count = out_group.len() / image_out;
-            let columns = count * positions;
-            group_cols(&g, xs, first + index * group, count, &mut cols);
-            // (out x count positions) = kernel (out x taps) * cols (taps x count positions)
-            let (lhs, rhs) = (View::rows(kernel, taps), View::rows(&cols, columns));
-            matmul(g.out_channels, columns, taps, &mut products, lhs, rhs, scale, false, split.parallelism);
-            for (i, out_image) in out_group.chunks_exact_mut(image_out).enumerate() {
-                for (channel, out_channel) in out_image.chunks_exact_mut(positions).enumerate() {
-                    let product = &products[channel * columns + i * positions..][..positions];
-                    match bias {
-                        Some(bias) => {
-                            for (o, p) in out_channel.iter_mut().zip(product) {
-                                *o = *p + bias[channel];
+        let lens = [taps * group * positions, g.out_channels * group * positions];
+        with_scratch(lens, |[cols, products]: [&mut [T]; 2]| {
+            let first = chunk * split.per_chunk;
+            for (index, out_group) in out_chunk.chunks_mut(group * image_out).enumerate() {
+                let count = out_group.len() / image_out;
+                let columns = count * positions;
+                group_cols(&g, xs, first + index * group, count, cols);
+                // (out x count positions) = kernel (out x taps) * cols (taps x count positions)
+                let (lhs, rhs) = (View::rows(kernel, taps), View::rows(&cols[..taps * columns], columns));
+                matmul(g.out_channels, columns, taps, products, lhs, rhs, scale, false, split.parallelism);
+                for (i, out_image) in out_group.chunks_exact_mut(image_out).enumerate() {
+                    for (channel, out_channel) in out_image.chunks_exact_mut(positions).enumerate() {
+                        let product = &products[channel * columns + i * positions..][..positions];
+                        match bias {
+                            Some(bias) => {
+                                for (o, p) in out_channel.iter_mut().zip(product) {
+                                    *o = *p + bias[channel];
+                                }
                             }
+                            None => out_channel.copy_from_slice(product),
                         }
-                        None => out_channel.copy_from_slice(product),
                     }
                 }
             }
-        }
+        });
     });
     out
 }
@@ -496,56 +532,57 @@ pub(crate) fn conv2d_backward<T: Real>(
         .map(|(chunk, mut grad_chunk)| {
             let mut grad_kernel = vec![T::default(); kernel_len];
             let mut grad_bias = vec![T::default(); g.out_channels];
-            let mut cols = vec![T::default(); taps * group * positions];
-            let mut grad_group = vec![T::default(); g.out_channels * group * positions];
-            let first = chunk * split.per_chunk;
-            let end = (first + split.per_chunk).min(g.batch);
-            for start in (first..end).step_by(group) {
-                let count = group.min(end - start);
-                let columns = count * positions;
-                // The group's output gradient as one (out x count positions) matrix.
-                for i in 0..count {
-                    let grad_image = &grad[(start + i) * image_out..][..image_out];
-                    for (channel, values) in grad_image.chunks_exact(positions).enumerate() {
-                        grad_group[channel * columns + i * positions..][..positions].copy_from_slice(values);
-                        grad_bias[channel] += values.iter().fold(T::default(), |acc, value| acc + *value);
+            let lens = [taps * group * positions, g.out_channels * group * positions];
+            with_scratch(lens, |[cols, grad_group]: [&mut [T]; 2]| {
+                let first = chunk * split.per_chunk;
+                let end = (first + split.per_chunk).min(g.batch);
+                for start in (first..end).step_by(group) {
+                    let count = group.min(end - start);
+                    let columns = count * positions;
+                    // The group's output gradient as one (out x count positions) matrix.
+                    for i in 0..count {
+                        let grad_image = &grad[(start + i) * image_out..][..image_out];
+                        for (channel, values) in grad_image.chunks_exact(positions).enumerate() {
+                            grad_group[channel * columns + i * positions..][..positions].copy_from_slice(values);
+                            grad_bias[channel] += values.iter().fold(T::default(), |acc, value| acc + *value);
+                        }
                     }
-                }
-                let grad_matrix = View::rows(&grad_group[..g.out_channels * columns], columns);
-                group_cols(&g, xs, start, count, &mut cols);
-                // dK += scale * dY (out x columns) * cols^T (columns x taps)
-                let cols_t = View::transposed(&cols[..taps * columns], columns);
-                matmul(
-                    g.out_channels,
-                    taps,
-                    columns,
-                    &mut grad_kernel,
-                    grad_matrix,
-                    cols_t,
-                    scale,
-                    true,
-                    split.parallelism,
-                );
-                if let Some(grad_chunk) = grad_chunk.as_deref_mut() {
-                    // dcols = scale * K^T (taps x out) * dY (out x columns), added back onto the images.
-                    let kernel_t = View::transposed(kernel, taps);
+                    let grad_matrix = View::rows(&grad_group[..g.out_channels * columns], columns);
+                    group_cols(&g, xs, start, count, cols);
+                    // dK += scale * dY (out x columns) * cols^T (columns x taps)
+                    let cols_t = View::transposed(&cols[..taps * columns], columns);
                     matmul(
+                        g.out_channels,
                         taps,
                         columns,
-                        g.out_channels,
-                        &mut cols,
-                        kernel_t,
+                        &mut grad_kernel,
                         grad_matrix,
+                        cols_t,
                         scale,
-                        false,
+                        true,
                         split.parallelism,
                     );
-                    for i in 0..count {
-                        let grad_image_in = &mut grad_chunk[(start + i - first) * image_in..][..image_in];
-                        g.col2im_add(&cols[i * positions..], columns, grad_image_in);
+                    if let Some(grad_chunk) = grad_chunk.as_deref_mut() {
+                        // dcols = scale * K^T (taps x out) * dY (out x columns), added back onto the images.
+                        let kernel_t = View::transposed(kernel, taps);
+                        matmul(
+                            taps,
+                            columns,
+                            g.out_channels,
+                            cols,
+                            kernel_t,
+                            grad_matrix,
+                            scale,
+                            false,
+                            split.parallelism,
+                        );
+                        for i in 0..count {
+                            let grad_image_in = &mut grad_chunk[(start + i - first) * image_in..][..image_in];
+                            g.col2im_add(&cols[i * positions..], columns, grad_image_in);
+                        }
                     }
                 }
-            }
+            });
             (grad_kernel, grad_bias)
         })
         .collect();
