@@ -4,7 +4,8 @@
 //!
 //! `SCALENET_BENCH_DEVICE=cuda` runs it on the first GPU (a build with `--features cuda` or
 //! `cudnn`; scripts/cuda/pack.sh packs it for a GPU machine), with the paper's ResNet-50 at batch
-//! 32 added and every step waiting for the device to finish.
+//! 32 added and every step waiting for the device to finish; `SCALENET_TF32=1` allows TF32
+//! (`scalenet::ops::set_allow_tf32`) and names the groups `training step, tf32/..`.
 //!
 //! Each network runs twice: as `network!` generates it with scalenet's optimizer (`scalenet`), and
 //! as the same network written with candle-nn's own layers and optimizer (`candle-nn`), built from
@@ -164,8 +165,11 @@ fn input_and_labels(plan: &Plan, batch: usize, device: &Device) -> (Tensor, Tens
 fn training_steps(c: &mut Criterion) {
     let mut manifest = Vec::new();
     let device = &device();
+    let tf32 = std::env::var("SCALENET_TF32").is_ok_and(|v| v == "1");
+    scalenet::ops::set_allow_tf32(tf32);
+    let title = if tf32 { "training step, tf32" } else { "training step" };
     for (name, plan, batch) in networks(device) {
-        let mut group = c.benchmark_group(format!("training step/{name}, batch {batch}"));
+        let mut group = c.benchmark_group(format!("{title}/{name}, batch {batch}"));
         let (xs, ys) = input_and_labels(&plan, batch, device);
         // The generated network: scalenet's ops, fixed scalars folded, scalenet's optimizer.
         let varmap = VarMap::new();
@@ -213,7 +217,7 @@ fn training_steps(c: &mut Criterion) {
         group.finish();
         manifest.push(json!({
             "name": name,
-            "group": format!("training step/{name}, batch {batch}"),
+            "group": format!("{title}/{name}, batch {batch}"),
             "input": plan.input.dims(),
             "batch": batch,
             "device": if device.is_cuda() { "cuda" } else { "cpu" },

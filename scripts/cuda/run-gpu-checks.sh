@@ -41,7 +41,9 @@ run lenet "$bin/lenet" --device cuda --epochs 8
 run resnet50 "$bin/resnet50" --device cuda --batch 32
 export CARGO_TARGET_DIR="$out/target"
 SCALENET_BENCH_DEVICE=cuda run bench "$bin/training_step" --bench 'training step'
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    run torch python3 scripts/bench_torch.py --device cuda --criterion "$out/target/criterion"
-fi
+torch=$(python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && echo yes)
+[ -n "$torch" ] && run torch python3 scripts/bench_torch.py --device cuda --criterion "$out/target/criterion"
+# TF32 allowed on both sides (PyTorch's default for convolutions): the ResNet-50 only.
+SCALENET_BENCH_DEVICE=cuda SCALENET_TF32=1 run bench-tf32 "$bin/training_step" --bench 'training step, tf32/ResNet-50'
+[ -n "$torch" ] && run torch-tf32 python3 scripts/bench_torch.py --device cuda --tf32 --criterion "$out/target/criterion"
 exit $status

@@ -329,6 +329,19 @@ impl ConvGeometry {
         (self.width + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
+    /// The dimensions of the input, the kernel and the output, NCHW.
+    pub fn input_dims(&self) -> (usize, usize, usize, usize) {
+        (self.batch, self.in_channels, self.height, self.width)
+    }
+
+    pub fn kernel_dims(&self) -> (usize, usize, usize, usize) {
+        (self.out_channels, self.in_channels, self.kernel, self.kernel)
+    }
+
+    pub fn output_dims(&self) -> (usize, usize, usize, usize) {
+        (self.batch, self.out_channels, self.out_height(), self.out_width())
+    }
+
     /// Rows of the im2col matrix: one per kernel tap `(channel, ky, kx)`, the kernel's layout.
     fn taps(&self) -> usize {
         self.in_channels * self.kernel * self.kernel

@@ -237,75 +237,47 @@ impl DeviceState {
         d.set_math(requested_math(key.dtype, key.tf32))?;
         let (dtype, tf32, h) = (key.dtype, key.tf32, self.handle);
         let mut count = 0i32;
-        // SAFETY: live handle and descriptors; the result arrays have the requested length.
+        // One `cudnnFind*` call: its result type, the algorithm's variant and its descriptors.
+        macro_rules! find {
+            ($find:ident, $perf:ty, $variant:ident, $($descriptor:expr),+) => {{
+                let mut perf = [std::mem::zeroed::<$perf>(); 16];
+                sys::$find(h, $($descriptor),+, 16, &mut count, perf.as_mut_ptr()).result().map_err(wrap)?;
+                let fields = |p: &$perf| (Algorithm::$variant(p.algo), p.status, p.mathType, p.memory);
+                best(&perf[..], count, fields, dtype, tf32)
+            }};
+        }
+        // SAFETY: live handle and descriptors; each result array has the requested length.
         let choice = unsafe {
             match key.pass {
                 Pass::Forward => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 16];
-                    sys::cudnnFindConvolutionForwardAlgorithm(
-                        h,
+                    find!(
+                        cudnnFindConvolutionForwardAlgorithm,
+                        sys::cudnnConvolutionFwdAlgoPerf_t,
+                        Forward,
                         d.x,
                         d.w,
                         d.conv,
-                        d.y,
-                        16,
-                        &mut count,
-                        perf.as_mut_ptr(),
-                    )
-                    .result()
-                    .map_err(wrap)?;
-                    best(
-                        &perf[..],
-                        count,
-                        |p| (Algorithm::Forward(p.algo), p.status, p.mathType, p.memory),
-                        dtype,
-                        tf32,
+                        d.y
                     )
                 }
-                Pass::BackwardData => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 16];
-                    sys::cudnnFindConvolutionBackwardDataAlgorithm(
-                        h,
-                        d.w,
-                        d.y,
-                        d.conv,
-                        d.x,
-                        16,
-                        &mut count,
-                        perf.as_mut_ptr(),
-                    )
-                    .result()
-                    .map_err(wrap)?;
-                    best(
-                        &perf[..],
-                        count,
-                        |p| (Algorithm::BackwardData(p.algo), p.status, p.mathType, p.memory),
-                        dtype,
-                        tf32,
-                    )
-                }
-                Pass::BackwardFilter => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 16];
-                    sys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                        h,
-                        d.x,
-                        d.y,
-                        d.conv,
-                        d.w,
-                        16,
-                        &mut count,
-                        perf.as_mut_ptr(),
-                    )
-                    .result()
-                    .map_err(wrap)?;
-                    best(
-                        &perf[..],
-                        count,
-                        |p| (Algorithm::BackwardFilter(p.algo), p.status, p.mathType, p.memory),
-                        dtype,
-                        tf32,
-                    )
-                }
+                Pass::BackwardData => find!(
+                    cudnnFindConvolutionBackwardDataAlgorithm,
+                    sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                    BackwardData,
+                    d.w,
+                    d.y,
+                    d.conv,
+                    d.x
+                ),
+                Pass::BackwardFilter => find!(
+                    cudnnFindConvolutionBackwardFilterAlgorithm,
+                    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                    BackwardFilter,
+                    d.x,
+                    d.y,
+                    d.conv,
+                    d.w
+                ),
             }
         };
         let Some(choice) = choice else {
@@ -359,11 +331,12 @@ struct Launch<'a> {
 impl Launch<'_> {
     fn output_len(&self) -> usize {
         let g = &self.geometry;
-        match self.pass {
-            Pass::Forward => g.batch * g.out_channels * g.out_height() * g.out_width(),
-            Pass::BackwardData => g.batch * g.in_channels * g.height * g.width,
-            Pass::BackwardFilter => g.out_channels * g.in_channels * g.kernel * g.kernel,
-        }
+        let (a, b, c, d) = match self.pass {
+            Pass::Forward => g.output_dims(),
+            Pass::BackwardData => g.input_dims(),
+            Pass::BackwardFilter => g.kernel_dims(),
+        };
+        a * b * c * d
     }
 
     fn run(&self) -> Result<CudaStorage> {
@@ -445,11 +418,6 @@ pub(super) struct Conv2d {
 }
 
 impl Conv2d {
-    fn output_shape(&self) -> Shape {
-        let g = &self.geometry;
-        Shape::from((g.batch, g.out_channels, g.out_height(), g.out_width()))
-    }
-
     fn gradients(&self, xs: &Tensor, kernel: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let backward = |pass| ConvBackward { pass, geometry: self.geometry, scale: self.scale };
@@ -482,7 +450,7 @@ impl CustomOp2 for Conv2d {
             b: (k, kl),
             bias: None,
         };
-        Ok((launch.run()?, self.output_shape()))
+        Ok((launch.run()?, Shape::from(self.geometry.output_dims())))
     }
 
     fn bwd(&self, xs: &Tensor, kernel: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -524,7 +492,7 @@ impl CustomOp3 for Conv2d {
             b: (k, kl),
             bias: Some((bias, bl)),
         };
-        Ok((launch.run()?, self.output_shape()))
+        Ok((launch.run()?, Shape::from(self.geometry.output_dims())))
     }
 
     fn bwd(
@@ -563,10 +531,10 @@ impl CustomOp2 for ConvBackward {
 
     fn cuda_fwd(&self, a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
         let g = &self.geometry;
-        let shape = match self.pass {
-            Pass::BackwardFilter => Shape::from((g.out_channels, g.in_channels, g.kernel, g.kernel)),
-            _ => Shape::from((g.batch, g.in_channels, g.height, g.width)),
-        };
+        let shape = Shape::from(match self.pass {
+            Pass::BackwardFilter => g.kernel_dims(),
+            _ => g.input_dims(),
+        });
         let launch = Launch { pass: self.pass, geometry: *g, scale: self.scale, a: (a, al), b: (b, bl), bias: None };
         Ok((launch.run()?, shape))
     }

@@ -62,11 +62,6 @@ pub(super) struct Conv2d {
 }
 
 impl Conv2d {
-    fn output_shape(&self) -> Shape {
-        let g = &self.geometry;
-        Shape::from((g.batch, g.out_channels, g.out_height(), g.out_width()))
-    }
-
     fn forward(
         &self,
         xs: &CpuStorage,
@@ -116,7 +111,7 @@ impl Conv2d {
                 _ => candle_core::bail!("scalenet-conv2d: f32 or f64 operands of one dtype expected"),
             },
         };
-        Ok((storage, self.output_shape()))
+        Ok((storage, Shape::from(self.geometry.output_dims())))
     }
 
     fn backward_as<T: Real + WithDType>(

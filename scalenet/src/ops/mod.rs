@@ -36,12 +36,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
 
-/// Lets scalenet's cuDNN convolution (feature `cudnn`) use TF32 tensor cores for f32 (products
-/// with a 10-bit mantissa: about 1e-3 relative error each, faster on Ampere and later GPUs), as
-/// PyTorch's `torch.backends.cudnn.allow_tf32 = True`. Off by default, so f32 is exact; applies to
-/// the convolutions run after the call. Without the `cudnn` feature it changes nothing.
+/// Lets f32 products on a CUDA GPU use TF32 tensor cores (products with a 10-bit mantissa: about
+/// 1e-3 relative error each, several times faster on Ampere and later GPUs): scalenet's cuDNN
+/// convolutions (feature `cudnn`) and candle's cuBLAS matrix products
+/// (`candle_core::cuda::set_gemm_reduced_precision_f32`), as PyTorch's
+/// `torch.backends.cudnn.allow_tf32` and `torch.backends.cuda.matmul.allow_tf32` together. Off by
+/// default, so f32 is exact; applies to the products run after the call. On the CPU it changes
+/// nothing.
 pub fn set_allow_tf32(allow: bool) {
     ALLOW_TF32.store(allow, Ordering::Relaxed);
+    candle_core::cuda::set_gemm_reduced_precision_f32(allow);
 }
 
 /// Whether [`set_allow_tf32`] is on.
