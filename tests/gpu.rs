@@ -101,6 +101,7 @@ fn ops_match_the_cpu() -> Result<()> {
     compare_op("relu", &gpu, &image, |t| scalenet::ops::relu(&t[0]))?;
     compare_op("avg_pool 2", &gpu, &image, |t| scalenet::ops::avg_pool(&t[0], 2))?;
     compare_op("avg_pool 3 (border unseen)", &gpu, &image, |t| scalenet::ops::avg_pool(&t[0], 3))?;
+    compare_op("global_avg_pool", &gpu, &image, |t| scalenet::ops::global_avg_pool(&t[0]))?;
     let pair = [random(&[3, 4, 8, 8], 5)?, random(&[3, 4, 8, 8], 6)?];
     compare_op("weighted sum", &gpu, &pair, |t| scalenet::ops::weighted_sum(&t[0], 0.6, &t[1], 0.8))?;
     Ok(())

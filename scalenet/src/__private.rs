@@ -152,7 +152,7 @@ pub mod ops {
 
     /// `[B, C, H, W] -> [B, C]`: each channel's mean over the image.
     pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
-        xs.flatten_from(2)?.mean(2)
+        crate::ops::global_avg_pool(xs)
     }
 
     /// Inverted dropout, active only when `train`.

@@ -196,6 +196,17 @@ pub fn avg_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
     seen.avg_pool2d(kernel)
 }
 
+/// Each channel's mean over the image, `(batch, channels, h, w) -> (batch, channels)`; on the CPU
+/// the one-pass average pooling above with a window of the whole image (when it is square).
+pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
+    let (_, _, height, width) = xs.dims4()?;
+    if on_host(xs) && height == width && height > 0 {
+        avg_pool(xs, height)?.flatten_from(1)
+    } else {
+        xs.flatten_from(2)?.mean(2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +348,9 @@ mod tests {
     fn avg_pool_matches_candle() -> Result<()> {
         for (shape, k) in [([2, 3, 8, 8], 2), ([1, 2, 12, 6], 3), ([4, 40, 16, 16], 4), ([2, 1, 4, 4], 4)] {
             check_against(&[&shape], |t| avg_pool(&t[0], k), |t| t[0].avg_pool2d(k))?;
+        }
+        for shape in [[2, 3, 8, 8], [3, 2, 5, 7], [1, 1, 1, 1]] {
+            check_against(&[&shape], |t| global_avg_pool(&t[0]), |t| t[0].flatten_from(2)?.mean(2))?;
         }
         for (shape, k) in [([2, 3, 9, 7], 2), ([1, 2, 5, 8], 3)] {
             let (h, w) = (shape[2] / k * k, shape[3] / k * k);
