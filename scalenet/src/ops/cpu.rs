@@ -330,10 +330,12 @@ impl ConvGeometry {
     }
 
     /// The dimensions of the input, the kernel and the output, NCHW.
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
     pub fn input_dims(&self) -> (usize, usize, usize, usize) {
         (self.batch, self.in_channels, self.height, self.width)
     }
 
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
     pub fn kernel_dims(&self) -> (usize, usize, usize, usize) {
         (self.out_channels, self.in_channels, self.kernel, self.kernel)
     }

@@ -29,7 +29,7 @@ mod cudnn;
 mod device;
 mod host;
 
-use candle_core::{Result, Tensor};
+use candle_core::{CustomOp2, CustomOp3, Result, Tensor};
 use cpu::ConvGeometry;
 use host::on_host;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,14 +94,9 @@ pub fn conv2d_scaled(
         && width + 2 * padding >= k
         && bias.is_none_or(|b| b.dims() == [out_channels]);
     let same_dtype = kernel.dtype() == xs.dtype() && bias.is_none_or(|b| b.dtype() == xs.dtype());
+    let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
     if well_formed && same_dtype && on_host(xs) && kernel.device().is_cpu() {
-        let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
-        let op = host::Conv2d { geometry, scale };
-        let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
-        return match bias {
-            None => xs.apply_op2(&kernel, op),
-            Some(bias) => xs.apply_op3(&kernel, &bias.contiguous()?, op),
-        };
+        return apply_conv(xs, kernel, bias, host::Conv2d { geometry, scale });
     }
     #[cfg(feature = "cudnn")]
     if well_formed
@@ -109,13 +104,7 @@ pub fn conv2d_scaled(
         && xs.device().is_cuda()
         && matches!(xs.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
     {
-        let geometry = ConvGeometry { batch, in_channels, height, width, out_channels, kernel: k, stride, padding };
-        let op = cudnn::Conv2d { geometry, scale };
-        let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
-        return match bias {
-            None => xs.apply_op2(&kernel, op),
-            Some(bias) => xs.apply_op3(&kernel, &bias.contiguous()?, op),
-        };
+        return apply_conv(xs, kernel, bias, cudnn::Conv2d { geometry, scale });
     }
     // Elsewhere (and for candle's own error messages on a malformed call) the factor goes on the
     // kernel, which is much smaller than the activation.
@@ -128,6 +117,19 @@ pub fn conv2d_scaled(
     match bias {
         Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
         None => Ok(ys),
+    }
+}
+
+/// Applies a convolution op (a [`CustomOp2`] without bias, a [`CustomOp3`] with) to contiguous
+/// operands.
+fn apply_conv<Op>(xs: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, op: Op) -> Result<Tensor>
+where
+    Op: CustomOp2 + CustomOp3 + Send + Sync + 'static,
+{
+    let (xs, kernel) = (xs.contiguous()?, kernel.contiguous()?);
+    match bias {
+        None => xs.apply_op2(&kernel, op),
+        Some(bias) => xs.apply_op3(&kernel, &bias.contiguous()?, op),
     }
 }
 
