@@ -86,9 +86,9 @@ fn measure_gammas<N: Network>(title: &str, args: &Args) -> Result<(), Box<dyn st
         plan.weight_steps().map(|s| (s.path.to_string(), s.step.gamma.unwrap_or(f64::NAN))).collect();
     let mut measured = vec![0.0; layers.len()];
     let start = Instant::now();
+    let device = args.device.open()?;
     for seed in 0..args.gammas {
         let varmap = VarMap::new();
-        let device = args.device.open()?;
         let net = N::new_seeded(&varmap, DType::F32, &device, 100 + seed)?;
         let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &device)?, 200 + seed)?;
         let ratios = weight_to_gradient_ratios(&varmap, &net.forward_hooked(&images, false, None)?, 300 + seed)?;
