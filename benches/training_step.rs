@@ -11,6 +11,7 @@
 //! as the same network written with candle-nn's own layers and optimizer (`candle-nn`), built from
 //! the generated network's plan, so both have the same layers, shapes and fixed scalars. The plans
 //! are also written to `target/criterion/training-step-networks.json` for the PyTorch script.
+//! Both run after `scalenet::ops::park_idle_candle_threads()`, as the examples do.
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{loss, Optimizer, VarBuilder, VarMap};
@@ -163,6 +164,7 @@ fn input_and_labels(plan: &Plan, batch: usize, device: &Device) -> (Tensor, Tens
 }
 
 fn training_steps(c: &mut Criterion) {
+    scalenet::ops::park_idle_candle_threads();
     let mut manifest = Vec::new();
     let device = &device();
     let tf32 = std::env::var("SCALENET_TF32").is_ok_and(|v| v == "1");
@@ -238,6 +240,7 @@ fn random_var(dims: &[usize]) -> Var {
 /// Forward and backward of one op at a size from the networks above, candle's own against
 /// scalenet's.
 fn ops(c: &mut Criterion) {
+    scalenet::ops::park_idle_candle_threads();
     fn compare(c: &mut Criterion, name: &str, candle: impl Fn() -> Tensor, scalenet: impl Fn() -> Tensor) {
         let mut group = c.benchmark_group(format!("op/{name}, forward and backward"));
         group.bench_function("candle", |b| b.iter(|| candle().sum_all().unwrap().backward().unwrap()));
@@ -274,6 +277,7 @@ fn ops(c: &mut Criterion) {
 /// One optimizer step over the parameters of the wide conv net (about 0.4 M values) from fixed
 /// gradients.
 fn optimizers(c: &mut Criterion) {
+    scalenet::ops::park_idle_candle_threads();
     let varmap = VarMap::new();
     let net = WideConvNet::new_seeded(&varmap, DType::F32, &Device::Cpu, 0).unwrap();
     let (xs, ys) = input_and_labels(WideConvNet::plan(), 8, &Device::Cpu);

@@ -238,6 +238,7 @@ fn coordinate_check(
 }
 
 fn main() -> Result<(), Error> {
+    scalenet::ops::park_idle_candle_threads();
     let args = Args::parse();
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     std::fs::create_dir_all(&args.out)?;

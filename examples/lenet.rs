@@ -30,6 +30,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    scalenet::ops::park_idle_candle_threads();
     let args = Args::parse();
     let (train, test) = digits(&args.schedule, 4)?;
     let varmap = VarMap::new();

@@ -33,6 +33,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    scalenet::ops::park_idle_candle_threads();
     let args = Args::parse();
     println!("{}\n", ResNet50::report());
     let varmap = VarMap::new();

@@ -88,6 +88,7 @@ pub(crate) fn write_atomically(path: &std::path::Path, text: &str) -> std::io::R
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    scalenet::ops::park_idle_candle_threads();
     match Cli::parse().command {
         Command::Table2(args) => table2(args),
         Command::Mirrored(args) => mirrored::run(args),

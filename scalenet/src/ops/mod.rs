@@ -53,6 +53,42 @@ pub fn allow_tf32() -> bool {
     ALLOW_TF32.load(Ordering::Relaxed)
 }
 
+/// The environment variable that sets how long candle's element-wise worker threads spin after
+/// each op before they sleep.
+pub const CANDLE_SPIN_LIMIT_VARIABLE: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Makes candle's element-wise worker threads sleep as soon as an op is done, unless the user set
+/// [`CANDLE_SPIN_LIMIT_VARIABLE`] already; returns the value in force afterwards.
+///
+/// candle 0.11 runs every large element-wise op on the CPU (at least 64 K elements: among them
+/// the gradient sums of every backward pass) on a thread pool of its own, whose threads then spin
+/// 25 000 times, about half a millisecond, before they sleep. scalenet's convolutions and the
+/// matrix products run on rayon's pool in between, and on a machine with few cores the spinning
+/// threads take cores from them: on 2 cores a training step of the strided LeNet takes 15.8 ms
+/// with candle's default and 10.4 ms after this call (`docs/performance.md`). With many idle
+/// cores it changes little either way.
+///
+/// candle reads the variable once, when its pool starts (at the first large element-wise op), so
+/// call this first in `main`, before any tensor op and before the program starts other threads
+/// (the environment of a running multi-threaded program should not change).
+///
+/// ```
+/// fn main() {
+///     let spin_limit = scalenet::ops::park_idle_candle_threads();
+///     assert_eq!(std::env::var(scalenet::ops::CANDLE_SPIN_LIMIT_VARIABLE).unwrap(), spin_limit);
+///     // ... build and train networks
+/// }
+/// ```
+pub fn park_idle_candle_threads() -> String {
+    match std::env::var(CANDLE_SPIN_LIMIT_VARIABLE) {
+        Ok(value) => value,
+        Err(_) => {
+            std::env::set_var(CANDLE_SPIN_LIMIT_VARIABLE, "0");
+            "0".to_string()
+        }
+    }
+}
+
 /// `conv2d(xs, kernel)` with `stride` and zero `padding` (dilation 1, one group), as candle's
 /// `xs.conv2d(kernel, padding, stride, 1, 1)` (note its order) with the backward pass described in
 /// the module.
