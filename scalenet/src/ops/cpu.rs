@@ -378,6 +378,23 @@ impl ConvGeometry {
         first.min(last)..last
     }
 
+    /// For a stride-1 convolution whose output rows are as long as its input rows ("same"
+    /// padding, or a 1x1 kernel), the outputs of tap `(ky, kx)` from the first valid one
+    /// (`rows.start`, `columns.start`) read consecutive inputs from the index returned, as if the
+    /// plane were one long row. `None` for other convolutions, or when no output is valid.
+    fn flat_source(
+        &self,
+        ky: usize,
+        kx: usize,
+        rows: &std::ops::Range<usize>,
+        columns: &std::ops::Range<usize>,
+    ) -> Option<usize> {
+        if self.stride != 1 || self.out_width() != self.width || rows.is_empty() || columns.is_empty() {
+            return None;
+        }
+        Some((rows.start + ky - self.padding) * self.width + columns.start + kx - self.padding)
+    }
+
     /// Writes the im2col matrix of one image (`taps x positions`) into `cols`, whose rows are
     /// `row_stride` apart (several images side by side share one matrix).
     fn im2col<T: Real>(&self, image: &[T], cols: &mut [T], row_stride: usize) {
@@ -389,6 +406,17 @@ impl ConvGeometry {
             let plane = &image[channel * self.height * self.width..][..self.height * self.width];
             let rows = self.valid_outputs(ky, self.height, oh);
             let columns = self.valid_outputs(kx, self.width, ow);
+            if let Some(source) = self.flat_source(ky, kx, &rows, &columns) {
+                // Output and input rows are equally long, so the tap's rows are one contiguous
+                // run of the plane, shifted: one copy, then zeros where the window hangs over
+                // the padding (garbage from the neighbouring row landed there).
+                let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
+                row[..lo].fill(T::default());
+                row[hi..].fill(T::default());
+                row[lo..hi].copy_from_slice(&plane[source..source + hi - lo]);
+                zero_outside_columns(row, ow, &rows, &columns);
+                continue;
+            }
             for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
                 if !rows.contains(&oy) || columns.is_empty() {
                     out_row.fill(T::default());
@@ -411,15 +439,24 @@ impl ConvGeometry {
     }
 
     /// Adds the im2col-shaped `cols` (rows `row_stride` apart) back onto the image positions they
-    /// were read from.
-    fn col2im_add<T: Real>(&self, cols: &[T], row_stride: usize, image: &mut [T]) {
+    /// were read from. Entries of `cols` that fall on the padding may be zeroed.
+    fn col2im_add<T: Real>(&self, cols: &mut [T], row_stride: usize, image: &mut [T]) {
         let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
         for tap in 0..self.taps() {
-            let row = &cols[tap * row_stride..][..oh * ow];
+            let row = &mut cols[tap * row_stride..][..oh * ow];
             let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
             let plane = &mut image[channel * self.height * self.width..][..self.height * self.width];
             let rows = self.valid_outputs(ky, self.height, oh);
             let columns = self.valid_outputs(kx, self.width, ow);
+            if let Some(source) = self.flat_source(ky, kx, &rows, &columns) {
+                // As in `im2col`: one shifted run, once the entries over the padding are zero.
+                zero_outside_columns(row, ow, &rows, &columns);
+                let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
+                for (input, value) in plane[source..source + hi - lo].iter_mut().zip(&row[lo..hi]) {
+                    *input += *value;
+                }
+                continue;
+            }
             if columns.is_empty() {
                 continue;
             }
@@ -439,6 +476,23 @@ impl ConvGeometry {
                 }
             }
         }
+    }
+}
+
+/// Zeros the entries of `row` (an `ow`-wide output map) in the valid `rows` but outside the
+/// valid `columns`: where a tap's window hangs over the left or right padding.
+fn zero_outside_columns<T: Real>(
+    row: &mut [T],
+    ow: usize,
+    rows: &std::ops::Range<usize>,
+    columns: &std::ops::Range<usize>,
+) {
+    if columns.start == 0 && columns.end == ow {
+        return;
+    }
+    for out_row in row[rows.start * ow..rows.end * ow].chunks_exact_mut(ow) {
+        out_row[..columns.start].fill(T::default());
+        out_row[columns.end..].fill(T::default());
     }
 }
 
@@ -593,7 +647,7 @@ pub(crate) fn conv2d_backward<T: Real>(
                         );
                         for i in 0..count {
                             let grad_image_in = &mut grad_chunk[(start + i - first) * image_in..][..image_in];
-                            g.col2im_add(&cols[i * positions..], columns, grad_image_in);
+                            g.col2im_add(&mut cols[i * positions..], columns, grad_image_in);
                         }
                     }
                 }

@@ -284,6 +284,9 @@ mod tests {
             (3, 5, 7, 6, 5, 1, 0, 1, true, 1.1),
             (7, 2, 3, 5, 6, 1, 1, 1, true, 1.0),
             (1, 1, 1, 4, 4, 4, 0, 4, true, 0.9),
+            // "same" padding: the im2col and col2im of whole shifted planes
+            (1, 2, 3, 6, 9, 5, 2, 1, true, 0.8),
+            (2, 3, 2, 3, 3, 3, 1, 1, true, 1.0),
         ];
         for dtype in [DType::F64, DType::F32] {
             let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
