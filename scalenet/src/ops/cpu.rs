@@ -395,43 +395,55 @@ impl ConvGeometry {
         Some((rows.start + ky - self.padding) * self.width + columns.start + kx - self.padding)
     }
 
+    /// Every kernel offset `(ky, kx)` with the output rows and columns whose window reads inside
+    /// the input there, and [`Self::flat_source`]: what the taps of every channel at that offset
+    /// share (computed once per offset rather than once per tap).
+    fn offsets(&self) -> impl Iterator<Item = KernelOffset> + '_ {
+        let (oh, ow, k) = (self.out_height(), self.out_width(), self.kernel);
+        (0..k * k).map(move |offset| {
+            let (ky, kx) = (offset / k, offset % k);
+            let rows = self.valid_outputs(ky, self.height, oh);
+            let columns = self.valid_outputs(kx, self.width, ow);
+            let source = self.flat_source(ky, kx, &rows, &columns);
+            KernelOffset { offset, ky, kx, rows, columns, source }
+        })
+    }
+
     /// Writes the im2col matrix of one image (`taps x positions`) into `cols`, whose rows are
     /// `row_stride` apart (several images side by side share one matrix).
     fn im2col<T: Real>(&self, image: &[T], cols: &mut [T], row_stride: usize) {
-        let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
-        let positions = oh * ow;
-        for tap in 0..self.taps() {
-            let row = &mut cols[tap * row_stride..][..positions];
-            let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
-            let plane = &image[channel * self.height * self.width..][..self.height * self.width];
-            let rows = self.valid_outputs(ky, self.height, oh);
-            let columns = self.valid_outputs(kx, self.width, ow);
-            if let Some(source) = self.flat_source(ky, kx, &rows, &columns) {
-                // Output and input rows are equally long, so the tap's rows are one contiguous
-                // run of the plane, shifted: one copy, then zeros where the window hangs over
-                // the padding (garbage from the neighbouring row landed there).
-                let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
-                row[..lo].fill(T::default());
-                row[hi..].fill(T::default());
-                row[lo..hi].copy_from_slice(&plane[source..source + hi - lo]);
-                zero_outside_columns(row, ow, &rows, &columns);
-                continue;
-            }
-            for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
-                if !rows.contains(&oy) || columns.is_empty() {
-                    out_row.fill(T::default());
+        let (oh, ow, s) = (self.out_height(), self.out_width(), self.stride);
+        let (positions, plane_len, k2) = (oh * ow, self.height * self.width, self.kernel * self.kernel);
+        for KernelOffset { offset, ky, kx, rows, columns, source } in self.offsets() {
+            for (channel, plane) in image.chunks_exact(plane_len).enumerate() {
+                let row = &mut cols[(channel * k2 + offset) * row_stride..][..positions];
+                if let Some(source) = source {
+                    // Output and input rows are equally long, so the tap's rows are one
+                    // contiguous run of the plane, shifted: one copy, then zeros where the window
+                    // hangs over the padding (values of the neighbouring row landed there).
+                    let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
+                    row[..lo].fill(T::default());
+                    row[hi..].fill(T::default());
+                    row[lo..hi].copy_from_slice(&plane[source..source + hi - lo]);
+                    zero_outside_columns(row, ow, &rows, &columns);
                     continue;
                 }
-                let iy = oy * s + ky - self.padding;
-                let line = &plane[iy * self.width..][..self.width];
-                out_row[..columns.start].fill(T::default());
-                out_row[columns.end..].fill(T::default());
-                let ix0 = columns.start * s + kx - self.padding;
-                if s == 1 {
-                    copy_short(&mut out_row[columns.clone()], &line[ix0..ix0 + columns.len()]);
-                } else {
-                    for (value, input) in out_row[columns.clone()].iter_mut().zip(line[ix0..].iter().step_by(s)) {
-                        *value = *input;
+                for (oy, out_row) in row.chunks_exact_mut(ow).enumerate() {
+                    if !rows.contains(&oy) || columns.is_empty() {
+                        out_row.fill(T::default());
+                        continue;
+                    }
+                    let iy = oy * s + ky - self.padding;
+                    let line = &plane[iy * self.width..][..self.width];
+                    out_row[..columns.start].fill(T::default());
+                    out_row[columns.end..].fill(T::default());
+                    let ix0 = columns.start * s + kx - self.padding;
+                    if s == 1 {
+                        copy_short(&mut out_row[columns.clone()], &line[ix0..ix0 + columns.len()]);
+                    } else {
+                        for (value, input) in out_row[columns.clone()].iter_mut().zip(line[ix0..].iter().step_by(s)) {
+                            *value = *input;
+                        }
                     }
                 }
             }
@@ -441,42 +453,52 @@ impl ConvGeometry {
     /// Adds the im2col-shaped `cols` (rows `row_stride` apart) back onto the image positions they
     /// were read from. Entries of `cols` that fall on the padding may be zeroed.
     fn col2im_add<T: Real>(&self, cols: &mut [T], row_stride: usize, image: &mut [T]) {
-        let (oh, ow, k, s) = (self.out_height(), self.out_width(), self.kernel, self.stride);
-        for tap in 0..self.taps() {
-            let row = &mut cols[tap * row_stride..][..oh * ow];
-            let (channel, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
-            let plane = &mut image[channel * self.height * self.width..][..self.height * self.width];
-            let rows = self.valid_outputs(ky, self.height, oh);
-            let columns = self.valid_outputs(kx, self.width, ow);
-            if let Some(source) = self.flat_source(ky, kx, &rows, &columns) {
-                // As in `im2col`: one shifted run, once the entries over the padding are zero.
-                zero_outside_columns(row, ow, &rows, &columns);
-                let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
-                for (input, value) in plane[source..source + hi - lo].iter_mut().zip(&row[lo..hi]) {
-                    *input += *value;
-                }
+        let (oh, ow, s) = (self.out_height(), self.out_width(), self.stride);
+        let (positions, plane_len, k2) = (oh * ow, self.height * self.width, self.kernel * self.kernel);
+        for KernelOffset { offset, ky, kx, rows, columns, source } in self.offsets() {
+            if columns.is_empty() || rows.is_empty() {
                 continue;
             }
-            if columns.is_empty() {
-                continue;
-            }
-            for oy in rows {
-                let iy = oy * s + ky - self.padding;
-                let line = &mut plane[iy * self.width..][..self.width];
-                let ix0 = columns.start * s + kx - self.padding;
-                let values = &row[oy * ow..][columns.clone()];
-                if s == 1 {
-                    for (input, value) in line[ix0..ix0 + columns.len()].iter_mut().zip(values) {
+            for (channel, plane) in image.chunks_exact_mut(plane_len).enumerate() {
+                let row = &mut cols[(channel * k2 + offset) * row_stride..][..positions];
+                if let Some(source) = source {
+                    // As in `im2col`: one shifted run, once the entries over the padding are zero.
+                    zero_outside_columns(row, ow, &rows, &columns);
+                    let (lo, hi) = (rows.start * ow + columns.start, (rows.end - 1) * ow + columns.end);
+                    for (input, value) in plane[source..source + hi - lo].iter_mut().zip(&row[lo..hi]) {
                         *input += *value;
                     }
-                } else {
-                    for (input, value) in line[ix0..].iter_mut().step_by(s).zip(values) {
-                        *input += *value;
+                    continue;
+                }
+                for oy in rows.clone() {
+                    let iy = oy * s + ky - self.padding;
+                    let line = &mut plane[iy * self.width..][..self.width];
+                    let ix0 = columns.start * s + kx - self.padding;
+                    let values = &row[oy * ow..][columns.clone()];
+                    if s == 1 {
+                        for (input, value) in line[ix0..ix0 + columns.len()].iter_mut().zip(values) {
+                            *input += *value;
+                        }
+                    } else {
+                        for (input, value) in line[ix0..].iter_mut().step_by(s).zip(values) {
+                            *input += *value;
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// One kernel offset of a convolution, as [`ConvGeometry::offsets`] gives it.
+struct KernelOffset {
+    /// `ky * kernel + kx`: the tap of channel `c` at this offset is `c * kernel² + offset`.
+    offset: usize,
+    ky: usize,
+    kx: usize,
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    source: Option<usize>,
 }
 
 /// Zeros the entries of `row` (an `ow`-wide output map) in the valid `rows` but outside the
