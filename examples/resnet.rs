@@ -19,12 +19,18 @@
 use candle_nn::VarMap;
 use clap::{Parser, ValueEnum};
 use fixtures::fit::{digits, fit, seeded, Schedule};
-use fixtures::networks::{DigitsResNet, DigitsResNetPooled};
+use fixtures::networks::{DigitsResNet, DigitsResNetPooled, DigitsResNetPooledFlatHead, DigitsResNetPooledHead};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Variant {
+    /// Strided convolutions downsample; the last map is flattened into the classifier.
     Strided,
+    /// Average pooling downsamples (shortcuts, bottleneck); a global average pool ends it.
     Pooled,
+    /// Average pooling downsamples; the last map is flattened into the classifier.
+    PooledFlatHead,
+    /// Strided convolutions downsample; a global average pool ends it.
+    StridedPooledHead,
 }
 
 #[derive(Parser)]
@@ -44,6 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (model, report) = match args.variant {
         Variant::Strided => seeded::<DigitsResNet>(&varmap, &args.schedule)?,
         Variant::Pooled => seeded::<DigitsResNetPooled>(&varmap, &args.schedule)?,
+        Variant::PooledFlatHead => seeded::<DigitsResNetPooledFlatHead>(&varmap, &args.schedule)?,
+        Variant::StridedPooledHead => seeded::<DigitsResNetPooledHead>(&varmap, &args.schedule)?,
     };
     println!("{report}\n");
     // How much of the output at initialization is the same for every input (the mean over images

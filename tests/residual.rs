@@ -154,3 +154,41 @@ fn pooled_resnet_gammas_follow_the_coherence_model() -> candle_core::Result<()> 
     assert!(spread(&independent) > 10.0 * spread(&coherent), "{} vs {}", spread(&independent), spread(&coherent));
     Ok(())
 }
+
+/// The report's note on a global-average-pool head: the calculus predicts what share of the
+/// pooled features is channel offsets (the same for every input), and a forward pass measures it
+/// as the share of the features' second moment that is their mean over the inputs. 8 inits of
+/// 1024 white-noise inputs (the calculus's input); the strided network, flattening its last map,
+/// gets no note.
+#[test]
+fn global_pool_offset_share_matches_measurement() -> candle_core::Result<()> {
+    use scalenet::calculus::{global_pool_offset_share, OFFSET_DOMINATED_POOL};
+    use scalenet::Network;
+    let plan = PooledResNet::plan();
+    let pool = plan.steps.iter().position(|s| global_pool_offset_share(s).is_some()).expect("a global pool");
+    let predicted = global_pool_offset_share(&plan.steps[pool]).unwrap();
+    let mut shares = Vec::new();
+    for seed in 0..SEEDS {
+        let varmap = VarMap::new();
+        let net = PooledResNet::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?;
+        let mut pooled = None;
+        let mut hook = |step: usize, xs: Tensor| {
+            if step == pool {
+                pooled = Some(xs.clone());
+            }
+            Ok(xs)
+        };
+        net.forward_hooked(&input(100 + seed)?, false, Some(&mut hook))?;
+        let pooled = pooled.expect("the pool's output");
+        let offsets = second_moment(&pooled.mean_keepdim(0)?)?;
+        shares.push(offsets / second_moment(&pooled)?);
+    }
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+    let error = (shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (shares.len() - 1) as f64).sqrt()
+        / (shares.len() as f64).sqrt();
+    println!("global pool offset share: predicted {predicted:.4}, measured {mean:.4} ± {error:.4}");
+    assert!(predicted >= OFFSET_DOMINATED_POOL && (mean - predicted).abs() < 0.05);
+    assert!(format!("{plan}").contains("out of the global pool"));
+    assert!(!format!("{}", StridedResNet::plan()).contains("out of the global pool"));
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The plan as a table: what a user reads in `report()` and in the struct's rustdoc.
 
 use crate::plan::{Plan, Step, StepOp};
+use crate::registry::Op;
 use crate::spec::{Mirror, WeightLaw};
 use std::fmt;
 
@@ -25,6 +26,21 @@ pub const STRONG_COHERENCE: f64 = 1.5;
 
 /// Layers the note names before it counts the rest.
 const NOTE_LAYERS: usize = 8;
+
+/// A global pool whose output is predicted to be at least this much channel offset gets a note.
+pub const OFFSET_DOMINATED_POOL: f64 = 0.9;
+
+/// For an average pool that takes a map of several positions to one (a global pool), the share of
+/// its output's second moment that is its input's channel-coherent moment ([`Moments::coherent`]):
+/// the channel offsets that ReLU means put there, the same for every input. Averaging keeps them
+/// and shrinks what varies between positions, which is what depends on the input.
+///
+/// [`Moments::coherent`]: crate::moments::Moments::coherent
+pub fn global_pool_offset_share(step: &Step) -> Option<f64> {
+    let pools = matches!(&step.op, StepOp::Declared { op: Op::AvgPool2d { .. } | Op::GlobalAvgPool, .. });
+    let global = step.input_shape.area() > 1 && step.output_shape.area() == 1;
+    (pools && global && step.forward.second > 0.0).then(|| (step.input.coherent / step.forward.second).min(1.0))
+}
 
 fn describe(step: &Step) -> String {
     match &step.op {
@@ -171,6 +187,16 @@ impl fmt::Display for Plan {
                 f,
                 "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {listed}; {what}",
             )?;
+        }
+        for pool in self.walk() {
+            if let Some(share) = global_pool_offset_share(pool.step).filter(|&share| share >= OFFSET_DOMINATED_POOL) {
+                writeln!(
+                    f,
+                    "note: {:.1}% of the second moment out of the global pool{} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): flatten instead, or pool less",
+                    100.0 * share,
+                    if pool.path.is_empty() { String::new() } else { format!(" in {}", pool.path) },
+                )?;
+            }
         }
         let gamma =
             if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
