@@ -442,19 +442,24 @@ impl CustomOp2 for Conv2d {
     }
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, k: &CudaStorage, kl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let launch = Launch {
-            pass: Pass::Forward,
-            geometry: self.geometry,
-            scale: self.scale,
-            a: (xs, xl),
-            b: (k, kl),
-            bias: None,
-        };
-        Ok((launch.run()?, Shape::from(self.geometry.output_dims())))
+        self.forward((xs, xl), (k, kl), None)
     }
 
     fn bwd(&self, xs: &Tensor, kernel: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         self.gradients(xs, kernel, grad)
+    }
+}
+
+impl Conv2d {
+    /// The forward pass on cuDNN, with the bias added when there is one.
+    fn forward(
+        &self,
+        xs: (&CudaStorage, &Layout),
+        kernel: (&CudaStorage, &Layout),
+        bias: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
+        let launch = Launch { pass: Pass::Forward, geometry: self.geometry, scale: self.scale, a: xs, b: kernel, bias };
+        Ok((launch.run()?, Shape::from(self.geometry.output_dims())))
     }
 }
 
@@ -484,15 +489,7 @@ impl CustomOp3 for Conv2d {
         bias: &CudaStorage,
         bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let launch = Launch {
-            pass: Pass::Forward,
-            geometry: self.geometry,
-            scale: self.scale,
-            a: (xs, xl),
-            b: (k, kl),
-            bias: Some((bias, bl)),
-        };
-        Ok((launch.run()?, Shape::from(self.geometry.output_dims())))
+        self.forward((xs, xl), (k, kl), Some((bias, bl)))
     }
 
     fn bwd(
