@@ -9,17 +9,23 @@
 //! backward signal spatially coherent, which assumption 2 excludes. The planner now compensates
 //! that (`docs/coherence.md`: the measured ratios spread by 3.6 instead of 62), but it still does not
 //! train at any learning rate: 95-97% of its output at initialization is the same for every input
-//! (printed before training).
+//! (printed before training), the channel offsets that ReLU means leave and the global pool keeps.
+//! `pooled-centred` is the same network with `centred_weights: true`: each weight row loses its
+//! mean, no layer passes the offsets on, and it trains like the strided variant.
 //!
 //! ```text
 //! cargo run --release --example resnet
 //! cargo run --release --example resnet -- --variant pooled
+//! cargo run --release --example resnet -- --variant pooled-centred
 //! ```
 
 use candle_nn::VarMap;
 use clap::{Parser, ValueEnum};
 use fixtures::fit::{digits, fit, seeded, Schedule};
-use fixtures::networks::{DigitsResNet, DigitsResNetPooled, DigitsResNetPooledFlatHead, DigitsResNetPooledHead};
+use fixtures::networks::{
+    DigitsResNet, DigitsResNetCentred, DigitsResNetPooled, DigitsResNetPooledCentred, DigitsResNetPooledFlatHead,
+    DigitsResNetPooledHead,
+};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Variant {
@@ -31,6 +37,10 @@ enum Variant {
     PooledFlatHead,
     /// Strided convolutions downsample; a global average pool ends it.
     StridedPooledHead,
+    /// `pooled` with centred weight rows (`centred_weights: true`): no channel offsets.
+    PooledCentred,
+    /// `strided` with centred weight rows.
+    StridedCentred,
 }
 
 #[derive(Parser)]
@@ -52,6 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Variant::Pooled => seeded::<DigitsResNetPooled>(&varmap, &args.schedule)?,
         Variant::PooledFlatHead => seeded::<DigitsResNetPooledFlatHead>(&varmap, &args.schedule)?,
         Variant::StridedPooledHead => seeded::<DigitsResNetPooledHead>(&varmap, &args.schedule)?,
+        Variant::PooledCentred => seeded::<DigitsResNetPooledCentred>(&varmap, &args.schedule)?,
+        Variant::StridedCentred => seeded::<DigitsResNetCentred>(&varmap, &args.schedule)?,
     };
     println!("{report}\n");
     // How much of the output at initialization is the same for every input (the mean over images

@@ -13,10 +13,11 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use fixtures::networks::{
-    PooledResNet, PooledResNetIndependent, PooledResNetUnscaled, StridedResNet, StridedResNetUnscaled,
+    PooledResNet, PooledResNetCentred, PooledResNetIndependent, PooledResNetUnscaled, StridedResNet,
+    StridedResNetUnscaled,
 };
 use scalenet::calculus::{Plan, StepOp};
-use scalenet::diagnostics::{second_moment, seeded_normal, weight_to_gradient_ratios};
+use scalenet::diagnostics::{row_centred_second_moment, second_moment, seeded_normal, weight_to_gradient_ratios};
 
 const SEEDS: u64 = 8;
 const SAMPLES: usize = 1024;
@@ -189,5 +190,39 @@ fn global_pool_offset_share_matches_measurement() -> candle_core::Result<()> {
     assert!(predicted >= OFFSET_DOMINATED_POOL && (mean - predicted).abs() < 0.05);
     assert!(format!("{plan}").contains("out of the global pool"));
     assert!(!format!("{}", StridedResNet::plan()).contains("out of the global pool"));
+    Ok(())
+}
+
+/// With centred weight rows (`centred_weights: true`) no layer passes on the ReLU means, so the
+/// channel offsets behind the pooled network's large kappas are gone and the plan equalizes the
+/// gammas of what each layer sees. Measured over the centred weights' second moment (8 inits of
+/// 1024 samples): every layer within 1.1 to 3.1 of the prediction, spread 2.8 (docs/coherence.md;
+/// the 1.3 the issue asks is not met: the zero padding of the 4x4 maps leaves offsets at the
+/// borders that the model does not carry). A planner that forgot what centring removes from
+/// the gradient (predicting gammas 2 to 8 apart) fails the spread bound.
+#[test]
+fn pooled_resnet_with_centred_weights() -> candle_core::Result<()> {
+    let plan = PooledResNetCentred::plan();
+    let mut rows: Vec<(String, f64, f64)> =
+        plan.weight_steps().map(|s| (s.path.to_string(), 0.0, s.step.gamma.unwrap())).collect();
+    for seed in 0..SEEDS {
+        let varmap = VarMap::new();
+        let output =
+            PooledResNetCentred::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)?;
+        let raw = weight_to_gradient_ratios(&varmap, &output, 100 + seed)?;
+        let vars = varmap.data().lock().unwrap();
+        for (path, sum, _) in rows.iter_mut() {
+            let name = format!("{path}.weight");
+            let var = vars[&name].as_tensor();
+            // The ratio over the weights as drawn, brought to the centred weights the layer uses.
+            let ratio = raw[&name] * second_moment(var)? / row_centred_second_moment(var)?;
+            *sum += ratio / SEEDS as f64;
+        }
+    }
+    print("pooled, centred weights", &rows);
+    let worst = rows.iter().map(|r| (r.1 / r.2).ln().abs()).fold(0.0, f64::max).exp();
+    println!("worst measured/predicted {worst:.3}");
+    assert!(spread(&rows) < 3.5, "spread {}", spread(&rows));
+    assert!(rows.iter().all(|r| (0.8..3.5).contains(&(r.1 / r.2))), "a gamma is {worst} times off its prediction");
     Ok(())
 }

@@ -122,7 +122,8 @@ const _: () = {
                 .with_output_std(0.05)
                 .with_fixed_scalars(true)
                 .with_branch_scaling(true)
-                .with_spatial_coherence(true);
+                .with_spatial_coherence(true)
+                .with_centred_weights(false);
             spec.typical_kernel = Some(5);
             spec.layers = ::std::vec::Vec::from([
                 layer(

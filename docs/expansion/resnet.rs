@@ -41,7 +41,7 @@ res2         residual α=0.8660 β=0.5000                                       
 fc           linear 32→10                                                            [10]           0.1996   3.571     1.129  0.002214   0.02500  0.001961  1.000  0.001961   1.000
 ·            fixed ×0.04705 (output std 7)                                           [10]                           0.002500     1.000   0.02500
 note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: stem bias ×25.51, res1.main.conv_3 ×5.929 bias ×17.61, res1.main.conv_5 ×14.60 bias ×30.77, res2.main.conv_8 ×8.283 bias ×20.04, res2.main.conv_10 ×17.24 bias ×37.07, res2.shortcut.conv_11 ×5.452 bias ×37.07; the plan compensates them in c_l and the fixed scalars
-note: 98.0% of the second moment out of the global pool is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): flatten instead, or pool less
+note: 98.0% of the second moment out of the global pool is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): declare `centred_weights: true`, flatten instead, or pool less
 E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), with the cross terms between positions; κ: γ with the cross terms over γ without
 ```*/
 pub struct SmallResNet {
@@ -185,7 +185,8 @@ const _: () = {
                 .with_output_std(0.05)
                 .with_fixed_scalars(true)
                 .with_branch_scaling(true)
-                .with_spatial_coherence(true);
+                .with_spatial_coherence(true)
+                .with_centred_weights(false);
             spec.typical_kernel = None;
             spec.layers = ::std::vec::Vec::from([
                 layer(

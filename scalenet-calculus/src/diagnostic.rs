@@ -38,7 +38,8 @@ pub enum LayerField {
 /// that found it, so a front end can match on it rather than on the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
-    /// [`crate::rules::check_network_options`]: positive input dimensions, `output_std`, `k*`.
+    /// [`crate::rules::check_network_options`]: positive input dimensions, `output_std`, `k*`,
+    /// `centred_weights` without mirrored weights.
     NetworkOptions,
     /// [`crate::rules::check_unique_names`], [`crate::rules::check_unique_fields`].
     UniqueNames,
@@ -107,6 +108,7 @@ pub enum NetworkField {
     Init,
     TypicalKernel,
     OutputStd,
+    CentredWeights,
 }
 
 /// Where a diagnostic points.

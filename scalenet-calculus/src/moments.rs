@@ -63,6 +63,20 @@ impl Moments {
         }
     }
 
+    /// What a weight layer whose rows sum to zero sees of this input: `sum_i W_i (mean + e_i) =
+    /// sum_i W_i e_i`, so the common mean drops out of the second moment and of every channel's
+    /// offset (`coherent - mean^2` is what the channels' offsets differ by). Zero padding breaks
+    /// the sum at border outputs; that remainder is not modelled.
+    pub fn without_common_mean(self) -> Self {
+        let mean_sq = self.mean * self.mean;
+        Moments {
+            second: (self.second - mean_sq).max(0.0),
+            mean: 0.0,
+            coherent: (self.coherent - mean_sq).max(0.0),
+            nonnegative: false,
+        }
+    }
+
     /// The same moments seen as a vector: every entry is its own channel, so all of the second
     /// moment is coherent.
     pub fn as_vector(self) -> Self {
@@ -352,6 +366,24 @@ mod tests {
         let relu_again = leaky_relu(conv_out, 0.0).output;
         assert!(relu_again.coherent > relu_again.mean * relu_again.mean);
         assert!(relu_again.coherent < relu_again.second);
+    }
+
+    /// A conv whose rows sum to zero, fed post-ReLU input (mean^2 = E[x^2]/pi, no other offset):
+    /// by brute force over a row `w - mean(w)` of 72 i.i.d. entries and inputs `mean + e`, the
+    /// output's second moment is `n E[W^2] (E[x^2] - mean^2)` and the offset is gone.
+    #[test]
+    fn centred_rows_see_the_input_without_its_common_mean() {
+        let relu_out = leaky_relu(Moments::centred(1.0), 0.0).output;
+        let seen = relu_out.without_common_mean();
+        assert!((seen.second - (0.5 - 1.0 / (2.0 * PI))).abs() < 1e-12);
+        assert!(seen.coherent.abs() < 1e-9 && seen.mean == 0.0 && !seen.nonnegative);
+        // Exact for a fixed input: sum_i (w_i - w̄) (m + e_i) = sum_i (w_i - w̄) e_i.
+        let (m, row) = (0.7, [0.3, -1.2, 0.5, 0.9, -0.1, 0.4]);
+        let mean = row.iter().sum::<f64>() / row.len() as f64;
+        let e = [0.2, -0.5, 1.1, 0.0, -0.3, 0.6];
+        let with_offset: f64 = row.iter().zip(&e).map(|(w, e)| (w - mean) * (m + e)).sum();
+        let without: f64 = row.iter().zip(&e).map(|(w, e)| (w - mean) * e).sum();
+        assert!((with_offset - without).abs() < 1e-12);
     }
 
     #[test]

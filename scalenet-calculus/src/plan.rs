@@ -86,11 +86,35 @@ pub struct WeightInit {
     pub mirror: Mirror,
     /// What image borders do to the layer's moments (see [`crate::borders`]).
     pub borders: BorderFactors,
+    /// The rows are used minus their mean over the fan-in (`centred_weights`): `second_moment`
+    /// is then the second moment of the centred weights.
+    pub centred: bool,
 }
 
 impl WeightInit {
+    /// The standard deviation to draw the weights with: for centred rows of `N` entries, removing
+    /// the row mean leaves `(N - 1)/N` of the variance, which the draw makes up for.
     pub fn std(&self) -> f64 {
-        self.second_moment.sqrt()
+        if self.centred {
+            let n = self.row_len() as f64;
+            (self.second_moment * n / (n - 1.0).max(1.0)).sqrt()
+        } else {
+            self.second_moment.sqrt()
+        }
+    }
+
+    /// Entries per output unit: `fan_in k^2`.
+    pub fn row_len(&self) -> usize {
+        self.geometry.fan_in * self.geometry.kernel * self.geometry.kernel
+    }
+
+    /// The input as the layer sees it: centred rows are blind to the common mean of their inputs.
+    pub fn seen(&self, input: Moments) -> Moments {
+        if self.centred {
+            input.without_common_mean()
+        } else {
+            input
+        }
     }
 }
 
@@ -219,6 +243,8 @@ pub struct Plan {
     /// Whether gammas and the init compensate the correlations between positions
     /// ([`crate::coherence`]).
     pub spatial_coherence: bool,
+    /// Whether weight rows are centred over their fan-in (`centred_weights`).
+    pub centred_weights: bool,
     /// Network input moments the predictions assume.
     pub input_moments: Moments,
     pub steps: Vec<Step>,

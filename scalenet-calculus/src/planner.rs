@@ -265,6 +265,7 @@ impl<'a> Planner<'a> {
                             bias: false,
                             mirror: Mirror::Gaussian,
                             borders: self.corrections.get(&path).map_or(BorderFactors::NONE, |c| c.borders),
+                            centred: self.spec.centred_weights && centrable(&geometry),
                         })
                     });
                     let step = Step::new(
@@ -374,8 +375,14 @@ impl<'a> Planner<'a> {
                             let borders = corrections.map_or(BorderFactors::NONE, |c| c.borders);
                             // gamma = (sigma_in / c_l^2) kappa g / b over the paper's, with the cross
                             // terms' kappa and the borders' gradient and backward factors g and b.
-                            let gamma_factor =
-                                corrections.map_or(1.0, |c| c.weight) * borders.gradient / borders.backward;
+                            // Centred rows see their input without its common mean: the weight
+                            // gradient, a product with that input, shrinks by the same share.
+                            let centred = self.spec.centred_weights && centrable(&geometry);
+                            let seen = if centred { nominal.without_common_mean() } else { *nominal };
+                            let seen_share = if nominal.second > 0.0 { seen.second / nominal.second } else { 1.0 };
+                            let gamma_factor = corrections.map_or(1.0, |c| c.weight) * borders.gradient
+                                / borders.backward
+                                * seen_share;
                             let numerator = self.c * relative_scaling.sqrt() * gamma_factor.sqrt();
                             let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
                             let second_moment = match self.spec.weights {
@@ -389,8 +396,8 @@ impl<'a> Planner<'a> {
                                 })
                                 .unwrap_or(1.0);
                             let target = numerator * balance / (geometry.fan_out as f64).sqrt();
-                            let produced = moments::weight_layer(*nominal, &geometry, second_moment).output.second
-                                * borders.forward;
+                            let produced =
+                                moments::weight_layer(seen, &geometry, second_moment).output.second * borders.forward;
                             let mut reasons = Vec::new();
                             if !since.seen_weight_layer {
                                 reasons.push(ScaleReason::Input);
@@ -442,6 +449,7 @@ impl<'a> Planner<'a> {
                                 bias: *bias,
                                 mirror,
                                 borders,
+                                centred,
                             }))
                         }
                         (Role::Scalar, _) => {
@@ -521,6 +529,7 @@ impl<'a> Planner<'a> {
             c: self.c,
             output_std: self.spec.output_std,
             spatial_coherence: self.spec.spatial_coherence,
+            centred_weights: self.spec.centred_weights,
             input_moments,
             steps,
             unscaled_layers,
@@ -634,4 +643,10 @@ mod tests {
         }
         assert!(checked >= 3, "only {checked} branches change the scaling factor");
     }
+}
+
+/// Whether `centred_weights` centres this layer's rows: a row of one entry would become zero, so
+/// such a layer (one input feature, or one input channel and a 1x1 kernel) keeps its weights.
+fn centrable(geometry: &WeightGeometry) -> bool {
+    geometry.fan_in * geometry.kernel * geometry.kernel > 1
 }

@@ -95,7 +95,8 @@ pub(crate) fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 
         match &step.params {
             Some(ParamInit::Weight(weight)) => {
                 let g = &weight.geometry;
-                let weight_gradient = g.area_out as f64 * g.coverage * weight.borders.gradient * step.input.second * dy;
+                let weight_gradient =
+                    g.area_out as f64 * g.coverage * weight.borders.gradient * weight.seen(step.input).second * dy;
                 step.gamma = Some(weight_gradient / weight.second_moment);
                 if weight.bias {
                     step.bias_gamma = Some(g.area_out as f64 * dy / step.forward.second);
@@ -134,7 +135,7 @@ pub(crate) fn predict_coherence(steps: &mut [Step], output_gradient: Covariance,
         };
         let (weight, bias) = match (&step.op, &step.params) {
             (StepOp::Declared { op, .. }, Some(ParamInit::Weight(w))) => (
-                Some(gradient.weight_coherence(&step.input, window(op), step.input_shape)),
+                Some(gradient.weight_coherence(&w.seen(step.input), window(op), step.input_shape)),
                 w.bias.then(|| gradient.bias_coherence()),
             ),
             (_, Some(ParamInit::Scalar { .. })) => (Some(gradient.product_coherence(&step.input)), None),

@@ -192,7 +192,7 @@ impl fmt::Display for Plan {
             if let Some(share) = global_pool_offset_share(pool.step).filter(|&share| share >= OFFSET_DOMINATED_POOL) {
                 writeln!(
                     f,
-                    "note: {:.1}% of the second moment out of the global pool{} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): flatten instead, or pool less",
+                    "note: {:.1}% of the second moment out of the global pool{} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): declare `centred_weights: true`, flatten instead, or pool less",
                     100.0 * share,
                     if pool.path.is_empty() { String::new() } else { format!(" in {}", pool.path) },
                 )?;

@@ -175,7 +175,9 @@ pub fn check_allow_unscaled_target(layer: &LayerSpec, diagnostics: &mut Diagnost
 /// Every moment and every fan-in follows from the input shape, so it needs at least one element
 /// in every dimension. The target
 /// output std must be a positive number (section 7) and the typical kernel `k*` of `c = 2/k*`
-/// (section 6.2) a positive size.
+/// (section 6.2) a positive size. Mirrored weights are built as `[W0; -W0]` pairs so that the
+/// network is linear at initialization; centring their rows would break the pairs, so
+/// `centred_weights` does not combine with `init: mirrored`.
 pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) {
     if spec.input.dims().contains(&0) {
         diagnostics.push(
@@ -202,6 +204,13 @@ pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) 
             Rule::NetworkOptions,
             Location::Network(NetworkField::TypicalKernel),
             "`typical_kernel` must be at least 1; it is the k* of c = 2/k* (section 6.2)",
+        );
+    }
+    if spec.centred_weights && spec.weights.is_mirrored() {
+        diagnostics.push(
+            Rule::NetworkOptions,
+            Location::Network(NetworkField::CentredWeights),
+            "`centred_weights` would break the pairs of mirrored weights; use `init: geometric` with it, or remove `centred_weights`",
         );
     }
 }

@@ -273,6 +273,11 @@ pub struct NetworkSpec {
     /// (see [`crate::coherence`]), in the predicted gammas and in the weights and scalars chosen
     /// to equalize them (default). Off, positions are independent, as in the paper.
     pub spatial_coherence: bool,
+    /// Use every weight row minus its mean over the fan-in (`W - mean(W)` per output unit, at
+    /// every forward pass), so a layer cannot pass on the offset that ReLU means add to all of its
+    /// inputs alike (see [`crate::moments::Moments::without_common_mean`]). Off by default, as in
+    /// the paper.
+    pub centred_weights: bool,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -287,6 +292,7 @@ impl NetworkSpec {
             fixed_scalars: true,
             branch_scaling: true,
             spatial_coherence: true,
+            centred_weights: false,
             layers: Vec::new(),
         }
     }
@@ -395,6 +401,11 @@ impl NetworkSpec {
 
     pub fn with_spatial_coherence(mut self, on: bool) -> Self {
         self.spatial_coherence = on;
+        self
+    }
+
+    pub fn with_centred_weights(mut self, on: bool) -> Self {
+        self.centred_weights = on;
         self
     }
 

@@ -71,6 +71,7 @@ pub struct Options {
     pub fixed_scalars: Option<Spanned<bool>>,
     pub branch_scaling: Option<Spanned<bool>>,
     pub spatial_coherence: Option<Spanned<bool>>,
+    pub centred_weights: Option<Spanned<bool>>,
 }
 
 pub struct Network {

@@ -113,6 +113,9 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     if let Some(std) = &options.output_std {
         spans.network.insert(NetworkField::OutputStd, std.span);
     }
+    if let Some(centred) = &options.centred_weights {
+        spans.network.insert(NetworkField::CentredWeights, centred.span);
+    }
 
     let mut layer_spans = Vec::new();
     let layers = lower_chain(&network.layers, &mut layer_spans, errors);
@@ -125,6 +128,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         fixed_scalars: options.fixed_scalars.as_ref().is_none_or(|f| f.value),
         branch_scaling: options.branch_scaling.as_ref().is_none_or(|f| f.value),
         spatial_coherence: options.spatial_coherence.as_ref().is_none_or(|f| f.value),
+        centred_weights: options.centred_weights.as_ref().is_some_and(|f| f.value),
         layers,
     };
     // Lowering visits layers in pre-order, the order the calculus numbers them in.

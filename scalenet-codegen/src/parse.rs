@@ -9,8 +9,16 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 7] =
-    ["input", "init", "typical_kernel", "output_std", "fixed_scalars", "branch_scaling", "spatial_coherence"];
+pub const OPTION_NAMES: [&str; 8] = [
+    "input",
+    "init",
+    "typical_kernel",
+    "output_std",
+    "fixed_scalars",
+    "branch_scaling",
+    "spatial_coherence",
+    "centred_weights",
+];
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
 pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
@@ -251,6 +259,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             "output_std" => "output_std: 0.05",
             "fixed_scalars" => "fixed_scalars: true",
             "spatial_coherence" => "spatial_coherence: false",
+            "centred_weights" => "centred_weights: true",
             _ => "branch_scaling: true",
         };
         return Err(syn::Error::new(span, format!("`{name}` needs a value after the colon, e.g. `{example}`")));
@@ -262,6 +271,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         "output_std" => options.output_std.is_some(),
         "fixed_scalars" => options.fixed_scalars.is_some(),
         "spatial_coherence" => options.spatial_coherence.is_some(),
+        "centred_weights" => options.centred_weights.is_some(),
         _ => options.branch_scaling.is_some(),
     };
     if duplicate {
@@ -321,6 +331,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             let slot = match flag {
                 "fixed_scalars" => &mut options.fixed_scalars,
                 "spatial_coherence" => &mut options.spatial_coherence,
+                "centred_weights" => &mut options.centred_weights,
                 _ => &mut options.branch_scaling,
             };
             *slot = Some(Spanned { value: on, span: value.span });

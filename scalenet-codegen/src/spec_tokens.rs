@@ -30,6 +30,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     let output_std = float(spec.output_std);
     let (fixed_scalars, branch_scaling, spatial_coherence) =
         (spec.fixed_scalars, spec.branch_scaling, spec.spatial_coherence);
+    let centred_weights = spec.centred_weights;
     let layers = layers(&spec.layers);
     quote! {
         use ::core::option::Option::{None, Some};
@@ -40,7 +41,8 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
             .with_output_std(#output_std)
             .with_fixed_scalars(#fixed_scalars)
             .with_branch_scaling(#branch_scaling)
-            .with_spatial_coherence(#spatial_coherence);
+            .with_spatial_coherence(#spatial_coherence)
+            .with_centred_weights(#centred_weights);
         spec.typical_kernel = #typical;
         spec.layers = #layers;
         spec.assign_layer_ids();

@@ -126,7 +126,7 @@ impl Context<'_> {
                             Some(quote!(#sn::Mirror::#variant))
                         }
                     };
-                    match (&step.op, mirror) {
+                    let (ty, constructor) = match (&step.op, mirror) {
                         (StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. }, mirror) => {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
                             let constructor = match mirror {
@@ -147,7 +147,10 @@ impl Context<'_> {
                             quote!(#sn::mirrored_linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std, #mirror)?),
                         ),
                         _ => unreachable!("a weight is declared"),
-                    }
+                    };
+                    // Centred rows (`centred_weights`) subtract their mean at every forward pass.
+                    let constructor = if weight.centred { quote!(#constructor.centred()) } else { constructor };
+                    (ty, constructor)
                 }
                 ParamInit::Scalar { value, fixed } => {
                     let (value, fixed) = (float(*value), float(*fixed));

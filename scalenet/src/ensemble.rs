@@ -139,6 +139,10 @@ impl Ensemble {
         let mut layers = Vec::new();
         for (index, step) in plan.steps.iter().enumerate() {
             let unsupported = || EnsembleError::Unsupported { step: index, op: describe(step) };
+            // The stacked layers multiply by the weights as drawn; centred rows are not built here.
+            if step.weight().is_some_and(|w| w.centred) {
+                return Err(unsupported());
+            }
             let layer = match (&step.op, &step.params) {
                 (StepOp::FixedScale { factor, .. }, _) => Layer::Scale(*factor),
                 (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {

@@ -18,11 +18,41 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     padding: usize,
     stride: usize,
+    centred: bool,
 }
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
-        Conv2d { weight, bias, stride, padding }
+        Conv2d { weight, bias, stride, padding, centred: false }
+    }
+
+    /// The layer with centred rows: every forward pass uses `W - mean(W)`, the mean over each
+    /// output channel's `in x k x k` weights (`centred_weights`), so the layer maps an offset
+    /// shared by all of its inputs to zero, and the gradient of `W` has no component along that
+    /// mean.
+    ///
+    /// ```
+    /// # use candle_core::{Device, Module, Tensor};
+    /// let weight = Tensor::new(&[[[[1f32, 2.], [3., 6.]]]], &Device::Cpu)?;
+    /// let layer = scalenet::nn::Conv2d::new(weight, None, 1, 0).centred();
+    /// let ys = layer.forward(&Tensor::ones((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu)?)?;
+    /// assert_eq!(ys.flatten_all()?.to_vec1::<f32>()?, [0.]);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn centred(self) -> Self {
+        Conv2d { centred: true, ..self }
+    }
+
+    /// The weight the forward pass multiplies by: [`Self::weight`], minus its row means when
+    /// [`Self::centred`].
+    pub fn used_weight(&self) -> Result<Tensor> {
+        if self.centred {
+            let (out, ..) = self.weight.dims4()?;
+            let mean = self.weight.reshape((out, ()))?.mean_keepdim(1)?.reshape((out, 1, 1, 1))?;
+            self.weight.broadcast_sub(&mean)
+        } else {
+            Ok(self.weight.clone())
+        }
     }
 
     /// `(out, in, k, k)`.
@@ -37,7 +67,7 @@ impl Conv2d {
 
     /// The layer applied to `scale * xs`, the factor folded into the convolution.
     pub fn forward_scaled(&self, xs: &Tensor, scale: f64) -> Result<Tensor> {
-        crate::ops::conv2d_scaled(xs, &self.weight, self.bias.as_ref(), self.stride, self.padding, scale)
+        crate::ops::conv2d_scaled(xs, &self.used_weight()?, self.bias.as_ref(), self.stride, self.padding, scale)
     }
 }
 
@@ -55,11 +85,28 @@ impl Module for Conv2d {
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    centred: bool,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+        Linear { weight, bias, centred: false }
+    }
+
+    /// The layer with centred rows: every forward pass uses `W - mean(W)`, each row's mean over
+    /// its inputs (`centred_weights`); see [`Conv2d::centred`].
+    pub fn centred(self) -> Self {
+        Linear { centred: true, ..self }
+    }
+
+    /// The weight the forward pass multiplies by: [`Self::weight`], minus its row means when
+    /// [`Self::centred`].
+    pub fn used_weight(&self) -> Result<Tensor> {
+        if self.centred {
+            self.weight.broadcast_sub(&self.weight.mean_keepdim(1)?)
+        } else {
+            Ok(self.weight.clone())
+        }
     }
 
     /// `(out, in)`.
@@ -74,7 +121,7 @@ impl Linear {
 
     /// The layer applied to `scale * xs`, the factor folded into the matrix product.
     pub fn forward_scaled(&self, xs: &Tensor, scale: f64) -> Result<Tensor> {
-        crate::ops::linear_scaled(xs, &self.weight, self.bias.as_ref(), scale)
+        crate::ops::linear_scaled(xs, &self.used_weight()?, self.bias.as_ref(), scale)
     }
 }
 

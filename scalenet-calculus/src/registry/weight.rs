@@ -96,7 +96,7 @@ fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
 /// Conv and linear: Appendix A, eqs. (9)-(10), with the padding coverage.
 fn weight_transfer(_: &Op, step: &Step, input: Moments) -> Transfer {
     let weight = step.weight().expect("the planner gives every weight layer its init");
-    let mut transfer = moments::weight_layer(input, &weight.geometry, weight.second_moment);
+    let mut transfer = moments::weight_layer(weight.seen(input), &weight.geometry, weight.second_moment);
     transfer.output = transfer.output.scaled(weight.borders.forward.sqrt());
     transfer.backward_gain *= weight.borders.backward;
     transfer

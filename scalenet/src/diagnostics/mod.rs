@@ -27,6 +27,13 @@ pub fn seeded_normal(like: &Tensor, seed: u64) -> Result<Tensor> {
     Tensor::from_vec(values, like.shape(), like.device())?.to_dtype(like.dtype())
 }
 
+/// `E[W^2]` of `weight` after each row (first dimension) loses its mean over the rest: the weight a
+/// layer with centred rows (`centred_weights`) multiplies by.
+pub fn row_centred_second_moment(weight: &Tensor) -> Result<f64> {
+    let rows = weight.to_dtype(DType::F64)?.flatten_from(1)?;
+    second_moment(&rows.broadcast_sub(&rows.mean_keepdim(1)?)?)
+}
+
 /// `E[W^2]` of every variable in `varmap` whose name ends in `.weight`.
 pub fn weight_second_moments(varmap: &VarMap) -> Result<BTreeMap<String, f64>> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
@@ -319,7 +326,16 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
             uncorrelated_weight_gradient: weight_gradient
                 .and(predicted.gradient_terms)
                 .map(|terms| terms * input_moment * output_gradient_moment),
-            weight: step.weight().and_then(|_| weights.get(&format!("{}.weight", step.name)).copied()),
+            weight: match step.weight() {
+                Some(init) if init.centred => {
+                    let vars = varmap.data().lock().expect("varmap lock poisoned");
+                    vars.get(&format!("{}.weight", step.name))
+                        .map(|var| row_centred_second_moment(var.as_tensor()))
+                        .transpose()?
+                }
+                Some(_) => weights.get(&format!("{}.weight", step.name)).copied(),
+                None => None,
+            },
             weight_gradient,
             bias_gradient: match step.bias_gamma {
                 Some(_) => Some(per_sample::bias_gradient_moment(&output_gradient)?),

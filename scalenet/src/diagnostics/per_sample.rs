@@ -26,7 +26,7 @@ pub struct LayerInput {
 
 enum LayerKind {
     Linear { squared_norms: Tensor, features: usize },
-    Conv { chunks: Vec<Tensor>, patch_len: usize },
+    Conv { chunks: Vec<Tensor>, patch_len: usize, centred: bool },
 }
 
 impl LayerInput {
@@ -36,12 +36,35 @@ impl LayerInput {
     /// it for a linear layer.
     pub fn new(step: &crate::calculus::Step, input: &Tensor) -> Result<Self> {
         use crate::calculus::{Op, StepOp};
-        match &step.op {
+        let centred = step.weight().is_some_and(|w| w.centred);
+        let layer = match &step.op {
             StepOp::Declared { op: Op::Linear { .. }, .. } => Self::linear(input),
             StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
                 Self::conv2d(input, *kernel, *stride, *padding)
             }
             _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
+        }?;
+        if centred {
+            layer.centred(input)
+        } else {
+            Ok(layer)
+        }
+    }
+
+    /// The same input for a layer whose rows are centred (`centred_weights`): the weight's
+    /// gradient is then each row's gradient minus its mean over the row.
+    fn centred(self, input: &Tensor) -> Result<Self> {
+        match self.kind {
+            LayerKind::Linear { features, .. } => {
+                // |P(dy x^T)|^2 = |dy|^2 (|x|^2 - (sum x)^2 / n) for each sample.
+                let flat = input.flatten_from(1)?.to_dtype(DType::F64)?;
+                let sum = flat.sum(1)?;
+                let squared_norms = (flat.sqr()?.sum(1)? - (sum.sqr()? / features as f64)?)?;
+                Ok(LayerInput { kind: LayerKind::Linear { squared_norms, features }, batch: self.batch })
+            }
+            LayerKind::Conv { chunks, patch_len, .. } => {
+                Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: true }, batch: self.batch })
+            }
         }
     }
 
@@ -71,7 +94,7 @@ impl LayerInput {
                     .contiguous()
             })
             .collect::<Result<_>>()?;
-        Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len }, batch })
+        Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: false }, batch })
     }
 
     /// `E[dW^2]` over samples and weight entries, for the gradient `output_gradient` at the
@@ -92,7 +115,7 @@ impl LayerInput {
                 Ok((squared_norms * dy.sqr()?.sum(1)?)?.mean_all()?.to_scalar::<f64>()? / entries)
             }
             LayerKind::Conv { chunks, .. } if chunks.is_empty() => Ok(0.0),
-            LayerKind::Conv { chunks, patch_len } => {
+            LayerKind::Conv { chunks, patch_len, centred } => {
                 let out = output_gradient.dim(1)?;
                 let dy = output_gradient.flatten_from(2)?.to_dtype(chunks[0].dtype())?;
                 let mut total = 0.0;
@@ -100,7 +123,10 @@ impl LayerInput {
                 for patches in chunks {
                     let len = patches.dim(0)?;
                     // (len, out, L) x (len, L, in k^2): each sample's kernel gradient.
-                    let per_sample = dy.narrow(0, start, len)?.matmul(patches)?;
+                    let mut per_sample = dy.narrow(0, start, len)?.matmul(patches)?;
+                    if *centred {
+                        per_sample = per_sample.broadcast_sub(&per_sample.mean_keepdim(2)?)?;
+                    }
                     total += per_sample.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
                     start += len;
                 }
