@@ -130,7 +130,15 @@ impl Covariance {
     /// `E[dW^2] = sum_d C(d) K_x(s d) K(d)` over output offsets `d`, where `C(d)` counts the output
     /// pairs at offset `d` whose taps both land inside the input (averaged over taps) and
     /// `K_x = second` at 0, `coherent` elsewhere.
-    pub fn weight_coherence(&self, input: &Moments, window: Window, input_shape: Shape) -> f64 {
+    ///
+    /// `removed_mean` is the common input mean that centred rows (`centred_weights`) do not see
+    /// (0 otherwise; `input` is then what they see). Where padding hides taps from some outputs,
+    /// the mean still reaches the gradient: tap `t` collects `m S_t`, `S_t` the gradient summed
+    /// over the outputs where `t` is inside, and centring removes only the taps' average `m S̄`,
+    /// leaving `m^2 (avg_t E[S_t^2] - E[S̄^2])` per weight, where `avg_t E[S_t^2] = sum_d C(d) K(d)`
+    /// and `E[S̄^2] = sum_d Q(d) K(d) / k^4` with `Q(d) = sum_p q(p) q(p + d)` over the outputs'
+    /// counts `q` of taps inside.
+    pub fn weight_coherence(&self, input: &Moments, removed_mean: f64, window: Window, input_shape: Shape) -> f64 {
         let second = self.second();
         if second <= 0.0 || input.second <= 0.0 || self.height * self.width == 1 {
             return 1.0;
@@ -146,7 +154,17 @@ impl Covariance {
         let diagonal = at(&rows, 0, self.height) * at(&cols, 0, self.width) * second;
         let offset_fraction = (input.coherent / input.second).clamp(0.0, 1.0);
         // sum_d C K_x K = coherent sum_d C K + (second - coherent) C(0) K(0), over second C(0) K(0).
-        offset_fraction * cross / diagonal + (1.0 - offset_fraction)
+        let mut kappa = offset_fraction * cross / diagonal + (1.0 - offset_fraction);
+        if removed_mean != 0.0 {
+            let rows = window.tap_count_products(in_h, self.height);
+            let cols = window.tap_count_products(in_w, self.width);
+            let mut averaged = 0.0;
+            for (dh, dw, _) in self.offsets() {
+                averaged += at(&rows, dh, self.height) * at(&cols, dw, self.width) * self.at(dh, dw);
+            }
+            kappa += removed_mean * removed_mean * (cross - averaged).max(0.0) / (input.second * diagonal);
+        }
+        kappa
     }
 
     /// `sum_{p, p'} E[x(p) x(p')] E[g(p) g(p')]` over the same without cross terms, for a product
@@ -270,6 +288,39 @@ pub struct Window {
 impl Window {
     pub const LINEAR: Window = Window { kernel: 1, stride: 1, padding: 0 };
 
+    /// What zero padding leaves of a common input mean `m` through rows centred over their
+    /// `N = n_in k^2` entries: at output `p` the taps inside the input, `q(p)` of the `k^2` per
+    /// channel, sum to `m sum_{inside} W`, a fixed pattern with
+    /// `E[o(p)^2] = m^2 s^2 n_in q (k^2 - q) / k^2` (a subset of `a` of the `N` centred entries
+    /// sums to variance `s^2 a (N - a) / N`, `s^2` the variance drawn). Its spatial mean is
+    /// `m sum_t W_t a_t` over taps `t` inside at a share `a_t` of the outputs, of second moment
+    /// `m^2 s^2 n_in (sum_t a_t^2 - (sum_t a_t)^2 / k^2)`. Returns the two factors of
+    /// `m^2 s^2 n_in`: `(second, coherent)`; both are zero without padding.
+    pub fn centred_border_offsets(&self, input_shape: Shape) -> (f64, f64) {
+        let (in_h, in_w) = extent(input_shape);
+        let taps = (self.kernel * self.kernel) as f64;
+        // Per axis: the mean over outputs of q and of q^2, and sum_a share(a) and sum_a share(a)^2.
+        let axis = |input: usize| {
+            let output = (input + 2 * self.padding - self.kernel) / self.stride + 1;
+            let inside = |o: usize, a: usize| self.source(o as isize, a as isize, input).is_some();
+            let q: Vec<f64> = (0..output).map(|o| (0..self.kernel).filter(|&a| inside(o, a)).count() as f64).collect();
+            let share: Vec<f64> = (0..self.kernel)
+                .map(|a| (0..output).filter(|&o| inside(o, a)).count() as f64 / output as f64)
+                .collect();
+            let n = output as f64;
+            (
+                q.iter().sum::<f64>() / n,
+                q.iter().map(|q| q * q).sum::<f64>() / n,
+                share.iter().sum::<f64>(),
+                share.iter().map(|s| s * s).sum::<f64>(),
+            )
+        };
+        let (rows, cols) = (axis(in_h), axis(in_w));
+        let second = rows.0 * cols.0 - rows.1 * cols.1 / taps;
+        let coherent = rows.3 * cols.3 - (rows.2 * cols.2).powi(2) / taps;
+        (second.max(0.0), coherent.max(0.0))
+    }
+
     /// The input position of output `o` through tap `a`, if it is not padding.
     fn source(&self, o: isize, a: isize, input: usize) -> Option<isize> {
         let i = o * self.stride as isize + a - self.padding as isize;
@@ -296,6 +347,22 @@ impl Window {
         let (n_in, s) = (input as isize, self.stride as isize);
         (1 - n_in..n_in)
             .map(|d| if d % s == 0 { self.same_tap_pairs(d / s, input, output) as f64 } else { 0.0 })
+            .collect()
+    }
+
+    /// For every output offset `d` (from `-(output - 1)`), `sum_o q(o) q(o + d) / k^2` for the
+    /// count `q(o)` of taps of output `o` inside the input: one axis of `Q(d) / k^4`.
+    fn tap_count_products(&self, input: usize, output: usize) -> Vec<f64> {
+        let inside =
+            |o: usize| (0..self.kernel).filter(|&a| self.source(o as isize, a as isize, input).is_some()).count();
+        let q: Vec<f64> = (0..output).map(|o| inside(o) as f64).collect();
+        let k2 = (self.kernel * self.kernel) as f64;
+        let n = output as isize;
+        (1 - n..n)
+            .map(|d| {
+                (0..n).filter(|o| (0..n).contains(&(o + d))).map(|o| q[o as usize] * q[(o + d) as usize]).sum::<f64>()
+                    / k2
+            })
             .collect()
     }
 
@@ -405,10 +472,10 @@ mod tests {
         let white = Covariance::white(image(6), 1.0);
         let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, nonnegative: true };
         let window = Window { kernel: 3, stride: 1, padding: 1 };
-        assert!((white.weight_coherence(&offset, window, image(6)) - 1.0).abs() < 1e-12);
+        assert!((white.weight_coherence(&offset, 0.0, window, image(6)) - 1.0).abs() < 1e-12);
         let pooled = Covariance::white(image(3), 1.0).through_avg_pool(2, image(6));
-        assert!((pooled.weight_coherence(&Moments::centred(1.0), window, image(6)) - 1.0).abs() < 1e-12);
-        assert!(pooled.weight_coherence(&offset, window, image(6)) > 1.5);
+        assert!((pooled.weight_coherence(&Moments::centred(1.0), 0.0, window, image(6)) - 1.0).abs() < 1e-12);
+        assert!(pooled.weight_coherence(&offset, 0.0, window, image(6)) > 1.5);
     }
 
     /// The weight correction counts pairs as a brute-force sum over positions does, on a small
@@ -437,7 +504,22 @@ mod tests {
                 }
             }
         }
-        let got = k.weight_coherence(&input, window, image(n_in));
+        let got = k.weight_coherence(&input, 0.0, window, image(n_in));
         assert!((got - with / without).abs() < 1e-12, "{got} vs {}", with / without);
+    }
+
+    /// A 3x3 conv with padding 1 on a 4x4 map: per axis 2, 3, 3, 2 taps inside, so the outputs
+    /// see 4 (corners), 6 (edges) or 9 taps; `mean q (9 - q) / 9` is `(4·20 + 8·18 + 0)/(9·16)`. Tap
+    /// shares 3/4, 1, 3/4 per axis: `sum a^2 = (17/8)^2`, `(sum a)^2 / 9 = (5/2)^4 / 9`. Without
+    /// padding nothing is left.
+    #[test]
+    fn centred_rows_leave_offsets_only_at_padded_borders() {
+        let shape = Shape::Image { channels: 1, height: 4, width: 4 };
+        let (second, coherent) = Window { kernel: 3, stride: 1, padding: 1 }.centred_border_offsets(shape);
+        assert!((second - (4.0 * 20.0 + 8.0 * 18.0) / (9.0 * 16.0)).abs() < 1e-12, "{second}");
+        assert!((coherent - ((17.0f64 / 8.0).powi(2) - 2.5f64.powi(4) / 9.0)).abs() < 1e-12, "{coherent}");
+        let unpadded = Shape::Image { channels: 1, height: 6, width: 6 };
+        assert_eq!(Window { kernel: 3, stride: 1, padding: 0 }.centred_border_offsets(unpadded), (0.0, 0.0));
+        assert_eq!(Window { kernel: 2, stride: 2, padding: 0 }.centred_border_offsets(unpadded), (0.0, 0.0));
     }
 }

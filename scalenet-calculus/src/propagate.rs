@@ -135,7 +135,12 @@ pub(crate) fn predict_coherence(steps: &mut [Step], output_gradient: Covariance,
         };
         let (weight, bias) = match (&step.op, &step.params) {
             (StepOp::Declared { op, .. }, Some(ParamInit::Weight(w))) => (
-                Some(gradient.weight_coherence(&w.seen(step.input), window(op), step.input_shape)),
+                Some(gradient.weight_coherence(
+                    &w.seen(step.input),
+                    if w.centred { step.input.mean } else { 0.0 },
+                    window(op),
+                    step.input_shape,
+                )),
                 w.bias.then(|| gradient.bias_coherence()),
             ),
             (_, Some(ParamInit::Scalar { .. })) => (Some(gradient.product_coherence(&step.input)), None),

@@ -39,7 +39,9 @@
 //!
 //! Options: `input: [C, H, W]` or `[D]` (required), `init: geometric | fan_in | fan_out |
 //! arithmetic`, `typical_kernel: k` (`k*` of `c = 2/k*`; default: the most common kernel),
-//! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`, `spatial_coherence: true`.
+//! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`, `spatial_coherence: true`,
+//! `centred_weights: false` (true: every weight row is used minus its mean, which removes the
+//! channel offsets that ReLU means create; the calculus models it).
 //!
 //! Layers, each optionally named (`conv1: conv(..)`): `conv(out, kernel = k, stride = s,
 //! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `global_avg_pool`, `relu`,

@@ -94,9 +94,15 @@ fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
 }
 
 /// Conv and linear: Appendix A, eqs. (9)-(10), with the padding coverage.
-fn weight_transfer(_: &Op, step: &Step, input: Moments) -> Transfer {
+fn weight_transfer(op: &Op, step: &Step, input: Moments) -> Transfer {
     let weight = step.weight().expect("the planner gives every weight layer its init");
     let mut transfer = moments::weight_layer(weight.seen(input), &weight.geometry, weight.second_moment);
+    if weight.centred {
+        let unit = input.mean * input.mean * weight.std().powi(2) * weight.geometry.fan_in as f64;
+        let (second, coherent) = window(op).centred_border_offsets(step.input_shape);
+        transfer.output.second += unit * second;
+        transfer.output.coherent += unit * coherent;
+    }
     transfer.output = transfer.output.scaled(weight.borders.forward.sqrt());
     transfer.backward_gain *= weight.borders.backward;
     transfer
