@@ -15,8 +15,8 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarMap;
 use clap::Parser;
 use fixtures::device::DeviceChoice;
-use fixtures::networks::{ResNet50, ResNet50Independent};
-use scalenet::diagnostics::{seeded_normal, weight_to_gradient_ratios};
+use fixtures::networks::{ResNet50, ResNet50Centred, ResNet50Independent};
+use scalenet::diagnostics::{row_centred_second_moment, second_moment, seeded_normal, weight_to_gradient_ratios};
 use scalenet::Network;
 use std::time::Instant;
 
@@ -75,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.gammas > 0 {
         measure_gammas::<ResNet50>("spatial coherence (default)", &args)?;
         measure_gammas::<ResNet50Independent>("positions independent (the paper's model)", &args)?;
+        measure_gammas::<ResNet50Centred>("centred weights (`centred_weights: true`)", &args)?;
     }
     Ok(())
 }
@@ -85,6 +86,7 @@ fn measure_gammas<N: Network>(title: &str, args: &Args) -> Result<(), Box<dyn st
     let plan = N::plan();
     let layers: Vec<(String, f64)> =
         plan.weight_steps().map(|s| (s.path.to_string(), s.step.gamma.unwrap_or(f64::NAN))).collect();
+    let centred: Vec<bool> = plan.weight_steps().map(|s| s.step.weight().is_some_and(|w| w.centred)).collect();
     let mut measured = vec![0.0; layers.len()];
     let start = Instant::now();
     let device = args.device.open()?;
@@ -93,8 +95,17 @@ fn measure_gammas<N: Network>(title: &str, args: &Args) -> Result<(), Box<dyn st
         let net = N::new_seeded(&varmap, DType::F32, &device, 100 + seed)?;
         let images = seeded_normal(&Tensor::zeros((args.batch, 3, 224, 224), DType::F32, &device)?, 200 + seed)?;
         let ratios = weight_to_gradient_ratios(&varmap, &net.forward_hooked(&images, false, None)?, 300 + seed)?;
-        for ((path, _), sum) in layers.iter().zip(measured.iter_mut()) {
-            *sum += ratios[&format!("{path}.weight")] / args.gammas as f64;
+        let vars = varmap.data().lock().unwrap();
+        for (((path, _), sum), &centred) in layers.iter().zip(measured.iter_mut()).zip(&centred) {
+            let name = format!("{path}.weight");
+            // Over the weights the layer multiplies by: centred rows lose their mean.
+            let used = if centred {
+                let weight = vars[&name].as_tensor();
+                second_moment(weight)? / row_centred_second_moment(weight)?
+            } else {
+                1.0
+            };
+            *sum += ratios[&name] * used / args.gammas as f64;
         }
     }
     println!("\n{title}: {} inits x {} samples in {:.1?}", args.gammas, args.batch, start.elapsed());
