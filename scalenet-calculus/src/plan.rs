@@ -91,13 +91,19 @@ pub struct WeightInit {
     pub centred: bool,
 }
 
+/// `N/(N - 1)`: the variance to draw rows of `N` entries with so that, centred, they have the
+/// planned one (removing the row mean leaves `(N - 1)/N` of it). Rows of one entry are not centred.
+pub(crate) fn centred_draw_factor(row_len: usize) -> f64 {
+    let n = row_len as f64;
+    n / (n - 1.0).max(1.0)
+}
+
 impl WeightInit {
     /// The standard deviation to draw the weights with: for centred rows of `N` entries, removing
     /// the row mean leaves `(N - 1)/N` of the variance, which the draw makes up for.
     pub fn std(&self) -> f64 {
         if self.centred {
-            let n = self.row_len() as f64;
-            (self.second_moment * n / (n - 1.0).max(1.0)).sqrt()
+            (self.second_moment * centred_draw_factor(self.row_len())).sqrt()
         } else {
             self.second_moment.sqrt()
         }

@@ -9,7 +9,7 @@ use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{child_path, walk_steps, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
 use crate::propagate::{combine, predict_backward, predict_coherence, predict_forward, transfer, Mode};
-use crate::registry::weight::{weight_geometry, window};
+use crate::registry::weight::{weight_geometry, weight_layer_moments};
 use crate::registry::{Op, Role};
 use crate::rules;
 use crate::shapes::{self, Node, NodeKind};
@@ -396,17 +396,11 @@ impl<'a> Planner<'a> {
                                 })
                                 .unwrap_or(1.0);
                             let target = numerator * balance / (geometry.fan_out as f64).sqrt();
-                            let border_offsets = if centred {
-                                let n = (geometry.fan_in * geometry.kernel * geometry.kernel) as f64;
-                                let unit = nominal.mean * nominal.mean * second_moment * n / (n - 1.0)
-                                    * geometry.fan_in as f64;
-                                unit * window(op).centred_border_offsets(node.input).0
-                            } else {
-                                0.0
-                            };
-                            let produced = (moments::weight_layer(seen, &geometry, second_moment).output.second
-                                + border_offsets)
-                                * borders.forward;
+                            let produced =
+                                weight_layer_moments(op, node.input, &geometry, second_moment, centred, *nominal)
+                                    .output
+                                    .second
+                                    * borders.forward;
                             let mut reasons = Vec::new();
                             if !since.seen_weight_layer {
                                 reasons.push(ScaleReason::Input);

@@ -5,8 +5,8 @@ use super::common::{identity, keyword, needs_image, no_args, same_gradient, same
 use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::coherence::{Covariance, Window};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
-use crate::moments::{self, Moments, Transfer};
-use crate::plan::{ParamInit, Step};
+use crate::moments::{self, Moments, Transfer, WeightGeometry};
+use crate::plan::{centred_draw_factor, ParamInit, Step};
 use crate::registry::Op;
 use crate::rules;
 use crate::shapes::{conv_window, WindowError};
@@ -96,15 +96,33 @@ fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
 /// Conv and linear: Appendix A, eqs. (9)-(10), with the padding coverage.
 fn weight_transfer(op: &Op, step: &Step, input: Moments) -> Transfer {
     let weight = step.weight().expect("the planner gives every weight layer its init");
-    let mut transfer = moments::weight_layer(weight.seen(input), &weight.geometry, weight.second_moment);
-    if weight.centred {
-        let unit = input.mean * input.mean * weight.std().powi(2) * weight.geometry.fan_in as f64;
-        let (second, coherent) = window(op).centred_border_offsets(step.input_shape);
-        transfer.output.second += unit * second;
-        transfer.output.coherent += unit * coherent;
-    }
+    let mut transfer =
+        weight_layer_moments(op, step.input_shape, &weight.geometry, weight.second_moment, weight.centred, input);
     transfer.output = transfer.output.scaled(weight.borders.forward.sqrt());
     transfer.backward_gain *= weight.borders.backward;
+    transfer
+}
+
+/// Conv and linear on a uniform map (the border profiles' factors apart): eqs. (9)-(10) with the
+/// padding coverage, and for `centred` rows the input without its common mean plus the offsets
+/// that padding leaves at border outputs (see [`Window::centred_border_offsets`]).
+pub(crate) fn weight_layer_moments(
+    op: &Op,
+    input_shape: Shape,
+    geometry: &WeightGeometry,
+    second_moment: f64,
+    centred: bool,
+    input: Moments,
+) -> Transfer {
+    if !centred {
+        return moments::weight_layer(input, geometry, second_moment);
+    }
+    let mut transfer = moments::weight_layer(input.without_common_mean(), geometry, second_moment);
+    let row_len = geometry.fan_in * geometry.kernel * geometry.kernel;
+    let unit = input.mean * input.mean * second_moment * centred_draw_factor(row_len) * geometry.fan_in as f64;
+    let (second, coherent) = window(op).centred_border_offsets(input_shape);
+    transfer.output.second += unit * second;
+    transfer.output.coherent += unit * coherent;
     transfer
 }
 
