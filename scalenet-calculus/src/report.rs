@@ -105,12 +105,13 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "init {}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {})",
+            "init {}{}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {})",
             match self.weights {
                 WeightLaw::Gaussian => self.init.to_string(),
                 WeightLaw::Mirrored => format!("mirrored({})", self.init),
                 WeightLaw::MirroredOrthogonal => "mirrored(orthogonal)".to_string(),
             },
+            if self.centred_weights { " with centred rows" } else { "" },
             self.typical_kernel,
             number(self.c),
             self.input,
