@@ -34,6 +34,8 @@ enum Which {
     PooledLenet,
     /// The small pre-activation ResNet with average-pooling shortcuts and head: the table only.
     PooledResnet,
+    /// The same ResNet with centred weight rows (`centred_weights: true`): the table only.
+    PooledResnetCentred,
 }
 
 #[derive(Parser)]
@@ -259,6 +261,9 @@ fn main() -> Result<(), Error> {
             variants::pooled_lenet_inits(),
         ),
         Which::PooledResnet => ("PooledResNet", Variant::of::<networks::PooledResNet>("x1", 8), vec![], vec![]),
+        Which::PooledResnetCentred => {
+            ("PooledResNetCentred", Variant::of::<networks::PooledResNetCentred>("x1", 8), vec![], vec![])
+        }
     };
     let diagnosis = table(&base, &args, threads)?;
     println!("{diagnosis}");

@@ -251,29 +251,41 @@ impl Covariance {
 }
 
 /// `(E[m^2], E[m m'])` for the gradient mask `m` of an activation at one position and at another
-/// position of the same channel. The channel's offset `c ~ N(mean, coherent - mean^2)` is shared;
-/// given it, positions vary independently with variance `second - coherent`.
+/// position of the same channel. The channel's offset `c ~ N(mean, coherent - mean^2)` and its
+/// scale (the dispersion of [`crate::moments`]) are shared; given them, positions vary
+/// independently with variance `second - coherent` times the scale.
 fn mask_products(input: &Moments, slope: f64) -> (f64, f64) {
     let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
     let within = (input.second - input.coherent).max(0.0).sqrt();
-    let positive = |offset: f64| {
-        if within > 0.0 {
-            crate::moments::standard_normal_cdf(offset / within)
-        } else if offset > 0.0 {
-            1.0
-        } else {
-            0.0
-        }
+    let (mut same, mut distinct) = (0.0, 0.0);
+    let scales: Vec<(f64, f64)> = if input.dispersion > 0.0 {
+        crate::moments::scale_factors(input.dispersion).collect()
+    } else {
+        vec![(1.0, 1.0)]
     };
-    let channel = |g: f64| positive(input.mean + between * g);
-    let same = crate::moments::standard_normal_expectation(|g| {
-        let p = channel(g);
-        p + slope * slope * (1.0 - p)
-    });
-    let distinct = crate::moments::standard_normal_expectation(|g| {
-        let p = channel(g);
-        (p + slope * (1.0 - p)).powi(2)
-    });
+    for (scale, weight) in scales {
+        let sigma = within * scale.sqrt();
+        let positive = |offset: f64| {
+            if sigma > 0.0 {
+                crate::moments::standard_normal_cdf(offset / sigma)
+            } else if offset > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        let channel = |g: f64| positive(input.mean + between * g);
+        same += weight
+            * crate::moments::standard_normal_expectation(|g| {
+                let p = channel(g);
+                p + slope * slope * (1.0 - p)
+            });
+        distinct += weight
+            * crate::moments::standard_normal_expectation(|g| {
+                let p = channel(g);
+                (p + slope * (1.0 - p)).powi(2)
+            });
+    }
     (same, distinct)
 }
 
@@ -461,7 +473,8 @@ mod tests {
         assert!((same - 0.5).abs() < 1e-9 && (distinct - 0.25).abs() < 1e-9);
         // Correlation rho between positions: P(both > 0) = 1/4 + asin(rho) / (2 pi).
         let rho: f64 = 0.65;
-        let (_, distinct) = mask_products(&Moments { second: 1.0, mean: 0.0, coherent: rho, nonnegative: false }, 0.0);
+        let (_, distinct) =
+            mask_products(&Moments { second: 1.0, mean: 0.0, coherent: rho, dispersion: 0.0, nonnegative: false }, 0.0);
         let expected = 0.25 + rho.asin() / (2.0 * std::f64::consts::PI);
         assert!((distinct - expected).abs() < 1e-6, "{distinct} vs {expected}");
     }
@@ -470,7 +483,7 @@ mod tests {
     #[test]
     fn no_cross_terms_without_both_correlations() {
         let white = Covariance::white(image(6), 1.0);
-        let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, nonnegative: true };
+        let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, dispersion: 0.0, nonnegative: true };
         let window = Window { kernel: 3, stride: 1, padding: 1 };
         assert!((white.weight_coherence(&offset, 0.0, window, image(6)) - 1.0).abs() < 1e-12);
         let pooled = Covariance::white(image(3), 1.0).through_avg_pool(2, image(6));
@@ -485,7 +498,7 @@ mod tests {
         let (n_in, window) = (6usize, Window { kernel: 3, stride: 1, padding: 1 });
         let n_out = 6usize;
         let k = Covariance::from_fn(n_out, n_out, |dh, dw| 1.0 / (1.0 + (dh * dh + 2 * dw * dw) as f64));
-        let input = Moments { second: 1.0, mean: 0.3, coherent: 0.2, nonnegative: false };
+        let input = Moments { second: 1.0, mean: 0.3, coherent: 0.2, dispersion: 0.0, nonnegative: false };
         let (mut with, mut without) = (0.0, 0.0);
         let inside = |o: isize, a: isize| (0..n_in as isize).contains(&(o + a - 1));
         for a in 0..3 {

@@ -13,6 +13,14 @@
 //! second moment. Pooling keeps such offsets too. So we also carry the *channel-coherent* moment
 //! `E_c[m_c^2]`, the second moment of each channel's spatial mean: the part pooling cannot reduce.
 //! For i.i.d. entries it is `mean^2`.
+//!
+//! And one for finite width: a row of `N` i.i.d. Gaussian weights gives its output channel a
+//! variance `w^T Sigma w` that differs from channel to channel by `2 / N` relative (`Var` of a
+//! quadratic form, `2 tr(Sigma^2) / tr(Sigma)^2`). A ReLU turns that into channel offsets, since a
+//! channel of scale `s` gets the mean `s / sqrt(2 pi)`: offsets of variance `Var_c(s_c) / 2 pi`,
+//! which the calculus's infinite-width limit does not have, and which pooling and a coherent
+//! backward signal make count (see [`crate::coherence`]). We carry that *dispersion*
+//! `Var_c(v_c) / E_c[v_c]^2` of the channels' variances `v_c` around their own means.
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -26,6 +34,10 @@ pub struct Moments {
     /// `E_c[m_c^2]` for the spatial mean `m_c` of each channel (`>= mean^2`); for a vector, the
     /// second moment itself.
     pub coherent: f64,
+    /// `Var_c(v_c) / E_c[v_c]^2` for the variance `v_c` of each channel around its own mean (for a
+    /// vector, of each entry over samples): how much the finite-width weight layers before made
+    /// the channels' scales differ. 0 for the network input.
+    pub dispersion: f64,
     /// Whether every entry is `>= 0` (the output of a ReLU), so a further ReLU is the identity.
     pub nonnegative: bool,
 }
@@ -33,7 +45,7 @@ pub struct Moments {
 impl Moments {
     /// Centred, symmetric data with `E[x^2] = second`: the network input of assumption 1.
     pub fn centred(second: f64) -> Self {
-        Moments { second, mean: 0.0, coherent: 0.0, nonnegative: false }
+        Moments { second, mean: 0.0, coherent: 0.0, dispersion: 0.0, nonnegative: false }
     }
 
     pub fn variance(&self) -> f64 {
@@ -50,6 +62,7 @@ impl Moments {
             second: self.second * factor * factor,
             mean: self.mean * factor,
             coherent: self.coherent * factor * factor,
+            dispersion: self.dispersion,
             nonnegative: if factor >= 0.0 { self.nonnegative } else { self.nonnegative && self.second == 0.0 },
         }
     }
@@ -73,6 +86,7 @@ impl Moments {
             second: (self.second - mean_sq).max(0.0),
             mean: 0.0,
             coherent: (self.coherent - mean_sq).max(0.0),
+            dispersion: self.dispersion,
             nonnegative: false,
         }
     }
@@ -120,16 +134,63 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     if input.nonnegative {
         return Transfer::identity(input);
     }
-    let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
     // Channel means m ~ N(mean, coherent - mean^2) around which entries vary with variance
-    // second - coherent; each channel's output mean is the rectified mean at m.
+    // (second - coherent) times the channel's scale factor (see [`scale_factors`]); each channel's
+    // output mean is the rectified mean at m.
     let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
     let within = (input.second - input.coherent).max(0.0).sqrt();
-    let coherent = standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
+    if input.dispersion <= 0.0 {
+        let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
+        let coherent = standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
+        return Transfer {
+            output: Moments {
+                second,
+                mean,
+                coherent: coherent.min(second),
+                dispersion: 0.0,
+                nonnegative: slope == 0.0,
+            },
+            backward_gain: p_positive + slope * slope * (1.0 - p_positive),
+        };
+    }
+    let (mut mean, mut second, mut coherent, mut p_positive) = (0.0, 0.0, 0.0, 0.0);
+    let (mut variance, mut variance_sq) = (0.0, 0.0);
+    for (scale, weight) in scale_factors(input.dispersion) {
+        let sigma = within * scale.sqrt();
+        let channel = |z: f64| {
+            let (m, sq, p) = rectified(input.mean + between * z, sigma, slope);
+            [m, sq, m * m, p, sq - m * m, (sq - m * m).powi(2)]
+        };
+        let moments: Vec<f64> = (0..6).map(|i| standard_normal_expectation(|z| channel(z)[i])).collect();
+        mean += weight * moments[0];
+        second += weight * moments[1];
+        coherent += weight * moments[2];
+        p_positive += weight * moments[3];
+        variance += weight * moments[4];
+        variance_sq += weight * moments[5];
+    }
+    let dispersion = if variance > 0.0 { (variance_sq / (variance * variance) - 1.0).max(0.0) } else { 0.0 };
     Transfer {
-        output: Moments { second, mean, coherent: coherent.min(second), nonnegative: slope == 0.0 },
+        output: Moments { second, mean, coherent: coherent.min(second), dispersion, nonnegative: slope == 0.0 },
         backward_gain: p_positive + slope * slope * (1.0 - p_positive),
     }
+}
+
+/// A channel's variance as a multiple of the mean one, `(factor, probability)`: log-normal with
+/// mean 1 and relative variance `dispersion` (a positive law with the first two moments right),
+/// by 8-point Gauss-Hermite quadrature.
+pub(crate) fn scale_factors(dispersion: f64) -> impl Iterator<Item = (f64, f64)> {
+    // Physicists' Gauss-Hermite nodes and weights, n = 8 (the weights sum to sqrt(pi)).
+    const NODES: [f64; 4] =
+        [0.381_186_990_207_322_1, 1.157_193_712_446_780_2, 1.981_656_756_695_843, 2.930_637_420_257_244];
+    const WEIGHTS: [f64; 4] =
+        [0.661_147_012_558_241_3, 0.207_802_325_814_891_88, 0.017_077_983_007_413_475, 0.000_199_604_072_211_367_62];
+    let log_variance = dispersion.max(0.0).ln_1p();
+    let sigma = log_variance.sqrt();
+    NODES.into_iter().zip(WEIGHTS).flat_map(move |(node, weight)| {
+        let probability = weight / PI.sqrt();
+        [-node, node].map(|x| ((std::f64::consts::SQRT_2 * x * sigma - 0.5 * log_variance).exp(), probability))
+    })
 }
 
 /// `E[f(z)]` for standard normal `z`, by the midpoint rule on [-8, 8] (f is smooth here).
@@ -177,6 +238,7 @@ pub fn average_window(input: Moments, window: usize) -> Transfer {
             second: (input.second - coherent) / window + coherent,
             mean: input.mean,
             coherent,
+            dispersion: input.dispersion,
             nonnegative: input.nonnegative,
         },
         backward_gain: 1.0 / (window * window),
@@ -195,10 +257,19 @@ pub fn weight_layer(input: Moments, geometry: &WeightGeometry, weight_second_mom
     let gain = geometry.fan_in as f64 * taps;
     // Each output channel's spatial mean is the same weighted sum of the input channels' means.
     let coherent = if geometry.area_out == 1 { gain * input.second } else { gain * input.coherent };
+    let dispersion = row_dispersion(input.dispersion, geometry.fan_in * geometry.kernel * geometry.kernel);
     Transfer {
-        output: Moments { coherent, ..Moments::centred(gain * input.second) },
+        output: Moments { coherent, dispersion, ..Moments::centred(gain * input.second) },
         backward_gain: area_ratio * geometry.fan_out as f64 * taps,
     }
+}
+
+/// The dispersion of the output channels' variances `w^T Sigma w` for rows `w` of `n` i.i.d.
+/// Gaussian entries: `2 tr(Sigma^2) / tr(Sigma)^2`, with `Sigma` diagonal over channels (whose
+/// variances have dispersion `input`) and taps (independent around the channel offsets), is
+/// `2 (1 + input) / n`.
+pub(crate) fn row_dispersion(input: f64, n: usize) -> f64 {
+    2.0 * (1.0 + input) / n.max(1) as f64
 }
 
 /// The sizes of a convolution or linear layer that its moments depend on.
@@ -313,7 +384,13 @@ mod tests {
     #[test]
     fn relu_moments_match_numerical_integration_for_shifted_gaussian() {
         let (mu, sigma) = (0.4, 1.3);
-        let input = Moments { second: mu * mu + sigma * sigma, mean: mu, coherent: mu * mu, nonnegative: false };
+        let input = Moments {
+            second: mu * mu + sigma * sigma,
+            mean: mu,
+            coherent: mu * mu,
+            dispersion: 0.0,
+            nonnegative: false,
+        };
         let t = leaky_relu(input, 0.0);
         let (mut m1, mut m2, mut p) = (0.0, 0.0, 0.0);
         // Midpoint rule over z > 0 only, where the integrands are smooth.
@@ -396,7 +473,7 @@ mod tests {
 
     #[test]
     fn weight_layer_preserves_the_scaling_factor_even_with_padding() {
-        let input = Moments { second: 0.3, mean: 0.2, coherent: 0.05, nonnegative: true };
+        let input = Moments { second: 0.3, mean: 0.2, coherent: 0.05, dispersion: 0.0, nonnegative: true };
         let geometry = WeightGeometry { fan_in: 6, fan_out: 16, kernel: 5, area_in: 256, area_out: 256, coverage: 0.9 };
         let t = weight_layer(input, &geometry, 0.01);
         assert!((scaling_ratio(&input, 6 * 256, &t, 16 * 256) - 1.0).abs() < 1e-12);

@@ -11,10 +11,15 @@ use crate::registry::Op;
 /// `alpha S + beta F` of independent branches.
 pub(crate) fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -> Moments {
     let cross = 2.0 * alpha * beta * shortcut.mean * main.mean;
+    // Each channel's variance is the sum of the branches' (their weights are independent).
+    let (a, b) = (alpha * alpha * shortcut.variance(), beta * beta * main.variance());
+    let dispersion =
+        if a + b > 0.0 { (a * a * shortcut.dispersion + b * b * main.dispersion) / (a + b).powi(2) } else { 0.0 };
     Moments {
         second: alpha * alpha * shortcut.second + beta * beta * main.second + cross,
         mean: alpha * shortcut.mean + beta * main.mean,
         coherent: alpha * alpha * shortcut.coherent + beta * beta * main.coherent + cross,
+        dispersion,
         nonnegative: shortcut.nonnegative && main.nonnegative,
     }
 }

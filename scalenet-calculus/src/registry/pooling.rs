@@ -155,7 +155,7 @@ mod tests {
     /// the gradient. Here E[x^2] = 1 with mean 0.5 (coherent 0.25) over 16 positions.
     #[test]
     fn global_average_pooling_moments_in_plain_numbers() {
-        let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, nonnegative: true };
+        let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, dispersion: 0.0, nonnegative: true };
         let t = average_window(input, 16);
         assert!((t.output.second - (0.25 + 0.75 / 16.0)).abs() < 1e-15);
         assert!((t.backward_gain - 1.0 / 256.0).abs() < 1e-15);
