@@ -119,6 +119,16 @@ impl Covariance {
         self.offsets().map(|(dh, dw, pairs)| pairs * self.at(dh, dw)).sum::<f64>() / (self.pairs(0, 0) * second)
     }
 
+    /// `sum_{p, p'} K(p - p')` over the map's pairs of positions.
+    pub fn sum_over_pairs(&self) -> f64 {
+        self.offsets().map(|(dh, dw, pairs)| pairs * self.at(dh, dw)).sum()
+    }
+
+    /// The map's number of positions.
+    pub fn area(&self) -> f64 {
+        (self.height * self.width) as f64
+    }
+
     fn pairs(&self, dh: isize, dw: isize) -> f64 {
         ((self.height as isize - dh.abs()) * (self.width as isize - dw.abs())) as f64
     }
@@ -152,9 +162,24 @@ impl Covariance {
             cross += at(&rows, dh, self.height) * at(&cols, dw, self.width) * self.at(dh, dw);
         }
         let diagonal = at(&rows, 0, self.height) * at(&cols, 0, self.width) * second;
+        // The within part's correlation at the input offsets the output offsets reach.
+        let stride = window.stride as isize;
+        let within = if input.correlation.is_white() {
+            diagonal
+        } else {
+            self.offsets()
+                .map(|(dh, dw, _)| {
+                    let rho = input.correlation.at(stride * dh, stride * dw);
+                    if rho == 0.0 {
+                        return 0.0;
+                    }
+                    at(&rows, dh, self.height) * at(&cols, dw, self.width) * rho * self.at(dh, dw)
+                })
+                .sum()
+        };
         let offset_fraction = (input.coherent / input.second).clamp(0.0, 1.0);
-        // sum_d C K_x K = coherent sum_d C K + (second - coherent) C(0) K(0), over second C(0) K(0).
-        let mut kappa = offset_fraction * cross / diagonal + (1.0 - offset_fraction);
+        // sum_d C K_x K = coherent sum_d C K + (second - coherent) sum_d C rho K, over second C(0) K(0).
+        let mut kappa = offset_fraction * cross / diagonal + (1.0 - offset_fraction) * within / diagonal;
         if removed_mean != 0.0 {
             let rows = window.tap_count_products(in_h, self.height);
             let cols = window.tap_count_products(in_w, self.width);
@@ -175,17 +200,31 @@ impl Covariance {
             return 1.0;
         }
         let offset_fraction = (input.coherent / input.second).clamp(0.0, 1.0);
-        offset_fraction * self.bias_coherence() + (1.0 - offset_fraction)
+        let within = if input.correlation.is_white() {
+            1.0
+        } else {
+            self.offsets().map(|(dh, dw, pairs)| pairs * self.at(dh, dw) * input.correlation.at(dh, dw)).sum::<f64>()
+                / (self.pairs(0, 0) * self.second())
+        };
+        offset_fraction * self.bias_coherence() + (1.0 - offset_fraction) * within
     }
 
     /// Back through a weight layer: from the gradient at its output (this) to its input, of
-    /// `input_shape`, for weights of second moment `weight_second_moment` and `fan_out` outputs.
+    /// `input_shape`, for weights of second moment `weight_second_moment` and `fan_out` outputs,
+    /// whose rows of `centred_row` entries sum to zero (`None`: i.i.d. rows).
+    ///
+    /// A centred row's entries are correlated, `E[W_a W_b] = s^2 (delta_ab - 1 / N)` with
+    /// `s^2 = E[W^2] N / (N - 1)`, so pairs through *different* taps add
+    /// `-(s^2 / N) n_out sum K(o' - o)` over every (output, tap) pair of `i` and of `i + d`
+    /// (`T(d)` below): a gradient coherent over the map reaches the input through the sum of one
+    /// input channel's taps, which the centring shrinks by `1 - 1 / n_in`.
     pub fn through_weight_layer(
         &self,
         window: Window,
         input_shape: Shape,
         fan_out: usize,
         weight_second_moment: f64,
+        centred_row: Option<usize>,
     ) -> Covariance {
         let (in_h, in_w) = extent(input_shape);
         if (in_h, in_w) == (1, 1) {
@@ -195,13 +234,28 @@ impl Covariance {
         let cols = window.input_pairs(in_w, self.width);
         let stride = window.stride as isize;
         let scale = fan_out as f64 * weight_second_moment;
+        let centred = centred_row
+            .filter(|&n| n > 1)
+            .map(|n| (n as f64, window.all_tap_pairs(in_h, self.height), window.all_tap_pairs(in_w, self.width)));
         Covariance::from_fn(in_h, in_w, |dh, dw| {
-            if dh % stride != 0 || dw % stride != 0 {
-                return 0.0;
-            }
-            let count = rows[(dh + in_h as isize - 1) as usize] * cols[(dw + in_w as isize - 1) as usize];
             let pairs = ((in_h as isize - dh.abs()) * (in_w as isize - dw.abs())) as f64;
-            scale * count / pairs * self.at(dh / stride, dw / stride)
+            let same_tap = if dh % stride != 0 || dw % stride != 0 {
+                0.0
+            } else {
+                rows[(dh + in_h as isize - 1) as usize]
+                    * cols[(dw + in_w as isize - 1) as usize]
+                    * self.at(dh / stride, dw / stride)
+            };
+            let Some((n, row_pairs, col_pairs)) = &centred else {
+                return scale * same_tap / pairs;
+            };
+            let mut all_taps = 0.0;
+            for &(oh, ch) in &row_pairs[(dh + in_h as isize - 1) as usize] {
+                for &(ow, cw) in &col_pairs[(dw + in_w as isize - 1) as usize] {
+                    all_taps += ch * cw * self.at(oh, ow);
+                }
+            }
+            scale * (same_tap * n - all_taps) / ((n - 1.0) * pairs)
         })
     }
 
@@ -237,9 +291,14 @@ impl Covariance {
         if input.nonnegative {
             return self.clone();
         }
-        let (same, distinct) = mask_products(input, slope);
+        let (same, distinct, sensitivity) = mask_products(input, slope);
         Covariance::from_fn(self.height, self.width, |dh, dw| {
-            self.at(dh, dw) * if (dh, dw) == (0, 0) { same } else { distinct }
+            let masks = if (dh, dw) == (0, 0) {
+                same
+            } else {
+                distinct + sensitivity * input.correlation.at(dh, dw).clamp(-1.0, 1.0).asin()
+            };
+            self.at(dh, dw) * masks
         })
     }
 
@@ -250,14 +309,17 @@ impl Covariance {
     }
 }
 
-/// `(E[m^2], E[m m'])` for the gradient mask `m` of an activation at one position and at another
-/// position of the same channel. The channel's offset `c ~ N(mean, coherent - mean^2)` and its
-/// scale (the dispersion of [`crate::moments`]) are shared; given them, positions vary
-/// independently with variance `second - coherent` times the scale.
-fn mask_products(input: &Moments, slope: f64) -> (f64, f64) {
+/// `(E[m^2], E[m m'], c)` for the gradient mask `m` of an activation at one position and at
+/// another position of the same channel. The channel's offset `o ~ N(mean, coherent - mean^2)`
+/// and its scale (the dispersion of [`crate::moments`]) are shared; given them, positions vary
+/// with variance `sigma^2 = second - coherent` times the scale, independently, or with the
+/// correlation `rho` of [`crate::correlation`], which adds `c asin(rho)` to `E[m m']`:
+/// `c = (1 - a)^2 E[phi(o / sigma)^2]`, the orthant probability's slope (exact at `o = 0`, where
+/// `P(z > 0, z' > 0) = 1/4 + asin(rho) / 2 pi`).
+fn mask_products(input: &Moments, slope: f64) -> (f64, f64, f64) {
     let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
     let within = (input.second - input.coherent).max(0.0).sqrt();
-    let (mut same, mut distinct) = (0.0, 0.0);
+    let (mut same, mut distinct, mut sensitivity) = (0.0, 0.0, 0.0);
     let scales: Vec<(f64, f64)> = if input.dispersion > 0.0 {
         crate::moments::scale_factors(input.dispersion).collect()
     } else {
@@ -285,8 +347,15 @@ fn mask_products(input: &Moments, slope: f64) -> (f64, f64) {
                 let p = channel(g);
                 (p + slope * (1.0 - p)).powi(2)
             });
+        if sigma > 0.0 && !input.correlation.is_white() {
+            sensitivity += weight
+                * crate::moments::standard_normal_expectation(|g| {
+                    let x = (input.mean + between * g) / sigma;
+                    (-x * x).exp() / (2.0 * std::f64::consts::PI)
+                });
+        }
     }
-    (same, distinct)
+    (same, distinct, (1.0 - slope).powi(2) * sensitivity)
 }
 
 /// A convolution's window along one axis (a linear layer is `1, 1, 0`).
@@ -351,6 +420,27 @@ impl Window {
                     && self.source(o + shift, a, input).is_some()
             })
             .count()
+    }
+
+    /// For every input offset `d` (from `-(input - 1)`), the output offsets `o' - o` of the
+    /// (output, tap) pairs `(o, a)` and `(o', a')`, any taps, whose sources are `i` and `i + d`,
+    /// both inside the input, with how many there are of each.
+    fn all_tap_pairs(&self, input: usize, output: usize) -> Vec<Vec<(isize, f64)>> {
+        let (n_in, k) = (input as isize, self.kernel as isize);
+        let sources: Vec<(isize, isize)> = (0..output as isize)
+            .flat_map(|o| (0..k).filter_map(move |a| self.source(o, a, input).map(|i| (o, i))))
+            .collect();
+        let mut counts: Vec<Vec<(isize, f64)>> = vec![Vec::new(); (2 * n_in - 1) as usize];
+        for &(o, i) in &sources {
+            for &(o2, i2) in &sources {
+                let list = &mut counts[(i2 - i + n_in - 1) as usize];
+                match list.iter_mut().find(|(shift, _)| *shift == o2 - o) {
+                    Some((_, c)) => *c += 1.0,
+                    None => list.push((o2 - o, 1.0)),
+                }
+            }
+        }
+        counts
     }
 
     /// For every input offset `d` (from `-(input - 1)`), the number of (output pair, tap) triples
@@ -421,6 +511,67 @@ mod tests {
         Shape::Image { channels: 1, height: size, width: size }
     }
 
+    /// Back through centred rows, against the expectation written out over every pair of
+    /// (output, tap) sources of two input positions, with `E[W_a W_b] = s^2 (delta_ab - 1/N)`:
+    /// a 3x3 convolution with padding 1 on a 5x5 map, and a 2x2 one of stride 2 on 6x6.
+    #[test]
+    fn centred_rows_correlate_the_taps_of_the_backward_pass() {
+        for (window, input) in
+            [(Window { kernel: 3, stride: 1, padding: 1 }, 5), (Window { kernel: 2, stride: 2, padding: 0 }, 6)]
+        {
+            let output = (input + 2 * window.padding - window.kernel) / window.stride + 1;
+            let dy = Covariance::from_fn(output, output, |dh, dw| {
+                1.0 + 0.3 * dh as f64 - 0.1 * (dh * dw) as f64 + if (dh, dw) == (0, 0) { 2.0 } else { 0.0 }
+            });
+            let (n, fan_out, second_moment) = (36usize, 5usize, 0.02);
+            let got = dy.through_weight_layer(window, image(input), fan_out, second_moment, Some(n));
+            let s2 = second_moment * n as f64 / (n as f64 - 1.0);
+            let k = window.kernel as isize;
+            let sources = |i: (isize, isize)| -> Vec<((isize, isize), isize)> {
+                let mut list = vec![];
+                for oh in 0..output as isize {
+                    for ow in 0..output as isize {
+                        for ah in 0..k {
+                            for aw in 0..k {
+                                if window.source(oh, ah, input) == Some(i.0)
+                                    && window.source(ow, aw, input) == Some(i.1)
+                                {
+                                    list.push(((oh, ow), ah * k + aw));
+                                }
+                            }
+                        }
+                    }
+                }
+                list
+            };
+            let m = input as isize;
+            for (dh, dw) in [(0, 0), (1, 0), (1, 2), (2, -1), (0, 3)] {
+                let (mut sum, mut pairs) = (0.0, 0.0);
+                for ih in 0..m {
+                    for iw in 0..m {
+                        let other = (ih + dh, iw + dw);
+                        if !(0..m).contains(&other.0) || !(0..m).contains(&other.1) {
+                            continue;
+                        }
+                        pairs += 1.0;
+                        for (o, a) in sources((ih, iw)) {
+                            for (o2, a2) in sources(other) {
+                                let w = s2 * (if a == a2 { 1.0 } else { 0.0 } - 1.0 / n as f64);
+                                sum += fan_out as f64 * w * dy.at(o2.0 - o.0, o2.1 - o.1);
+                            }
+                        }
+                    }
+                }
+                let expected = sum / pairs;
+                assert!(
+                    (got.at(dh, dw) - expected).abs() < 1e-12,
+                    "{window:?} d ({dh}, {dw}): {} vs {expected}",
+                    got.at(dh, dw)
+                );
+            }
+        }
+    }
+
     /// The table's `K(0)` follows the calculus's own backward second moments (Appendix B) through
     /// every op, padding and strides included: the coherence model only adds the cross terms.
     #[test]
@@ -440,7 +591,7 @@ mod tests {
                 coverage: crate::moments::coverage_1d(input, window.kernel, window.stride, window.padding, 8).powi(2),
             };
             let expected = weight_layer(Moments::centred(1.0), &geometry, 0.1).backward_gain * 2.0;
-            let got = dy.through_weight_layer(window, image(input), 6, 0.1).second();
+            let got = dy.through_weight_layer(window, image(input), 6, 0.1, None).second();
             assert!((got / expected - 1.0).abs() < 1e-12, "{window:?}: {got} vs {expected}");
         }
         let pooled = dy.through_avg_pool(2, image(16));
@@ -469,21 +620,32 @@ mod tests {
     /// the offset.
     #[test]
     fn relu_masks_share_their_channel_offset() {
-        let (same, distinct) = mask_products(&Moments::centred(1.0), 0.0);
+        let (same, distinct, _) = mask_products(&Moments::centred(1.0), 0.0);
         assert!((same - 0.5).abs() < 1e-9 && (distinct - 0.25).abs() < 1e-9);
         // Correlation rho between positions: P(both > 0) = 1/4 + asin(rho) / (2 pi).
         let rho: f64 = 0.65;
-        let (_, distinct) =
-            mask_products(&Moments { second: 1.0, mean: 0.0, coherent: rho, dispersion: 0.0, nonnegative: false }, 0.0);
+        let (_, distinct, _) = mask_products(
+            &Moments { second: 1.0, mean: 0.0, coherent: rho, nonnegative: false, ..Moments::centred(0.0) },
+            0.0,
+        );
         let expected = 0.25 + rho.asin() / (2.0 * std::f64::consts::PI);
         assert!((distinct - expected).abs() < 1e-6, "{distinct} vs {expected}");
+        // The same through the within part's correlation (centred rows), without offsets: the
+        // orthant probability's slope is exactly 1 / 2 pi.
+        let correlated = Moments {
+            correlation: crate::correlation::SpatialCorrelation::WHITE.through_weights(3, 1, Some(9)).0,
+            ..Moments::centred(1.0)
+        };
+        let (_, distinct, sensitivity) = mask_products(&correlated, 0.0);
+        assert!((distinct - 0.25).abs() < 1e-9);
+        assert!((sensitivity - 1.0 / (2.0 * std::f64::consts::PI)).abs() < 1e-9, "{sensitivity}");
     }
 
     /// White gradients or offset-free inputs leave the paper's `E[dW^2]` alone.
     #[test]
     fn no_cross_terms_without_both_correlations() {
         let white = Covariance::white(image(6), 1.0);
-        let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, dispersion: 0.0, nonnegative: true };
+        let offset = Moments { second: 1.0, mean: 0.5, coherent: 0.4, nonnegative: true, ..Moments::centred(0.0) };
         let window = Window { kernel: 3, stride: 1, padding: 1 };
         assert!((white.weight_coherence(&offset, 0.0, window, image(6)) - 1.0).abs() < 1e-12);
         let pooled = Covariance::white(image(3), 1.0).through_avg_pool(2, image(6));
@@ -498,7 +660,7 @@ mod tests {
         let (n_in, window) = (6usize, Window { kernel: 3, stride: 1, padding: 1 });
         let n_out = 6usize;
         let k = Covariance::from_fn(n_out, n_out, |dh, dw| 1.0 / (1.0 + (dh * dh + 2 * dw * dw) as f64));
-        let input = Moments { second: 1.0, mean: 0.3, coherent: 0.2, dispersion: 0.0, nonnegative: false };
+        let input = Moments { second: 1.0, mean: 0.3, coherent: 0.2, nonnegative: false, ..Moments::centred(0.0) };
         let (mut with, mut without) = (0.0, 0.0);
         let inside = |o: isize, a: isize| (0..n_in as isize).contains(&(o + a - 1));
         for a in 0..3 {

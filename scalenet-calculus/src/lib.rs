@@ -28,6 +28,7 @@
 mod blocks;
 pub mod borders;
 pub mod coherence;
+pub mod correlation;
 mod diagnostic;
 pub mod moments;
 mod plan;

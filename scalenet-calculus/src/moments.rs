@@ -24,6 +24,8 @@
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
+use crate::correlation::SpatialCorrelation;
+
 /// Element-wise moments of an activation at initialization.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Moments {
@@ -38,6 +40,10 @@ pub struct Moments {
     /// vector, of each entry over samples): how much the finite-width weight layers before made
     /// the channels' scales differ. 0 for the network input.
     pub dispersion: f64,
+    /// The within-channel part's correlation between positions (`second - coherent` of it is
+    /// independent between positions unless centred rows made it otherwise; see
+    /// [`crate::correlation`]).
+    pub correlation: SpatialCorrelation,
     /// Whether every entry is `>= 0` (the output of a ReLU), so a further ReLU is the identity.
     pub nonnegative: bool,
 }
@@ -45,7 +51,14 @@ pub struct Moments {
 impl Moments {
     /// Centred, symmetric data with `E[x^2] = second`: the network input of assumption 1.
     pub fn centred(second: f64) -> Self {
-        Moments { second, mean: 0.0, coherent: 0.0, dispersion: 0.0, nonnegative: false }
+        Moments {
+            second,
+            mean: 0.0,
+            coherent: 0.0,
+            dispersion: 0.0,
+            correlation: SpatialCorrelation::WHITE,
+            nonnegative: false,
+        }
     }
 
     pub fn variance(&self) -> f64 {
@@ -63,6 +76,7 @@ impl Moments {
             mean: self.mean * factor,
             coherent: self.coherent * factor * factor,
             dispersion: self.dispersion,
+            correlation: self.correlation,
             nonnegative: if factor >= 0.0 { self.nonnegative } else { self.nonnegative && self.second == 0.0 },
         }
     }
@@ -87,6 +101,7 @@ impl Moments {
             mean: 0.0,
             coherent: (self.coherent - mean_sq).max(0.0),
             dispersion: self.dispersion,
+            correlation: self.correlation,
             nonnegative: false,
         }
     }
@@ -94,7 +109,7 @@ impl Moments {
     /// The same moments seen as a vector: every entry is its own channel, so all of the second
     /// moment is coherent.
     pub fn as_vector(self) -> Self {
-        Moments { coherent: self.second, ..self }
+        Moments { coherent: self.second, correlation: SpatialCorrelation::WHITE, ..self }
     }
 }
 
@@ -148,6 +163,7 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
                 mean,
                 coherent: coherent.min(second),
                 dispersion: 0.0,
+                correlation: input.correlation.through_activation(slope),
                 nonnegative: slope == 0.0,
             },
             backward_gain: p_positive + slope * slope * (1.0 - p_positive),
@@ -171,7 +187,14 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     }
     let dispersion = if variance > 0.0 { (variance_sq / (variance * variance) - 1.0).max(0.0) } else { 0.0 };
     Transfer {
-        output: Moments { second, mean, coherent: coherent.min(second), dispersion, nonnegative: slope == 0.0 },
+        output: Moments {
+            second,
+            mean,
+            coherent: coherent.min(second),
+            dispersion,
+            correlation: input.correlation.through_activation(slope),
+            nonnegative: slope == 0.0,
+        },
         backward_gain: p_positive + slope * slope * (1.0 - p_positive),
     }
 }
@@ -191,6 +214,17 @@ pub(crate) fn scale_factors(dispersion: f64) -> impl Iterator<Item = (f64, f64)>
         let probability = weight / PI.sqrt();
         [-node, node].map(|x| ((std::f64::consts::SQRT_2 * x * sigma - 0.5 * log_variance).exp(), probability))
     })
+}
+
+/// The density at 0 of an activation with these moments: its channels' offsets
+/// `N(mean, coherent - mean^2)` around which entries vary with variance `second - coherent`.
+pub fn density_at_zero(input: &Moments) -> f64 {
+    let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
+    let within = (input.second - input.coherent).max(0.0).sqrt();
+    if within <= 0.0 {
+        return 0.0;
+    }
+    standard_normal_expectation(|g| standard_normal_pdf((input.mean + between * g) / within) / within)
 }
 
 /// `E[f(z)]` for standard normal `z`, by the midpoint rule on [-8, 8] (f is smooth here).
@@ -222,23 +256,35 @@ fn rectified(mu: f64, sigma: f64, slope: f64) -> (f64, f64, f64) {
 }
 
 /// Average pooling over `k x k` windows with stride `k`: each channel's spatial mean is kept, the
-/// entries' variation around it is divided by `k^2` (independent entries). Each input feeds one
+/// entries' variation around it is divided by `k^2` (independent entries; by the sum of their
+/// correlations over the window otherwise, see [`crate::correlation`]). Each input feeds one
 /// output with weight `1/k^2`, so `E[dx^2] = E[dy^2] / k^4` (Appendix B).
 pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
-    average_window(input, kernel * kernel)
+    let (correlation, within_factor) = input.correlation.through_avg_pool(kernel);
+    averaged(input, within_factor, (kernel * kernel) as f64, correlation)
 }
 
-/// Averaging over windows of `window` entries that tile the input (a `k x k` pool, or a whole
-/// `H x W` image for global average pooling): [`avg_pool`]'s rule with `k^2 = window`.
+/// Averaging over windows of `window` independent entries that tile the input: [`avg_pool`]'s
+/// rule with `k^2 = window`.
 pub fn average_window(input: Moments, window: usize) -> Transfer {
-    let window = window as f64;
+    averaged(input, 1.0 / window as f64, window as f64, SpatialCorrelation::WHITE)
+}
+
+/// Global average pooling over a `height x width` map: one window as large as the image.
+pub fn global_average(input: Moments, height: usize, width: usize) -> Transfer {
+    let within_factor = input.correlation.whole_map_factor(height, width);
+    averaged(input, within_factor, (height * width) as f64, SpatialCorrelation::WHITE)
+}
+
+fn averaged(input: Moments, within_factor: f64, window: f64, correlation: SpatialCorrelation) -> Transfer {
     let coherent = input.coherent.max(input.mean * input.mean).min(input.second);
     Transfer {
         output: Moments {
-            second: (input.second - coherent) / window + coherent,
+            second: (input.second - coherent) * within_factor + coherent,
             mean: input.mean,
             coherent,
             dispersion: input.dispersion,
+            correlation,
             nonnegative: input.nonnegative,
         },
         backward_gain: 1.0 / (window * window),
@@ -384,13 +430,7 @@ mod tests {
     #[test]
     fn relu_moments_match_numerical_integration_for_shifted_gaussian() {
         let (mu, sigma) = (0.4, 1.3);
-        let input = Moments {
-            second: mu * mu + sigma * sigma,
-            mean: mu,
-            coherent: mu * mu,
-            dispersion: 0.0,
-            nonnegative: false,
-        };
+        let input = Moments { second: mu * mu + sigma * sigma, mean: mu, coherent: mu * mu, ..Moments::centred(0.0) };
         let t = leaky_relu(input, 0.0);
         let (mut m1, mut m2, mut p) = (0.0, 0.0, 0.0);
         // Midpoint rule over z > 0 only, where the integrands are smooth.
@@ -473,7 +513,7 @@ mod tests {
 
     #[test]
     fn weight_layer_preserves_the_scaling_factor_even_with_padding() {
-        let input = Moments { second: 0.3, mean: 0.2, coherent: 0.05, dispersion: 0.0, nonnegative: true };
+        let input = Moments { second: 0.3, mean: 0.2, coherent: 0.05, nonnegative: true, ..Moments::centred(0.0) };
         let geometry = WeightGeometry { fan_in: 6, fan_out: 16, kernel: 5, area_in: 256, area_out: 256, coverage: 0.9 };
         let t = weight_layer(input, &geometry, 0.01);
         assert!((scaling_ratio(&input, 6 * 256, &t, 16 * 256) - 1.0).abs() < 1e-12);

@@ -6,7 +6,7 @@ use crate::coherence::Covariance;
 use crate::moments::{Moments, Transfer};
 use crate::plan::{ParamInit, Step, StepOp};
 use crate::registry::weight::window;
-use crate::registry::Op;
+use crate::registry::{Op, Role};
 
 /// `alpha S + beta F` of independent branches.
 pub(crate) fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -> Moments {
@@ -20,6 +20,11 @@ pub(crate) fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -
         mean: alpha * shortcut.mean + beta * main.mean,
         coherent: alpha * alpha * shortcut.coherent + beta * beta * main.coherent + cross,
         dispersion,
+        correlation: shortcut.correlation.mixed(
+            alpha * alpha * (shortcut.second - shortcut.coherent).max(0.0),
+            &main.correlation,
+            beta * beta * (main.second - main.coherent).max(0.0),
+        ),
         nonnegative: shortcut.nonnegative && main.nonnegative,
     }
 }
@@ -126,28 +131,113 @@ pub(crate) fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 
 /// step's gammas by them; returns the covariance at the chain's input. Runs after
 /// [`predict_forward`], whose input moments the activations' masks and the weights' inputs use.
 pub(crate) fn predict_coherence(steps: &mut [Step], output_gradient: Covariance, correct: bool) -> Covariance {
+    predict_coherence_with(steps, output_gradient, Vec::new(), correct).0
+}
+
+/// How the gradient that reaches a point of the chain depends on the signal there, through the
+/// first ReLU downstream (before any weight layer, whose independent weights end it).
+///
+/// The calculus takes a layer's input and the gradient at its output to be independent. They are
+/// not in one direction: the weight row `w` itself. `w . dW = sum_p z(p) dz(p)` for the layer's
+/// output `z`, and where `z` reaches a ReLU's input `S` as its part `v` (through scalars, pooling
+/// and residual sums), `sum_p z dz = sum_q v(q) 1[S(q) > 0] g(q)` with `g` the gradient at the
+/// ReLU's output: `v 1[S > 0]` has the mean `Cov(v, S) p_S(0)` (Stein's lemma, `p_S` the
+/// density of `S`), the same at every position, and a coherent `g` sums it over the map. So the
+/// row's own direction gets `Delta = E[v 1[S > 0]]^2 sum_{q != q'} K_g(q - q')` more than
+/// independence gives, and `E[dW^2]`, the mean over the `N` directions of the row,
+/// `Delta / (N |w|^2)`: `(kappa_g - 1) / (pi N)` of the independent value for a ReLU right after
+/// the layer, `kappa_g` the gradient's coherence over the map.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaskDependence {
+    /// `(1 - a) Var(S) p_S(0)`, for a (leaky) ReLU of slope `a`: `E[v 1[S > 0]]` for `v = S`.
+    base: f64,
+    /// `sum_{q != q'} K_g(q - q')`, the cross terms of the gradient at the ReLU's output.
+    cross: f64,
+    /// The share of `Var(S)` that the signal at this point of the chain makes.
+    share: f64,
+}
+
+impl MaskDependence {
+    fn at_activation(input: &Moments, slope: f64, gradient: &Covariance) -> Option<Self> {
+        let cross = gradient.sum_over_pairs() - gradient.area() * gradient.second();
+        let density = crate::moments::density_at_zero(input);
+        (cross > 0.0 && density > 0.0).then_some(MaskDependence {
+            base: (1.0 - slope) * input.variance() * density,
+            cross,
+            share: 1.0,
+        })
+    }
+
+    fn with_share(self, factor: f64) -> Self {
+        MaskDependence { share: self.share * factor, ..self }
+    }
+
+    /// `Delta` for the signal at this point.
+    fn excess(&self) -> f64 {
+        (self.share * self.base).powi(2) * self.cross
+    }
+}
+
+fn predict_coherence_with(
+    steps: &mut [Step],
+    output_gradient: Covariance,
+    output_dependence: Vec<MaskDependence>,
+    correct: bool,
+) -> (Covariance, Vec<MaskDependence>) {
     let mut gradient = output_gradient;
+    let mut dependence = output_dependence;
     for step in steps.iter_mut().rev() {
-        let input_gradient = match &mut step.op {
+        let (input_gradient, input_dependence) = match &mut step.op {
             StepOp::Block { alpha, beta, main, shortcut, .. } => {
                 let (alpha, beta) = (*alpha, *beta);
-                let through_main = predict_coherence(main, gradient.scaled(beta), correct);
-                let through_shortcut = predict_coherence(shortcut, gradient.scaled(alpha), correct);
-                through_main.plus(&through_shortcut)
+                let total = step.forward.variance();
+                let branch = |factor: f64, chain: &[Step]| {
+                    let output = chain.last().map_or(step.input, |s| s.forward);
+                    let share = if total > 0.0 { factor * factor * output.variance() / total } else { 0.0 };
+                    dependence.iter().map(|d| d.with_share(share)).collect::<Vec<_>>()
+                };
+                let (main_dependence, shortcut_dependence) = (branch(beta, main), branch(alpha, shortcut));
+                let (through_main, from_main) =
+                    predict_coherence_with(main, gradient.scaled(beta), main_dependence, correct);
+                let (through_shortcut, from_shortcut) =
+                    predict_coherence_with(shortcut, gradient.scaled(alpha), shortcut_dependence, correct);
+                // Each ReLU the branches lead to counts on its own.
+                (through_main.plus(&through_shortcut), [from_main, from_shortcut].concat())
             }
-            StepOp::FixedScale { factor, .. } => gradient.scaled(*factor),
-            StepOp::Declared { .. } => declared_gradient(step, &gradient),
+            StepOp::FixedScale { factor, .. } => (gradient.scaled(*factor), dependence.clone()),
+            StepOp::Declared { op, .. } => {
+                let passed = match op.def().role {
+                    // Through a ReLU the signal before it reaches later ones only nonlinearly.
+                    Role::Activation => op
+                        .activation_slope()
+                        .and_then(|slope| MaskDependence::at_activation(&step.input, slope, &gradient))
+                        .into_iter()
+                        .collect(),
+                    Role::Plain | Role::Pooling | Role::Reshape | Role::Bias | Role::Scalar => dependence.clone(),
+                    Role::Weight | Role::Block | Role::Unscaled | Role::Rejected => Vec::new(),
+                };
+                (declared_gradient(step, &gradient), passed)
+            }
         };
         let (weight, bias) = match (&step.op, &step.params) {
-            (StepOp::Declared { op, .. }, Some(ParamInit::Weight(w))) => (
-                Some(gradient.weight_coherence(
+            (StepOp::Declared { op, .. }, Some(ParamInit::Weight(w))) => {
+                let mut factor = gradient.weight_coherence(
                     &w.seen(step.input),
                     if w.centred { step.input.mean } else { 0.0 },
                     window(op),
                     step.input_shape,
-                )),
-                w.bias.then(|| gradient.bias_coherence()),
-            ),
+                );
+                // The row's own direction (see `MaskDependence`), over the independent E[dW^2].
+                if let Some(gamma) = step.gamma {
+                    let n = (w.geometry.fan_in * w.geometry.kernel * w.geometry.kernel) as f64;
+                    let independent = gamma * w.second_moment;
+                    if independent > 0.0 {
+                        let excess: f64 = dependence.iter().map(MaskDependence::excess).sum();
+                        factor += excess / (n * n * w.second_moment * independent);
+                    }
+                }
+                (Some(factor), w.bias.then(|| gradient.bias_coherence()))
+            }
             (_, Some(ParamInit::Scalar { .. })) => (Some(gradient.product_coherence(&step.input)), None),
             (_, Some(ParamInit::Bias { .. })) => (None, Some(gradient.bias_coherence())),
             _ => (None, None),
@@ -159,8 +249,9 @@ pub(crate) fn predict_coherence(steps: &mut [Step], output_gradient: Covariance,
             step.bias_gamma = step.bias_gamma.zip(bias).map(|(gamma, factor)| gamma * factor).or(step.bias_gamma);
         }
         gradient = input_gradient;
+        dependence = input_dependence;
     }
-    gradient
+    (gradient, dependence)
 }
 
 fn declared_gradient(step: &Step, gradient: &Covariance) -> Covariance {

@@ -59,7 +59,11 @@ pub static GLOBAL_AVG_POOL: OpDef = OpDef {
     // A pooling window as large as the image (Appendix B with k^2 = H W), seen as a vector
     // after: the whole second moment of each entry is then its own channel's.
     transfer: |_, step, input| {
-        let mut transfer = moments::average_window(input, step.input_shape.area());
+        let (height, width) = match step.input_shape {
+            Shape::Image { height, width, .. } => (height, width),
+            Shape::Vector { .. } => (1, 1),
+        };
+        let mut transfer = moments::global_average(input, height, width);
         transfer.output = transfer.output.as_vector();
         transfer
     },
@@ -155,7 +159,7 @@ mod tests {
     /// the gradient. Here E[x^2] = 1 with mean 0.5 (coherent 0.25) over 16 positions.
     #[test]
     fn global_average_pooling_moments_in_plain_numbers() {
-        let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, dispersion: 0.0, nonnegative: true };
+        let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, nonnegative: true, ..Moments::centred(0.0) };
         let t = average_window(input, 16);
         assert!((t.output.second - (0.25 + 0.75 / 16.0)).abs() < 1e-15);
         assert!((t.backward_gain - 1.0 / 256.0).abs() < 1e-15);

@@ -114,11 +114,21 @@ pub(crate) fn weight_layer_moments(
     centred: bool,
     input: Moments,
 ) -> Transfer {
-    if !centred {
-        return moments::weight_layer(input, geometry, second_moment);
-    }
-    let mut transfer = moments::weight_layer(input.without_common_mean(), geometry, second_moment);
     let row_len = geometry.fan_in * geometry.kernel * geometry.kernel;
+    let seen = if centred { input.without_common_mean() } else { input };
+    let mut transfer = moments::weight_layer(seen, geometry, second_moment);
+    // A map out of a map: its within part's correlation between positions (see `correlation`).
+    if matches!(input_shape, Shape::Image { .. }) && geometry.area_out > 1 {
+        let window = window(op);
+        let (correlation, within_factor) =
+            seen.correlation.through_weights(window.kernel, window.stride, centred.then_some(row_len));
+        let output = &mut transfer.output;
+        output.second = output.coherent + (output.second - output.coherent).max(0.0) * within_factor;
+        output.correlation = correlation;
+    }
+    if !centred {
+        return transfer;
+    }
     let unit = input.mean * input.mean * second_moment * centred_draw_factor(row_len) * geometry.fan_in as f64;
     let (second, coherent) = window(op).centred_border_offsets(input_shape);
     transfer.output.second += unit * second;
@@ -131,7 +141,15 @@ pub(crate) fn weight_layer_moments(
 /// Conv and linear: back through independent weights (see [`crate::coherence`]).
 fn weight_gradient(op: &Op, step: &Step, gradient: &Covariance) -> Covariance {
     let weight = step.weight().expect("the planner gives every weight layer its init");
-    gradient.through_weight_layer(window(op), step.input_shape, weight.geometry.fan_out, weight.second_moment)
+    let geometry = &weight.geometry;
+    let row_len = geometry.fan_in * geometry.kernel * geometry.kernel;
+    gradient.through_weight_layer(
+        window(op),
+        step.input_shape,
+        geometry.fan_out,
+        weight.second_moment,
+        weight.centred.then_some(row_len),
+    )
 }
 
 /// A weight layer's window along each axis (a linear layer's is a single tap).
