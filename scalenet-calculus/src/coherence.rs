@@ -320,40 +320,39 @@ fn mask_products(input: &Moments, slope: f64) -> (f64, f64, f64) {
     let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
     let within = (input.second - input.coherent).max(0.0).sqrt();
     let (mut same, mut distinct, mut sensitivity) = (0.0, 0.0, 0.0);
-    let scales: Vec<(f64, f64)> = if input.dispersion > 0.0 {
+    let scales: Vec<(f64, f64)> = if input.dispersion > 0.0 && within > 0.0 {
         crate::moments::scale_factors(input.dispersion).collect()
     } else {
         vec![(1.0, 1.0)]
     };
+    let correlated = !input.correlation.is_white();
     for (scale, weight) in scales {
         let sigma = within * scale.sqrt();
-        let positive = |offset: f64| {
-            if sigma > 0.0 {
+        // At channel offset o: [E[m^2], E[m]^2, phi(o / sigma)^2].
+        let channel = |offset: f64| {
+            let p = if sigma > 0.0 {
                 crate::moments::standard_normal_cdf(offset / sigma)
             } else if offset > 0.0 {
                 1.0
             } else {
                 0.0
-            }
+            };
+            let density_sq = if sigma > 0.0 && correlated {
+                let x = offset / sigma;
+                (-x * x).exp() / (2.0 * std::f64::consts::PI)
+            } else {
+                0.0
+            };
+            [p + slope * slope * (1.0 - p), (p + slope * (1.0 - p)).powi(2), density_sq]
         };
-        let channel = |g: f64| positive(input.mean + between * g);
-        same += weight
-            * crate::moments::standard_normal_expectation(|g| {
-                let p = channel(g);
-                p + slope * slope * (1.0 - p)
-            });
-        distinct += weight
-            * crate::moments::standard_normal_expectation(|g| {
-                let p = channel(g);
-                (p + slope * (1.0 - p)).powi(2)
-            });
-        if sigma > 0.0 && !input.correlation.is_white() {
-            sensitivity += weight
-                * crate::moments::standard_normal_expectation(|g| {
-                    let x = (input.mean + between * g) / sigma;
-                    (-x * x).exp() / (2.0 * std::f64::consts::PI)
-                });
-        }
+        let [a, b, c] = if between == 0.0 {
+            channel(input.mean)
+        } else {
+            crate::moments::standard_normal_expectations(|g| channel(input.mean + between * g))
+        };
+        same += weight * a;
+        distinct += weight * b;
+        sensitivity += weight * c;
     }
     (same, distinct, (1.0 - slope).powi(2) * sensitivity)
 }

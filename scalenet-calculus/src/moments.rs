@@ -154,7 +154,8 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     // output mean is the rectified mean at m.
     let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
     let within = (input.second - input.coherent).max(0.0).sqrt();
-    if input.dispersion <= 0.0 {
+    // Without a within part (a vector: each entry is its own channel) the scales do not matter.
+    if input.dispersion <= 0.0 || within == 0.0 {
         let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
         let coherent = standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
         return Transfer {
@@ -169,22 +170,25 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
             backward_gain: p_positive + slope * slope * (1.0 - p_positive),
         };
     }
-    let (mut mean, mut second, mut coherent, mut p_positive) = (0.0, 0.0, 0.0, 0.0);
-    let (mut variance, mut variance_sq) = (0.0, 0.0);
+    // Per channel, at offset m and scale factor f: [mean, second, mean^2, P(z > 0), variance,
+    // variance^2], averaged over both.
+    let channel = |offset: f64, sigma: f64| {
+        let (m, sq, p) = rectified(offset, sigma, slope);
+        [m, sq, m * m, p, sq - m * m, (sq - m * m).powi(2)]
+    };
+    let mut sums = [0.0; 6];
     for (scale, weight) in scale_factors(input.dispersion) {
         let sigma = within * scale.sqrt();
-        let channel = |z: f64| {
-            let (m, sq, p) = rectified(input.mean + between * z, sigma, slope);
-            [m, sq, m * m, p, sq - m * m, (sq - m * m).powi(2)]
+        let moments = if between == 0.0 {
+            channel(input.mean, sigma)
+        } else {
+            standard_normal_expectations(|z| channel(input.mean + between * z, sigma))
         };
-        let moments: Vec<f64> = (0..6).map(|i| standard_normal_expectation(|z| channel(z)[i])).collect();
-        mean += weight * moments[0];
-        second += weight * moments[1];
-        coherent += weight * moments[2];
-        p_positive += weight * moments[3];
-        variance += weight * moments[4];
-        variance_sq += weight * moments[5];
+        for (sum, moment) in sums.iter_mut().zip(moments) {
+            *sum += weight * moment;
+        }
     }
+    let [mean, second, coherent, p_positive, variance, variance_sq] = sums;
     let dispersion = if variance > 0.0 { (variance_sq / (variance * variance) - 1.0).max(0.0) } else { 0.0 };
     Transfer {
         output: Moments {
@@ -227,11 +231,25 @@ pub fn density_at_zero(input: &Moments) -> f64 {
     standard_normal_expectation(|g| standard_normal_pdf((input.mean + between * g) / within) / within)
 }
 
+const EXPECTATION_STEPS: usize = 400;
+
 /// `E[f(z)]` for standard normal `z`, by the midpoint rule on [-8, 8] (f is smooth here).
 pub(crate) fn standard_normal_expectation(f: impl Fn(f64) -> f64) -> f64 {
-    const STEPS: usize = 400;
-    let dz = 16.0 / STEPS as f64;
-    (0..STEPS).map(|i| -8.0 + (i as f64 + 0.5) * dz).map(|z| f(z) * standard_normal_pdf(z) * dz).sum()
+    standard_normal_expectations(|z| [f(z)])[0]
+}
+
+/// [`standard_normal_expectation`] of several functions computed together.
+pub(crate) fn standard_normal_expectations<const K: usize>(f: impl Fn(f64) -> [f64; K]) -> [f64; K] {
+    let dz = 16.0 / EXPECTATION_STEPS as f64;
+    let mut sums = [0.0; K];
+    for i in 0..EXPECTATION_STEPS {
+        let z = -8.0 + (i as f64 + 0.5) * dz;
+        let weight = standard_normal_pdf(z) * dz;
+        for (sum, value) in sums.iter_mut().zip(f(z)) {
+            *sum += weight * value;
+        }
+    }
+    sums
 }
 
 /// Mean, second moment and `P(z > 0)` of `max(z, a z)` for `z ~ N(mu, sigma^2)`.
