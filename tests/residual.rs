@@ -193,36 +193,64 @@ fn global_pool_offset_share_matches_measurement() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// With centred weight rows (`centred_weights: true`) no layer passes on the ReLU means, so the
-/// channel offsets behind the pooled network's large kappas are gone; what zero padding leaves of
-/// them at the borders is modelled, forward and in the weight gradients. Measured over the
-/// centred weights' second moment (8 inits of 1024 samples): every layer within 1.10 to 1.59 of
-/// the prediction, spread 1.44 (docs/coherence.md; 3.6 for the coherence plan without centring,
-/// 2.8 with centring and the borders left out). A plan that forgot what centring removes from the
-/// gradient (gammas 2 to 8 apart), or the border terms, fails the bounds.
-#[test]
-fn pooled_resnet_with_centred_weights() -> candle_core::Result<()> {
-    let plan = PooledResNetCentred::plan();
-    let mut rows: Vec<(String, f64, f64)> =
-        plan.weight_steps().map(|s| (s.path.to_string(), 0.0, s.step.gamma.unwrap())).collect();
-    for seed in 0..SEEDS {
+/// Per weight layer (plan order): (path, measured over predicted gamma as the mean over
+/// `seeds` initializations of `samples` inputs each, its standard error between initializations).
+/// For centred rows, gamma is over the second moment of the centred weights the layer uses.
+fn ratio_statistics<N: scalenet::Network + Module>(
+    seeds: u64,
+    samples: usize,
+    build: impl Fn(&VarMap, u64) -> candle_core::Result<N>,
+) -> candle_core::Result<Vec<(String, f64, f64)>> {
+    let layers: Vec<(String, f64, bool)> = N::plan()
+        .weight_steps()
+        .map(|s| (s.path.to_string(), s.step.gamma.unwrap(), s.step.weight().is_some_and(|w| w.centred)))
+        .collect();
+    let mut all = vec![Vec::new(); layers.len()];
+    for seed in 0..seeds {
         let varmap = VarMap::new();
-        let output =
-            PooledResNetCentred::new_seeded(&varmap, DType::F32, &Device::Cpu, seed)?.forward(&input(seed)?)?;
-        let raw = weight_to_gradient_ratios(&varmap, &output, 100 + seed)?;
+        let x = seeded_normal(&Tensor::zeros((samples, 3, 16, 16), DType::F32, &Device::Cpu)?, seed)?;
+        let raw = weight_to_gradient_ratios(&varmap, &build(&varmap, seed)?.forward(&x)?, 100 + seed)?;
         let vars = varmap.data().lock().unwrap();
-        for (path, sum, _) in rows.iter_mut() {
+        for ((path, predicted, centred), ratios) in layers.iter().zip(all.iter_mut()) {
             let name = format!("{path}.weight");
-            let var = vars[&name].as_tensor();
-            // The ratio over the weights as drawn, brought to the centred weights the layer uses.
-            let ratio = raw[&name] * second_moment(var)? / row_centred_second_moment(var)?;
-            *sum += ratio / SEEDS as f64;
+            let weight = vars[&name].as_tensor();
+            let used = if *centred { second_moment(weight)? / row_centred_second_moment(weight)? } else { 1.0 };
+            ratios.push(raw[&name] * used / predicted);
         }
     }
-    print("pooled, centred weights", &rows);
-    let worst = rows.iter().map(|r| (r.1 / r.2).ln().abs()).fold(0.0, f64::max).exp();
-    println!("worst measured/predicted {worst:.3}");
-    assert!(spread(&rows) < 1.8, "spread {}", spread(&rows));
-    assert!(rows.iter().all(|r| (0.8..2.0).contains(&(r.1 / r.2))), "a gamma is {worst} times off its prediction");
+    Ok(layers
+        .into_iter()
+        .zip(all)
+        .map(|((path, ..), ratios)| {
+            let n = ratios.len() as f64;
+            let mean = ratios.iter().sum::<f64>() / n;
+            let variance = ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (path, mean, (variance / n).sqrt())
+        })
+        .collect())
+}
+
+/// With centred weight rows (`centred_weights: true`) the pooled ResNet's measured gammas agree
+/// with the plan, and so with each other: the bound, a spread of at most 1.3. What it
+/// takes (`docs/coherence.md`): the rows' common input mean gone, the channel offsets that
+/// finite-width rows leave after a ReLU (dispersion), the anti-correlation centred rows create
+/// between positions forward and backward, and the dependence of each row's own direction on the
+/// ReLU after it. One initialization's gammas vary by 30 to 90% at these widths (8 to 32
+/// channels), so 256 initializations of 32 samples: standard errors 0.02 to 0.07.
+#[test]
+fn pooled_resnet_with_centred_weights() -> candle_core::Result<()> {
+    let rows = ratio_statistics(256, 32, |varmap, seed| {
+        PooledResNetCentred::new_seeded(varmap, DType::F32, &Device::Cpu, seed)
+    })?;
+    for (path, ratio, error) in &rows {
+        println!("  {path:<24} measured/predicted {ratio:.3} ± {error:.3}");
+    }
+    let ratios = rows.iter().map(|r| r.1);
+    let spread = ratios.clone().fold(0.0, f64::max) / ratios.clone().fold(f64::INFINITY, f64::min);
+    println!("pooled, centred weights: spread of measured gamma {spread:.3}");
+    assert!(spread <= 1.3, "spread {spread}");
+    for (path, ratio, error) in &rows {
+        assert!((0.85..1.2).contains(ratio), "{path}: {ratio} ± {error} of its prediction");
+    }
     Ok(())
 }
