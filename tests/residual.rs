@@ -165,8 +165,8 @@ fn pooled_resnet_gammas_follow_the_coherence_model() -> candle_core::Result<()> 
 fn global_pool_offset_share_matches_measurement() -> candle_core::Result<()> {
     use scalenet::calculus::{global_pool_offset_share, OFFSET_DOMINATED_POOL};
     let plan = PooledResNet::plan();
-    let pool = plan.steps.iter().position(|s| global_pool_offset_share(s).is_some()).expect("a global pool");
-    let predicted = global_pool_offset_share(&plan.steps[pool]).unwrap();
+    let pool = plan.steps.iter().position(|s| global_pool_offset_share(s, false).is_some()).expect("a global pool");
+    let predicted = global_pool_offset_share(&plan.steps[pool], false).unwrap();
     let mut shares = Vec::new();
     for seed in 0..SEEDS {
         let varmap = VarMap::new();

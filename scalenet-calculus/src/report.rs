@@ -35,11 +35,16 @@ pub const OFFSET_DOMINATED_POOL: f64 = 0.9;
 /// the channel offsets that ReLU means put there, the same for every input. Averaging keeps them
 /// and shrinks what varies between positions, which is what depends on the input.
 ///
+/// With `centred` rows after it, which do not see the common mean, the share of what is left
+/// without it.
+///
 /// [`Moments::coherent`]: crate::moments::Moments::coherent
-pub fn global_pool_offset_share(step: &Step) -> Option<f64> {
+pub fn global_pool_offset_share(step: &Step, centred: bool) -> Option<f64> {
     let pools = matches!(&step.op, StepOp::Declared { op: Op::AvgPool2d { .. } | Op::GlobalAvgPool, .. });
     let global = step.input_shape.area() > 1 && step.output_shape.area() == 1;
-    (pools && global && step.forward.second > 0.0).then(|| (step.input.coherent / step.forward.second).min(1.0))
+    let common = if centred { step.forward.mean * step.forward.mean } else { 0.0 };
+    let total = step.forward.second - common;
+    (pools && global && total > 0.0).then(|| ((step.input.coherent - common).max(0.0) / total).min(1.0))
 }
 
 fn describe(step: &Step) -> String {
@@ -190,10 +195,16 @@ impl fmt::Display for Plan {
             )?;
         }
         for pool in self.walk() {
-            if let Some(share) = global_pool_offset_share(pool.step).filter(|&share| share >= OFFSET_DOMINATED_POOL) {
+            let share = global_pool_offset_share(pool.step, self.centred_weights);
+            if let Some(share) = share.filter(|&share| share >= OFFSET_DOMINATED_POOL) {
+                let (what, fix) = if self.centred_weights {
+                    (" beside the common mean (which centred rows do not see)", "flatten instead, or pool less")
+                } else {
+                    ("", "declare `centred_weights: true`, flatten instead, or pool less")
+                };
                 writeln!(
                     f,
-                    "note: {:.1}% of the second moment out of the global pool{} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): declare `centred_weights: true`, flatten instead, or pool less",
+                    "note: {:.1}% of the second moment out of the global pool{}{what} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): {fix}",
                     100.0 * share,
                     if pool.path.is_empty() { String::new() } else { format!(" in {}", pool.path) },
                 )?;
