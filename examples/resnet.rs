@@ -75,11 +75,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let common = output.mean_keepdim(0)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
     let total = output.sqr()?.mean_all()?.to_scalar::<f32>()?;
     println!(
-        "at initialization, {:.1}% of the output's second moment is the same for every input ({} training images); output std {:.4} (planned {:.4})\n",
+        "at initialization, {:.1}% of the output's second moment is the same for every input ({} training images); output std {:.4} (planned {:.4}), varying with the input {:.4} (planned {:.4})\n",
         100.0 * common / total,
         images.dim(0)?,
         total.sqrt(),
-        report.plan.predicted_output_std()
+        report.plan.predicted_output_std(),
+        (total - common).max(0.0).sqrt(),
+        report.plan.predicted_input_dependent_std()
     );
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
 }

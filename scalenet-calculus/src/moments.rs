@@ -40,6 +40,11 @@ pub struct Moments {
     /// vector, of each entry over samples): how much the finite-width weight layers before made
     /// the channels' scales differ. 0 for the network input.
     pub dispersion: f64,
+    /// `E_c[mu_c^2]` for the mean `mu_c` of each channel (each entry of a vector) over the inputs:
+    /// the part of the second moment that is the same for every input (`>= mean^2`). On a map it
+    /// is about `coherent`, whose spatial means vary a little with the input; on a vector, where
+    /// `coherent` is the whole second moment, it is what the output calibration leaves out.
+    pub fixed: f64,
     /// The within-channel part's correlation between positions (`second - coherent` of it is
     /// independent between positions unless centred rows made it otherwise; see
     /// [`crate::correlation`]).
@@ -56,6 +61,7 @@ impl Moments {
             mean: 0.0,
             coherent: 0.0,
             dispersion: 0.0,
+            fixed: 0.0,
             correlation: SpatialCorrelation::WHITE,
             nonnegative: false,
         }
@@ -69,6 +75,11 @@ impl Moments {
         self.variance().sqrt()
     }
 
+    /// The standard deviation of what varies with the input: `sqrt(E[x^2] - fixed)`.
+    pub fn input_dependent_std(&self) -> f64 {
+        (self.second - self.fixed.max(self.mean * self.mean)).max(0.0).sqrt()
+    }
+
     /// Moments of `factor * x`.
     pub fn scaled(self, factor: f64) -> Self {
         Moments {
@@ -76,6 +87,7 @@ impl Moments {
             mean: self.mean * factor,
             coherent: self.coherent * factor * factor,
             dispersion: self.dispersion,
+            fixed: self.fixed * factor * factor,
             correlation: self.correlation,
             nonnegative: if factor >= 0.0 { self.nonnegative } else { self.nonnegative && self.second == 0.0 },
         }
@@ -101,6 +113,7 @@ impl Moments {
             mean: 0.0,
             coherent: (self.coherent - mean_sq).max(0.0),
             dispersion: self.dispersion,
+            fixed: (self.fixed - mean_sq).max(0.0),
             correlation: self.correlation,
             nonnegative: false,
         }
@@ -164,6 +177,7 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
                 mean,
                 coherent: coherent.min(second),
                 dispersion: 0.0,
+                fixed: rectified_fixed(&input, slope).min(second),
                 correlation: input.correlation.through_activation(slope),
                 nonnegative: slope == 0.0,
             },
@@ -196,11 +210,36 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
             mean,
             coherent: coherent.min(second),
             dispersion,
+            fixed: rectified_fixed(&input, slope).min(second),
             correlation: input.correlation.through_activation(slope),
             nonnegative: slope == 0.0,
         },
         backward_gain: p_positive + slope * slope * (1.0 - p_positive),
     }
+}
+
+/// `E_c[mu_c^2]` after a (leaky) ReLU: each channel's mean over the inputs `N(mean, fixed -
+/// mean^2)`, around which it varies with the rest of the second moment, times its scale factor.
+fn rectified_fixed(input: &Moments, slope: f64) -> f64 {
+    let between = (input.fixed - input.mean * input.mean).max(0.0).sqrt();
+    let within = (input.second - input.fixed.max(input.mean * input.mean)).max(0.0).sqrt();
+    let scales: Vec<(f64, f64)> = if input.dispersion > 0.0 && within > 0.0 {
+        scale_factors(input.dispersion).collect()
+    } else {
+        vec![(1.0, 1.0)]
+    };
+    scales
+        .into_iter()
+        .map(|(scale, weight)| {
+            let sigma = within * scale.sqrt();
+            weight
+                * if between == 0.0 {
+                    rectified(input.mean, sigma, slope).0.powi(2)
+                } else {
+                    standard_normal_expectation(|z| rectified(input.mean + between * z, sigma, slope).0.powi(2))
+                }
+        })
+        .sum()
 }
 
 /// A channel's variance as a multiple of the mean one, `(factor, probability)`: log-normal with
@@ -302,6 +341,7 @@ fn averaged(input: Moments, within_factor: f64, window: f64, correlation: Spatia
             mean: input.mean,
             coherent,
             dispersion: input.dispersion,
+            fixed: input.fixed.min(input.second),
             correlation,
             nonnegative: input.nonnegative,
         },
@@ -323,7 +363,7 @@ pub fn weight_layer(input: Moments, geometry: &WeightGeometry, weight_second_mom
     let coherent = if geometry.area_out == 1 { gain * input.second } else { gain * input.coherent };
     let dispersion = row_dispersion(input.dispersion, geometry.fan_in * geometry.kernel * geometry.kernel);
     Transfer {
-        output: Moments { coherent, dispersion, ..Moments::centred(gain * input.second) },
+        output: Moments { coherent, dispersion, fixed: gain * input.fixed, ..Moments::centred(gain * input.second) },
         backward_gain: area_ratio * geometry.fan_out as f64 * taps,
     }
 }

@@ -266,6 +266,12 @@ impl Plan {
         self.steps.last().map_or(self.input_moments.std(), |step| step.forward.std())
     }
 
+    /// Predicted standard deviation of what varies with the input in the network output: what
+    /// `output_std` calibrates.
+    pub fn predicted_input_dependent_std(&self) -> f64 {
+        self.steps.last().map_or(self.input_moments.std(), |step| step.forward.input_dependent_std())
+    }
+
     /// Every step, blocks before their branches (main, then shortcut), with its parameter path.
     pub fn walk(&self) -> Vec<StepRef<'_>> {
         walk_steps(&self.steps)

@@ -486,7 +486,11 @@ impl<'a> Planner<'a> {
     fn build(&self, nodes: &[Node], input_moments: Moments, output: Shape) -> Vec<Step> {
         let mut nominal = input_moments;
         let mut steps = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
-        self.insert_scalar(&mut steps, self.spec.output_std / nominal.std(), vec![ScaleReason::Output], output, false);
+        // Section 7 sets the output's scale; what carries the input is the part that varies with
+        // it. Offsets the same for every input (ReLU means that a global pool keeps, most of all)
+        // count in `std` but not here.
+        let varying = if nominal.input_dependent_std() > 0.0 { nominal.input_dependent_std() } else { nominal.std() };
+        self.insert_scalar(&mut steps, self.spec.output_std / varying, vec![ScaleReason::Output], output, false);
 
         // Pass 2: the real chain, forward then backward (batch-size-1 semantics: E[dy^2] = 1 at
         // the output, as for loss = y . N with N ~ N(0, I)), then the cross terms between positions.

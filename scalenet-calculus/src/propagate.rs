@@ -19,6 +19,7 @@ pub(crate) fn combine(alpha: f64, shortcut: Moments, beta: f64, main: Moments) -
         second: alpha * alpha * shortcut.second + beta * beta * main.second + cross,
         mean: alpha * shortcut.mean + beta * main.mean,
         coherent: alpha * alpha * shortcut.coherent + beta * beta * main.coherent + cross,
+        fixed: alpha * alpha * shortcut.fixed + beta * beta * main.fixed + cross,
         dispersion,
         correlation: shortcut.correlation.mixed(
             alpha * alpha * (shortcut.second - shortcut.coherent).max(0.0),

@@ -110,7 +110,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "init {}{}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {})",
+            "init {}{}, k* = {}, c = {}, input {} -> output {}, predicted output std {} varying with the input (target {}), {} in all",
             match self.weights {
                 WeightLaw::Gaussian => self.init.to_string(),
                 WeightLaw::Mirrored => format!("mirrored({})", self.init),
@@ -121,8 +121,9 @@ impl fmt::Display for Plan {
             number(self.c),
             self.input,
             self.output,
-            number(self.predicted_output_std()),
-            number(self.output_std)
+            number(self.predicted_input_dependent_std()),
+            number(self.output_std),
+            number(self.predicted_output_std())
         )?;
         let header = ["layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "κ", "γ_bias", "κ_bias"];
         let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];

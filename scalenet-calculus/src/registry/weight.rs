@@ -133,6 +133,7 @@ pub(crate) fn weight_layer_moments(
     let (second, coherent) = window(op).centred_border_offsets(input_shape);
     transfer.output.second += unit * second;
     transfer.output.coherent += unit * coherent;
+    transfer.output.fixed += unit * coherent;
     // A centred row of N Gaussian entries spans N - 1 directions.
     transfer.output.dispersion = moments::row_dispersion(input.dispersion, row_len.saturating_sub(1));
     transfer
