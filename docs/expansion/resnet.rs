@@ -7,39 +7,39 @@
 # Scaling calculus
 
 ```text
-init geometric, k* = 3, c = 0.6667, input [3, 16, 16] -> output [10], predicted output std 0.05000 varying with the input (target 0.05000), 0.3578 in all
-layer        op                                                                      output          E[W²]     c_l    E[x²]    E[dx²]        ς       γ      κ  γ_bias  κ_bias
-input                                                                                [3, 16, 16]                      1.000
-·            fixed ×1.008 (input 8.1, coherence, borders)                            [3, 16, 16]                      1.016  5.719e-5  0.04460
-stem         conv 3→16 k3 p1                                                         [16, 16, 16]  0.03323  0.6907   0.8369  1.284e-5  0.04400  0.1004  1.074  0.1004   25.56
-res1         residual α=0.8660 β=0.5000, identity shortcut                           [16, 16, 16]                    0.8369  1.291e-5  0.04427
+init geometric, k* = 3, c = 0.6667, input [3, 16, 16] -> output [10], predicted output std 0.05000 (target 0.05000)
+layer        op                                                                      output          E[W²]     c_l     E[x²]    E[dx²]         ς         γ      κ    γ_bias  κ_bias
+input                                                                                [3, 16, 16]                       1.000
+·            fixed ×1.008 (input 8.1, coherence, borders)                            [3, 16, 16]                       1.016  1.117e-6  8.712e-4
+stem         conv 3→16 k3 p1                                                         [16, 16, 16]  0.03323  0.6907    0.8369  2.507e-7  8.595e-4  0.001960  1.074  0.001960   25.56
+res1         residual α=0.8660 β=0.5000, identity shortcut                           [16, 16, 16]                     0.8369  2.523e-7  8.648e-4
   main:
-    ·        relu                                                                    [16, 16, 16]                    0.4185  6.299e-6  0.01080
-    ·        fixed ×0.5957 (coherence, borders, padding, branch c 11)                [16, 16, 16]                    0.1485  1.775e-5  0.01080
-    conv_3   conv 16→16 k3 p1                                                        [16, 16, 16]  0.01706  0.8189   0.3440  7.632e-6  0.01075  0.1004  6.003  0.1004   17.67
-    ·        relu                                                                    [16, 16, 16]                    0.1720  1.526e-5  0.01075
-    ·        fixed ×0.8573 (coherence, borders, padding, branch c 11)                [16, 16, 16]                    0.1264  2.077e-5  0.01075
-    conv_5   conv 16→16 k3 p1                                                        [16, 16, 16]  0.02663   1.278   0.4610  5.862e-6  0.01107  0.1004  14.63  0.1004   30.83
-    ·        fixed ×1.347 (E[F²]=E[x²] 11)                                           [16, 16, 16]                    0.8369  3.229e-6  0.01107
-res2         residual α=0.8660 β=0.5000                                              [32, 8, 8]                      0.8369  2.603e-5  0.04461
+    ·        relu                                                                    [16, 16, 16]                     0.4185  1.230e-7  2.109e-4
+    ·        fixed ×0.5957 (coherence, borders, padding, branch c 11)                [16, 16, 16]                     0.1485  3.467e-7  2.109e-4
+    conv_3   conv 16→16 k3 p1                                                        [16, 16, 16]  0.01706  0.8189    0.3440  1.491e-7  2.100e-4  0.001960  6.003  0.001960   17.67
+    ·        relu                                                                    [16, 16, 16]                     0.1720  2.981e-7  2.100e-4
+    ·        fixed ×0.8573 (coherence, borders, padding, branch c 11)                [16, 16, 16]                     0.1264  4.057e-7  2.100e-4
+    conv_5   conv 16→16 k3 p1                                                        [16, 16, 16]  0.02663   1.278    0.4610  1.145e-7  2.162e-4  0.001960  14.63  0.001960   30.83
+    ·        fixed ×1.347 (E[F²]=E[x²] 11)                                           [16, 16, 16]                     0.8369  6.307e-8  2.162e-4
+res2         residual α=0.8660 β=0.5000                                              [32, 8, 8]                       0.8369  5.084e-7  8.713e-4
   main:
-    ·        relu                                                                    [16, 16, 16]                    0.4185  6.311e-6  0.01082
-    ·        fixed ×0.6735 (k=2≠k*=3 6.2, coherence, borders, padding, branch c 11)  [16, 16, 16]                    0.1898  1.391e-5  0.01082
-    conv_8   conv 16→32 k2 s2                                                        [32, 8, 8]    0.02143  0.9700   0.2604  2.028e-5  0.01082  0.1004  8.467  0.1004   20.13
-    ·        relu                                                                    [32, 8, 8]                      0.1302  4.056e-5  0.01082
-    ·        fixed ×0.8748 (coherence, borders, branch c 11)                         [32, 8, 8]                     0.09964  5.301e-5  0.01082
-    conv_10  conv 32→32 k3 p1                                                        [32, 8, 8]    0.01444   1.387   0.3591  1.517e-5  0.01115  0.1004  17.30  0.1004   37.12
-    ·        fixed ×1.527 (E[F²]=E[x²] 11)                                           [32, 8, 8]                      0.8369  6.506e-6  0.01115
+    ·        relu                                                                    [16, 16, 16]                     0.4185  1.233e-7  2.113e-4
+    ·        fixed ×0.6735 (k=2≠k*=3 6.2, coherence, borders, padding, branch c 11)  [16, 16, 16]                     0.1898  2.717e-7  2.113e-4
+    conv_8   conv 16→32 k2 s2                                                        [32, 8, 8]    0.02143  0.9700    0.2604  3.962e-7  2.113e-4  0.001960  8.467  0.001960   20.13
+    ·        relu                                                                    [32, 8, 8]                       0.1302  7.923e-7  2.113e-4
+    ·        fixed ×0.8748 (coherence, borders, branch c 11)                         [32, 8, 8]                      0.09964  1.035e-6  2.113e-4
+    conv_10  conv 32→32 k3 p1                                                        [32, 8, 8]    0.01444   1.387    0.3591  2.962e-7  2.178e-4  0.001960  17.30  0.001960   37.12
+    ·        fixed ×1.527 (E[F²]=E[x²] 11)                                           [32, 8, 8]                       0.8369  1.271e-7  2.178e-4
   shortcut:
-    ·        fixed ×0.6175 (k=2≠k*=3 6.2, coherence, padding, branch c 11)           [16, 16, 16]                    0.3191  2.559e-5  0.03346
-    conv_11  conv 16→32 k2 s2                                                        [32, 8, 8]    0.03045   1.378   0.6219  2.627e-5  0.03346  0.1004  5.695  0.1004   37.12
-    ·        fixed ×1.160 (E[F²]=E[x²] 11)                                           [32, 8, 8]                      0.8369  1.952e-5  0.03346
-·            relu                                                                    [32, 8, 8]                      0.4185  5.205e-5  0.04461
-·            dropout 0.1                                                             [32, 8, 8]                      0.4185  5.205e-5  0.04461
-·            global_avg_pool 64x                                                     [32]                            0.1876    0.2132    1.280
-·            fixed ×0.9707 (k=1≠k*=3 6.2, pooling 8, padding)                        [32]                            0.1768    0.2263    1.280
-fc           linear 32→10                                                            [10]           0.1996   3.571    1.129    0.1133    1.280  0.1004  1.000  0.1004   1.000
-·            fixed ×0.3367 (output std 7)                                            [10]                            0.1280     1.000    1.280
+    ·        fixed ×0.6175 (k=2≠k*=3 6.2, coherence, padding, branch c 11)           [16, 16, 16]                     0.3191  4.999e-7  6.535e-4
+    conv_11  conv 16→32 k2 s2                                                        [32, 8, 8]    0.03045   1.378    0.6219  5.131e-7  6.535e-4  0.001960  5.695  0.001960   37.12
+    ·        fixed ×1.160 (E[F²]=E[x²] 11)                                           [32, 8, 8]                       0.8369  3.813e-7  6.535e-4
+·            relu                                                                    [32, 8, 8]                       0.4185  1.017e-6  8.713e-4
+·            dropout 0.1                                                             [32, 8, 8]                       0.4185  1.017e-6  8.713e-4
+·            global_avg_pool 64x                                                     [32]                             0.1876  0.004164   0.02500
+·            fixed ×0.9707 (k=1≠k*=3 6.2, pooling 8, padding)                        [32]                             0.1768  0.004419   0.02500
+fc           linear 32→10                                                            [10]           0.1996   3.571     1.129  0.002214   0.02500  0.001960  1.000  0.001960   1.000
+·            fixed ×0.04705 (output std 7)                                           [10]                           0.002500     1.000   0.02500
 note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: stem bias ×25.56, res1.main.conv_3 ×6.003 bias ×17.67, res1.main.conv_5 ×14.63 bias ×30.83, res2.main.conv_8 ×8.467 bias ×20.13, res2.main.conv_10 ×17.30 bias ×37.12, res2.shortcut.conv_11 ×5.695 bias ×37.12; the plan compensates them in c_l and the fixed scalars
 note: 98.0% of the second moment out of the global pool is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): declare `centred_weights: true`, flatten instead, or pool less
 E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), with the cross terms between positions; κ: γ with the cross terms over γ without
@@ -61,27 +61,27 @@ pub struct SmallResNet {
 const _: () = {
     use ::scalenet::__private as sn;
     /// Fixed scalar inserted by the calculus: input 8.1, coherence, borders.
-    const FIXED_0: f64 = 1.0077532367766788;
+    const FIXED_0: f64 = 1.007753236776679;
     /// Fixed scalar inserted by the calculus: coherence, borders, padding, branch c 11.
-    const FIXED_1: f64 = 0.5957244176071999;
+    const FIXED_1: f64 = 0.5957244176071995;
     /// Fixed scalar inserted by the calculus: coherence, borders, padding, branch c 11.
-    const FIXED_2: f64 = 0.8572759619064432;
+    const FIXED_2: f64 = 0.8572759619064434;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_3: f64 = 1.3474371389674866;
+    const FIXED_3: f64 = 1.3474371389674864;
     /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, coherence, borders, padding, branch c 11.
     const FIXED_4: f64 = 0.6735437959302824;
     /// Fixed scalar inserted by the calculus: coherence, borders, branch c 11.
-    const FIXED_5: f64 = 0.8747846046387068;
+    const FIXED_5: f64 = 0.8747846046387066;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_6: f64 = 1.5267274871233598;
+    const FIXED_6: f64 = 1.52672748712336;
     /// Fixed scalar inserted by the calculus: k=2≠k*=3 6.2, coherence, padding, branch c 11.
-    const FIXED_7: f64 = 0.6175290643072686;
+    const FIXED_7: f64 = 0.6175290643072683;
     /// Fixed scalar inserted by the calculus: E[F²]=E[x²] 11.
-    const FIXED_8: f64 = 1.160062026981511;
+    const FIXED_8: f64 = 1.1600620269815112;
     /// Fixed scalar inserted by the calculus: k=1≠k*=3 6.2, pooling 8, padding.
-    const FIXED_9: f64 = 0.9707282973325358;
+    const FIXED_9: f64 = 0.9707282973325356;
     /// Fixed scalar inserted by the calculus: output std 7.
-    const FIXED_10: f64 = 0.33665095326092986;
+    const FIXED_10: f64 = 0.04705068270896019;
     impl SmallResNet {
         /// Per-sample input shape, `[C, H, W]` or `[D]`.
         pub const INPUT_SHAPE: [usize; 3] = [3, 16, 16];
@@ -111,7 +111,7 @@ const _: () = {
                     1,
                     1,
                     true,
-                    0.13061191740025438,
+                    0.1306119174002544,
                 )?,
                 res1_main_conv_5: sn::conv2d(
                     vb.pp("res1.main.conv_5"),
@@ -131,7 +131,7 @@ const _: () = {
                     2,
                     0,
                     true,
-                    0.1464022321779394,
+                    0.14640223217793943,
                 )?,
                 res2_main_conv_10: sn::conv2d(
                     vb.pp("res2.main.conv_10"),
@@ -151,7 +151,7 @@ const _: () = {
                     2,
                     0,
                     true,
-                    0.17449034419080384,
+                    0.1744903441908039,
                 )?,
                 fc: sn::linear(vb.pp("fc"), 32, 10, true, 0.4468035142312488)?,
                 output_calibration: vb
@@ -186,7 +186,8 @@ const _: () = {
                 .with_fixed_scalars(true)
                 .with_branch_scaling(true)
                 .with_spatial_coherence(true)
-                .with_centred_weights(false);
+                .with_centred_weights(false)
+                .with_varying_output_std(false);
             spec.typical_kernel = None;
             spec.layers = ::std::vec::Vec::from([
                 layer(

@@ -251,6 +251,8 @@ pub struct Plan {
     pub spatial_coherence: bool,
     /// Whether weight rows are centred over their fan-in (`centred_weights`).
     pub centred_weights: bool,
+    /// `output_std` is that of what varies with the input (see [`crate::NetworkSpec`]).
+    pub varying_output_std: bool,
     /// Network input moments the predictions assume.
     pub input_moments: Moments,
     pub steps: Vec<Step>,

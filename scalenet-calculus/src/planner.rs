@@ -486,11 +486,15 @@ impl<'a> Planner<'a> {
     fn build(&self, nodes: &[Node], input_moments: Moments, output: Shape) -> Vec<Step> {
         let mut nominal = input_moments;
         let mut steps = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
-        // Section 7 sets the output's scale; what carries the input is the part that varies with
-        // it. Offsets the same for every input (ReLU means that a global pool keeps, most of all)
-        // count in `std` but not here.
-        let varying = if nominal.input_dependent_std() > 0.0 { nominal.input_dependent_std() } else { nominal.std() };
-        self.insert_scalar(&mut steps, self.spec.output_std / varying, vec![ScaleReason::Output], output, false);
+        // Section 7 sets the output's scale. What carries the input is the part that varies with
+        // it: with `varying_output_std`, offsets the same for every input (ReLU means that a
+        // global pool keeps, most of all) are left out.
+        let calibrated = if self.spec.varying_output_std && nominal.input_dependent_std() > 0.0 {
+            nominal.input_dependent_std()
+        } else {
+            nominal.std()
+        };
+        self.insert_scalar(&mut steps, self.spec.output_std / calibrated, vec![ScaleReason::Output], output, false);
 
         // Pass 2: the real chain, forward then backward (batch-size-1 semantics: E[dy^2] = 1 at
         // the output, as for loss = y . N with N ~ N(0, I)), then the cross terms between positions.
@@ -537,6 +541,7 @@ impl<'a> Planner<'a> {
             output_std: self.spec.output_std,
             spatial_coherence: self.spec.spatial_coherence,
             centred_weights: self.spec.centred_weights,
+            varying_output_std: self.spec.varying_output_std,
             input_moments,
             steps,
             unscaled_layers,

@@ -110,7 +110,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "init {}{}, k* = {}, c = {}, input {} -> output {}, predicted output std {} varying with the input (target {}), {} in all",
+            "init {}{}, k* = {}, c = {}, input {} -> output {}, predicted output std {} (target {}{})",
             match self.weights {
                 WeightLaw::Gaussian => self.init.to_string(),
                 WeightLaw::Mirrored => format!("mirrored({})", self.init),
@@ -121,9 +121,17 @@ impl fmt::Display for Plan {
             number(self.c),
             self.input,
             self.output,
-            number(self.predicted_input_dependent_std()),
+            number(if self.varying_output_std {
+                self.predicted_input_dependent_std()
+            } else {
+                self.predicted_output_std()
+            }),
             number(self.output_std),
-            number(self.predicted_output_std())
+            if self.varying_output_std {
+                format!(", varying with the input; {} in all", number(self.predicted_output_std()))
+            } else {
+                String::new()
+            }
         )?;
         let header = ["layer", "op", "output", "E[W²]", "c_l", "E[x²]", "E[dx²]", "ς", "γ", "κ", "γ_bias", "κ_bias"];
         let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
@@ -199,7 +207,12 @@ impl fmt::Display for Plan {
             let share = global_pool_offset_share(pool.step, self.centred_weights);
             if let Some(share) = share.filter(|&share| share >= OFFSET_DOMINATED_POOL) {
                 let (what, fix) = if self.centred_weights {
-                    (" beside the common mean (which centred rows do not see)", "flatten instead, or pool less")
+                    let fix = if self.varying_output_std {
+                        "flatten instead, or pool less"
+                    } else {
+                        "declare `varying_output_std: true` so that the output calibration counts what varies with the input, flatten instead, or pool less"
+                    };
+                    (" beside the common mean (which centred rows do not see)", fix)
                 } else {
                     ("", "declare `centred_weights: true`, flatten instead, or pool less")
                 };

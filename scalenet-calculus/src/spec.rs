@@ -278,6 +278,11 @@ pub struct NetworkSpec {
     /// inputs alike (see [`crate::moments::Moments::without_common_mean`]). Off by default, as in
     /// the paper.
     pub centred_weights: bool,
+    /// `output_std` sets the standard deviation of what varies with the input in the output,
+    /// leaving out the offsets that are the same for every input (channel means that ReLUs leave
+    /// and a global pool keeps; see [`crate::moments::Moments::fixed`]). Off by default: the
+    /// paper's section 7 calibrates the whole output.
+    pub varying_output_std: bool,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -293,6 +298,7 @@ impl NetworkSpec {
             branch_scaling: true,
             spatial_coherence: true,
             centred_weights: false,
+            varying_output_std: false,
             layers: Vec::new(),
         }
     }
@@ -406,6 +412,11 @@ impl NetworkSpec {
 
     pub fn with_centred_weights(mut self, on: bool) -> Self {
         self.centred_weights = on;
+        self
+    }
+
+    pub fn with_varying_output_std(mut self, on: bool) -> Self {
+        self.varying_output_std = on;
         self
     }
 

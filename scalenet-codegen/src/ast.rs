@@ -72,6 +72,7 @@ pub struct Options {
     pub branch_scaling: Option<Spanned<bool>>,
     pub spatial_coherence: Option<Spanned<bool>>,
     pub centred_weights: Option<Spanned<bool>>,
+    pub varying_output_std: Option<Spanned<bool>>,
 }
 
 pub struct Network {

@@ -129,6 +129,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         branch_scaling: options.branch_scaling.as_ref().is_none_or(|f| f.value),
         spatial_coherence: options.spatial_coherence.as_ref().is_none_or(|f| f.value),
         centred_weights: options.centred_weights.as_ref().is_some_and(|f| f.value),
+        varying_output_std: options.varying_output_std.as_ref().is_some_and(|f| f.value),
         layers,
     };
     // Lowering visits layers in pre-order, the order the calculus numbers them in.

@@ -9,7 +9,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 8] = [
+pub const OPTION_NAMES: [&str; 9] = [
     "input",
     "init",
     "typical_kernel",
@@ -18,6 +18,7 @@ pub const OPTION_NAMES: [&str; 8] = [
     "branch_scaling",
     "spatial_coherence",
     "centred_weights",
+    "varying_output_std",
 ];
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
@@ -260,6 +261,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             "fixed_scalars" => "fixed_scalars: true",
             "spatial_coherence" => "spatial_coherence: false",
             "centred_weights" => "centred_weights: true",
+            "varying_output_std" => "varying_output_std: true",
             _ => "branch_scaling: true",
         };
         return Err(syn::Error::new(span, format!("`{name}` needs a value after the colon, e.g. `{example}`")));
@@ -272,6 +274,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         "fixed_scalars" => options.fixed_scalars.is_some(),
         "spatial_coherence" => options.spatial_coherence.is_some(),
         "centred_weights" => options.centred_weights.is_some(),
+        "varying_output_std" => options.varying_output_std.is_some(),
         _ => options.branch_scaling.is_some(),
     };
     if duplicate {
@@ -332,6 +335,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
                 "fixed_scalars" => &mut options.fixed_scalars,
                 "spatial_coherence" => &mut options.spatial_coherence,
                 "centred_weights" => &mut options.centred_weights,
+                "varying_output_std" => &mut options.varying_output_std,
                 _ => &mut options.branch_scaling,
             };
             *slot = Some(Spanned { value: on, span: value.span });

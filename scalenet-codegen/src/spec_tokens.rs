@@ -30,7 +30,7 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     let output_std = float(spec.output_std);
     let (fixed_scalars, branch_scaling, spatial_coherence) =
         (spec.fixed_scalars, spec.branch_scaling, spec.spatial_coherence);
-    let centred_weights = spec.centred_weights;
+    let (centred_weights, varying_output_std) = (spec.centred_weights, spec.varying_output_std);
     let layers = layers(&spec.layers);
     quote! {
         use ::core::option::Option::{None, Some};
@@ -42,7 +42,8 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
             .with_fixed_scalars(#fixed_scalars)
             .with_branch_scaling(#branch_scaling)
             .with_spatial_coherence(#spatial_coherence)
-            .with_centred_weights(#centred_weights);
+            .with_centred_weights(#centred_weights)
+            .with_varying_output_std(#varying_output_std);
         spec.typical_kernel = #typical;
         spec.layers = #layers;
         spec.assign_layer_ids();

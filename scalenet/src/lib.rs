@@ -41,7 +41,8 @@
 //! arithmetic`, `typical_kernel: k` (`k*` of `c = 2/k*`; default: the most common kernel),
 //! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`, `spatial_coherence: true`,
 //! `centred_weights: false` (true: every weight row is used minus its mean, which removes the
-//! channel offsets that ReLU means create; the calculus models it).
+//! channel offsets that ReLU means create; the calculus models it), `varying_output_std: false`
+//! (true: `output_std` calibrates what varies with the input, not the offsets the same for all).
 //!
 //! Layers, each optionally named (`conv1: conv(..)`): `conv(out, kernel = k, stride = s,
 //! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `global_avg_pool`, `relu`,
