@@ -561,6 +561,26 @@ mod tests {
         assert!((with_offset - without).abs() < 1e-12);
     }
 
+    /// Rows of `N` Gaussian entries spread their channels' variances by `2/N`; a ReLU turns the
+    /// spread into channel offsets `Var(s)/2 pi` for the channels' scales `s`. With a log-normal
+    /// variance of mean 1 and relative variance `D = 0.1` (`sigma^2 = ln 1.1`), `E[s] =
+    /// exp(-sigma^2/8)` and `Var(s) = 1 - exp(-sigma^2/4)`: offsets 0.0037475 and the mean
+    /// `exp(-sigma^2/8)/sqrt(2 pi)`.
+    #[test]
+    fn channel_scales_that_differ_become_offsets_after_a_relu() {
+        assert!((row_dispersion(0.0, 27) - 2.0 / 27.0).abs() < 1e-15);
+        assert!((row_dispersion(0.5, 10) - 0.3).abs() < 1e-15);
+        let input = Moments { dispersion: 0.1, ..Moments::centred(1.0) };
+        let out = leaky_relu(input, 0.0).output;
+        let log_variance = 1.1f64.ln();
+        let offsets = (1.0 - (-log_variance / 4.0).exp()) / (2.0 * PI);
+        assert!((out.coherent - out.mean * out.mean - offsets).abs() < 1e-6, "{}", out.coherent - out.mean * out.mean);
+        assert!((out.mean - (-log_variance / 8.0).exp() / (2.0 * PI).sqrt()).abs() < 1e-6);
+        assert!((out.second - 0.5).abs() < 1e-9, "the second moment is linear in the variance");
+        // Without dispersion, only the common mean: 1/(2 pi).
+        assert!((leaky_relu(Moments::centred(1.0), 0.0).output.coherent - 1.0 / (2.0 * PI)).abs() < 1e-12);
+    }
+
     #[test]
     fn coverage_counts_taps_inside_the_input() {
         assert_eq!(coverage_1d(32, 5, 1, 0, 28), 1.0);
