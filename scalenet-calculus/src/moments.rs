@@ -250,7 +250,7 @@ pub(crate) fn scale_factors(dispersion: f64) -> impl Iterator<Item = (f64, f64)>
     const NODES: [f64; 4] =
         [0.381_186_990_207_322_1, 1.157_193_712_446_780_2, 1.981_656_756_695_843, 2.930_637_420_257_244];
     const WEIGHTS: [f64; 4] =
-        [0.661_147_012_558_241_3, 0.207_802_325_814_891_88, 0.017_077_983_007_413_475, 0.000_199_604_072_211_367_62];
+        [0.661_147_012_558_241_3, 0.207_802_325_814_891_9, 0.017_077_983_007_413_475, 0.000_199_604_072_211_367_62];
     let log_variance = dispersion.max(0.0).ln_1p();
     let sigma = log_variance.sqrt();
     NODES.into_iter().zip(WEIGHTS).flat_map(move |(node, weight)| {

@@ -591,6 +591,12 @@ fn paths(steps: &[Step], prefix: &str) -> Vec<String> {
     out
 }
 
+/// Whether `centred_weights` centres this layer's rows: a row of one entry would become zero, so
+/// such a layer (one input feature, or one input channel and a 1x1 kernel) keeps its weights.
+fn centrable(geometry: &WeightGeometry) -> bool {
+    geometry.fan_in * geometry.kernel * geometry.kernel > 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,10 +661,4 @@ mod tests {
         }
         assert!(checked >= 3, "only {checked} branches change the scaling factor");
     }
-}
-
-/// Whether `centred_weights` centres this layer's rows: a row of one entry would become zero, so
-/// such a layer (one input feature, or one input channel and a 1x1 kernel) keeps its weights.
-fn centrable(geometry: &WeightGeometry) -> bool {
-    geometry.fan_in * geometry.kernel * geometry.kernel > 1
 }
