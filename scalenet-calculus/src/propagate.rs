@@ -273,22 +273,19 @@ mod tests {
     /// `A` positions (`kappa_g = A`): `1 + 35 / (27 pi)` for a 3x3 conv of 3 channels on 8x8.
     #[test]
     fn a_row_before_a_relu_and_a_global_pool_gets_its_own_direction() {
-        let spec = NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
-            .named("conv", Op::Conv2d { out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: false })
-            .layer(Op::Relu)
-            .layer(Op::GlobalAvgPool)
-            .named("fc", Op::Linear { out_features: 2, bias: false });
-        let plan = analyze(&spec).unwrap();
+        let conv_relu_then = |head: Op| {
+            NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
+                .named("conv", Op::Conv2d { out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: false })
+                .layer(Op::Relu)
+                .layer(head)
+                .named("fc", Op::Linear { out_features: 2, bias: false })
+        };
+        let plan = analyze(&conv_relu_then(Op::GlobalAvgPool)).unwrap();
         let conv = plan.weight_steps().next().unwrap();
         let expected = 1.0 + 35.0 / (27.0 * PI);
         assert!((conv.step.coherence.unwrap() - expected).abs() < 1e-9, "{:?} vs {expected}", conv.step.coherence);
         // Without the ReLU's coherent gradient (a flattened head) there is nothing to add.
-        let flat = NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
-            .named("conv", Op::Conv2d { out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: false })
-            .layer(Op::Relu)
-            .layer(Op::Flatten)
-            .named("fc", Op::Linear { out_features: 2, bias: false });
-        let plan = analyze(&flat).unwrap();
+        let plan = analyze(&conv_relu_then(Op::Flatten)).unwrap();
         assert!((plan.weight_steps().next().unwrap().step.coherence.unwrap() - 1.0).abs() < 1e-9);
     }
 }
