@@ -321,12 +321,6 @@ pub fn avg_pool(input: Moments, kernel: usize) -> Transfer {
     averaged(input, within_factor, (kernel * kernel) as f64, correlation)
 }
 
-/// Averaging over windows of `window` independent entries that tile the input: [`avg_pool`]'s
-/// rule with `k^2 = window`.
-pub fn average_window(input: Moments, window: usize) -> Transfer {
-    averaged(input, 1.0 / window as f64, window as f64, SpatialCorrelation::WHITE)
-}
-
 /// Global average pooling over a `height x width` map: one window as large as the image.
 pub fn global_average(input: Moments, height: usize, width: usize) -> Transfer {
     let within_factor = input.correlation.whole_map_factor(height, width);

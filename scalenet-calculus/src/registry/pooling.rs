@@ -129,7 +129,7 @@ fn pool_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
 
 #[cfg(test)]
 mod tests {
-    use crate::moments::{average_window, Moments};
+    use crate::moments::{global_average, Moments};
     use crate::{analyze, LayerField, LayerId, Location, NetworkSpec, Op, Rule, ScaleReason, Shape, StepOp};
 
     fn head(input: Shape) -> NetworkSpec {
@@ -160,11 +160,11 @@ mod tests {
     #[test]
     fn global_average_pooling_moments_in_plain_numbers() {
         let input = Moments { second: 1.0, mean: 0.5, coherent: 0.25, nonnegative: true, ..Moments::centred(0.0) };
-        let t = average_window(input, 16);
+        let t = global_average(input, 4, 4);
         assert!((t.output.second - (0.25 + 0.75 / 16.0)).abs() < 1e-15);
         assert!((t.backward_gain - 1.0 / 256.0).abs() < 1e-15);
         // Centred input: divided by the area.
-        let t = average_window(Moments::centred(2.0), 16);
+        let t = global_average(Moments::centred(2.0), 4, 4);
         assert!((t.output.second - 2.0 / 16.0).abs() < 1e-15);
     }
 
