@@ -29,11 +29,13 @@ pub struct AlexNetArgs {
     /// SGD steps per run.
     #[arg(long, default_value_t = 5000)]
     steps: usize,
+    /// Examples per SGD step.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Learning rates (of the minibatch mean loss), comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [0.08, 0.04, 0.02, 0.01, 0.005])]
     lr_grid: Vec<f64>,
+    /// Training runs (seeds) per init and rate.
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// Smoothing window over minibatch losses (the paper: 400 steps).
@@ -45,6 +47,7 @@ pub struct AlexNetArgs {
     /// Smoke-run settings: small network, 2 rates, 1 seed, 20 steps of 16, 256 examples.
     #[arg(long)]
     quick: bool,
+    /// Where the networks train.
     #[arg(long, value_enum, default_value = "cpu")]
     device: fixtures::device::DeviceChoice,
 }
@@ -66,8 +69,9 @@ pub fn run(mut args: AlexNetArgs) -> Result<(), Error> {
         args.lr_grid = vec![0.02, 0.005];
         args.max_examples = Some(args.max_examples.unwrap_or(256).min(256));
     }
+    crate::input_folder("--data", &args.data)?;
+    crate::output_folder("--out", &args.out)?;
     let device = args.device.open()?;
-    std::fs::create_dir_all(&args.out)?;
     let started = Instant::now();
     let mut data = alexnet::prepare(&alexnet::load(&args.data)?)?;
     if let Some(max) = args.max_examples {

@@ -17,7 +17,7 @@
 use clap::{Parser, Subcommand};
 use fixtures::table2::{self, Dataset, Runs, Settings, Table, INITS};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 #[derive(Parser)]
@@ -52,25 +52,29 @@ struct Table2Args {
     /// Smoke-run settings: every other rate, 2 seeds, 1 epoch, 300 examples, minibatch 16.
     #[arg(long)]
     quick: bool,
-    /// Minibatch size; learning rates stay per sample (the loss is summed over the minibatch).
+    /// Minibatch size; learning rates stay per sample (the loss is summed over the minibatch)
+    /// [default: 1, 16 with --quick].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Learning rates, comma-separated (default: 2^1 .. 2^-12).
+    /// Learning rates, comma-separated [default: 2^1 .. 2^-12, every other one with --quick].
     #[arg(long, value_delimiter = ',')]
     lr_grid: Option<Vec<f64>>,
+    /// Training runs (seeds) per rate, init and dataset [default: 10, 2 with --quick].
     #[arg(long)]
     seeds: Option<u64>,
+    /// Passes over each dataset per run [default: 5, 1 with --quick].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Use at most this many examples of each dataset.
+    /// Use at most this many examples of each dataset [default: all, 300 with --quick].
     #[arg(long)]
     max_examples: Option<usize>,
     /// `off` trains the plain baselines without the calculus's fixed scalars.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     fixed_scalars: String,
+    /// Where the networks train.
     #[arg(long, value_enum, default_value = "cpu")]
     device: fixtures::device::DeviceChoice,
-    /// Worker threads (default: all cores).
+    /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -87,17 +91,64 @@ pub(crate) fn write_atomically(path: &std::path::Path, text: &str) -> std::io::R
     std::fs::rename(tmp, path)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// `--data` must name an existing folder.
+pub(crate) fn input_folder(flag: &str, path: &Path) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => {
+            Err(format!("{flag} {}: this is a file; pass the folder that holds the datasets", path.display()).into())
+        }
+        Err(error) => {
+            Err(format!("{flag} {}: cannot read it ({error}); pass an existing folder", path.display()).into())
+        }
+    }
+}
+
+/// `--data` must name a readable file.
+pub(crate) fn input_file(flag: &str, path: &Path) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!("{flag} {}: this is a folder; pass a file", path.display()).into()),
+        Err(error) => Err(format!("{flag} {}: cannot read it ({error}); pass an existing file", path.display()).into()),
+    }
+}
+
+/// `--out` is a folder, created with its parents if missing; a file there is an error, not
+/// something to overwrite.
+pub(crate) fn output_folder(flag: &str, path: &Path) -> Result<(), Error> {
+    if path.exists() && !path.is_dir() {
+        return Err(format!(
+            "{flag} {}: this is a file; pass a folder for the results (it is created if missing)",
+            path.display()
+        )
+        .into());
+    }
+    std::fs::create_dir_all(path).map_err(|error| {
+        format!("{flag} {}: cannot create this folder ({error}); pass a writable folder", path.display()).into()
+    })
+}
+
+fn main() -> std::process::ExitCode {
     scalenet::ops::park_idle_candle_threads();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Table2(args) => table2(args),
         Command::Mirrored(args) => mirrored::run(args),
         Command::Triangle(args) => triangle::run(args),
         Command::Alexnet(args) => alexnet::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not Debug: every error here says what is at fault and what to do.
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn table2(args: Table2Args) -> Result<(), Error> {
     let mut settings = if args.quick { Settings::quick() } else { Settings::paper() };
     settings.batch_size = args.batch_size.unwrap_or(settings.batch_size);
     settings.learning_rates = args.lr_grid.clone().unwrap_or(settings.learning_rates);
@@ -105,24 +156,36 @@ fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Syn
     settings.epochs = args.epochs.unwrap_or(settings.epochs);
     settings.max_examples = args.max_examples.or(settings.max_examples);
     settings.fixed_scalars = args.fixed_scalars == "on";
+    input_folder("--data", &args.data)?;
+    output_folder("--out", &args.out)?;
     let device = args.device.open()?;
-    std::fs::create_dir_all(&args.out)?;
     let log = args.out.join("results.jsonl");
+    let files = table2::dataset_files(&args.data)
+        .map_err(|error| format!("--data {}: cannot list the folder ({error})", args.data.display()))?;
+    let mut datasets: Vec<Dataset> = Vec::new();
+    for path in &files {
+        match table2::load(path, &settings) {
+            Ok(data) => datasets.push(data),
+            Err(error) => eprintln!("skipping {}: {error}", path.display()),
+        }
+    }
+    if datasets.is_empty() {
+        return Err(format!(
+            "--data {}: no dataset could be read ({} files, each skipped above); pass a folder of LIBSVM files (`label index:value ...` per line), e.g. data/libsvm",
+            args.data.display(),
+            files.len()
+        )
+        .into());
+    }
+    // Announced only once it is known to run.
     println!(
-        "table2: fixed scalars {} for every init; {} rates x {} seeds; results in {}",
+        "table2: {} datasets; fixed scalars {} for every init; {} rates x {} seeds; results in {}",
+        datasets.len(),
         if settings.fixed_scalars { "on" } else { "off" },
         settings.learning_rates.len(),
         settings.seeds,
         log.display()
     );
-
-    let mut datasets: Vec<Dataset> = Vec::new();
-    for path in table2::dataset_files(&args.data)? {
-        match table2::load(&path, &settings) {
-            Ok(data) => datasets.push(data),
-            Err(error) => eprintln!("skipping {}: {error}", path.display()),
-        }
-    }
     let done: Vec<Runs> = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
@@ -161,6 +224,13 @@ fn table2(args: Table2Args) -> Result<(), Box<dyn std::error::Error + Send + Syn
     progress.finish_and_clear();
     let finished = finished.into_inner().expect("results");
     let table = Table::new(&finished, &settings.learning_rates);
+    if table.datasets.is_empty() {
+        return Err(format!(
+            "no dataset finished under all four inits (the errors are above); nothing written to {}",
+            args.out.display()
+        )
+        .into());
+    }
     let markdown = table.to_markdown(&settings);
     write_atomically(&args.out.join("table2.md"), &markdown)?;
     write_atomically(&args.out.join("table2.csv"), &table.to_csv())?;

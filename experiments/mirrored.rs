@@ -24,7 +24,8 @@ pub struct MirroredArgs {
 }
 
 pub fn run(args: MirroredArgs) -> Result<(), Error> {
-    std::fs::create_dir_all(&args.out)?;
+    crate::input_file("--data", &args.data)?;
+    crate::output_folder("--out", &args.out)?;
     let mut report = String::from("# Mirrored orthogonal initialization, measured\n\n");
     let started = Instant::now();
     spectra(&args, &mut report)?;

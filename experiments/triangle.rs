@@ -42,7 +42,7 @@ pub fn run(mut args: TriangleArgs) -> Result<(), Error> {
     if args.quick {
         (args.runs, args.pretrain_steps, args.raw_steps) = (3, 100, 100);
     }
-    std::fs::create_dir_all(&args.out)?;
+    crate::output_folder("--out", &args.out)?;
     let started = Instant::now();
     let mut report = String::from("# The triangle reparameterization, measured\n\n");
     pieces(&mut report)?;

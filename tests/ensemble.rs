@@ -13,6 +13,7 @@ use scalenet::{network, Network};
 network! {
     /// Convolutions (padded and strided), a standalone bias, a learnable scalar, average and
     /// global average pooling.
+    #[allow(deprecated)] // the global-pool head the calculus warns about, on purpose
     pub struct ConvPool {
         input: [2, 8, 8],
         conv1: conv(4, kernel = 3, padding = 1),

@@ -29,6 +29,7 @@ network! {
 
 network! {
     /// A conv net with a global-average-pool head (pools whatever spatial size reaches it).
+    #[allow(deprecated)] // the global-pool head the calculus warns about, on purpose
     pub struct GlobalPooled {
         input: [3, 8, 8],
         conv1: conv(16, kernel = 3, padding = 1),

@@ -176,9 +176,10 @@ fn lenet_trains_on_the_gpu() -> std::result::Result<(), Box<dyn std::error::Erro
     let net = DigitsLeNet::new_seeded(&varmap, DType::F32, &gpu, 0)?;
     let mut sgd = Sgd::new(varmap.all_vars(), ParamsSgd::new(0.1))?;
     let mut losses = Vec::new();
+    let mut watch = scalenet::finite::TrainingWatch::new();
     for epoch in 0..3 {
         let epoch_data = train.shuffled(epoch)?;
-        losses.push(fixtures::train::train_epoch(&net, &mut sgd, &varmap, &epoch_data, 32, 0, |_| ())?);
+        losses.push(fixtures::train::train_epoch(&net, &mut sgd, &varmap, &epoch_data, 32, &mut watch, |_| ())?);
     }
     println!("DigitsLeNet on the GPU, training loss per epoch: {losses:?}");
     assert!(losses[2] < 0.5 * losses[0], "the loss fell only from {} to {}", losses[0], losses[2]);

@@ -6,7 +6,7 @@ use candle_nn::{Optimizer, VarMap, SGD};
 use fixtures::networks::{Mlp, PooledLeNet};
 use scalenet::checkpoint::{load_checkpoint, save_atomically, CheckpointError};
 use scalenet::data::{DataError, ImageDataset};
-use scalenet::finite::{Culprit, TrainingError};
+use scalenet::finite::{Culprit, TrainingError, TrainingWatch};
 use scalenet::Network;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,7 +46,8 @@ fn forward_checked_names_the_input_or_the_step_that_went_non_finite() -> candle_
     values[787] = f32::NAN;
     let input = Tensor::from_vec(values, (2, 784), &Device::Cpu)?;
     let error = net.forward_checked(&input, false).unwrap_err().to_string();
-    assert!(error.contains("Mlp: the input holds NaN at flat index 787"), "{error}");
+    // Flat element 787 of a [2, 784] batch: sample 1, feature 3.
+    assert!(error.contains("Mlp: the input holds NaN at [1, 3]"), "{error}");
 
     set(&varmap, "fc2.weight", f32::INFINITY);
     let input = Tensor::ones((2, 784), DType::F32, &Device::Cpu)?;
@@ -164,18 +165,130 @@ fn training_stops_at_the_first_non_finite_step_and_names_it() -> candle_core::Re
             self.0.forward(&xs.flatten_from(1)?)
         }
     }
+    // Without the jump check, the run is named at its first NaN or infinity.
     let mut sgd = SGD::new(varmap.all_vars(), 1e6)?;
-    let error = fixtures::train::train_epoch(&Flat(&net), &mut sgd, &varmap, &data, 8, 0, |_| {}).unwrap_err();
+    let mut watch = TrainingWatch::new().jump_factor(f64::INFINITY);
+    let error = fixtures::train::train_epoch(&Flat(&net), &mut sgd, &varmap, &data, 8, &mut watch, |_| {}).unwrap_err();
     match &error {
-        TrainingError::NonFinite { step, culprit, name, .. }
-        | TrainingError::NonFiniteLoss { step, culprit: Some((culprit, name, _, _)), .. } => {
+        TrainingError::NonFinite { step, culprit, name, found }
+        | TrainingError::NonFiniteLoss { step, culprit: Some((culprit, name, found)), .. } => {
             assert!(*step <= 3, "{error}");
             assert!(matches!(culprit, Culprit::Parameter | Culprit::Gradient), "{error}");
             assert!(name.starts_with("fc"), "{error}");
+            let shape = varmap.data().lock().unwrap()[name].dims().to_vec();
+            assert_eq!(found.position.len(), shape.len(), "{error}");
+            assert!(found.position.iter().zip(&shape).all(|(i, n)| i < n), "{error}");
         }
         other => panic!("{other}"),
     }
     println!("{error}");
+    Ok(())
+}
+
+#[test]
+fn training_stops_where_the_loss_jumps_before_any_nan() -> candle_core::Result<()> {
+    let varmap = VarMap::new();
+    let net = Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
+    let images = scalenet::diagnostics::seeded_normal(&Tensor::zeros((64, 784), DType::F32, &Device::Cpu)?, 3)?;
+    let labels = Tensor::from_vec((0..64u32).map(|i| i % 10).collect::<Vec<_>>(), 64, &Device::Cpu)?;
+    // A rate large enough to blow the loss up, small enough that it stays finite for a while.
+    let mut sgd = SGD::new(varmap.all_vars(), 30.0)?;
+    let mut watch = TrainingWatch::new();
+    let mut losses = Vec::new();
+    let error = loop {
+        let batch = losses.len() % 8;
+        let logits = net.forward(&images.narrow(0, 8 * batch, 8)?)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels.narrow(0, 8 * batch, 8)?)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        match watch.backward_step(&mut sgd, &varmap, &loss) {
+            Ok(_) => losses.push(value),
+            Err(error) => break (error, value),
+        }
+        assert!(losses.len() < 100, "no divergence in 100 steps: {losses:?}");
+    };
+    match &error.0 {
+        TrainingError::Diverged { step, loss, start, start_step } => {
+            assert_eq!((*step, *start_step), (losses.len(), 0), "{}", error.0);
+            assert_eq!((*loss, *start), (error.1, losses[0]));
+            assert!(loss.is_finite() && *loss > 100.0 * start, "{}", error.0);
+            // Every earlier loss stayed within the factor: this is the first jump.
+            assert!(losses.iter().all(|l| *l <= 100.0 * start), "{losses:?}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(error.0.to_string().contains("the loss jumped to"), "{}", error.0);
+    println!("{} (losses before: {:?})", error.0, losses);
+    Ok(())
+}
+
+scalenet::network! { pub struct BeforeInsert { input: [4], linear(8), relu, linear(8), relu, linear(2) } }
+scalenet::network! { pub struct AfterInsert { input: [4], scale(2.0), linear(8), relu, linear(8), relu, linear(2) } }
+
+#[test]
+fn a_load_whose_names_moved_lists_the_renamings() -> candle_core::Result<()> {
+    let dir = scratch("renamed");
+    let saved = VarMap::new();
+    BeforeInsert::new_seeded(&saved, DType::F32, &Device::Cpu, 0)?;
+    let path = dir.join("before.safetensors");
+    save_atomically(&saved, &path).unwrap();
+    let target = VarMap::new();
+    AfterInsert::new_seeded(&target, DType::F32, &Device::Cpu, 0)?;
+    let before = snapshot(&target);
+    let error = load_checkpoint(&target, &path).unwrap_err();
+    match &error {
+        CheckpointError::Renamed { renamings, .. } => {
+            let expected = [
+                ("linear_0.bias", "linear_1.bias"),
+                ("linear_0.weight", "linear_1.weight"),
+                ("linear_2.bias", "linear_3.bias"),
+                ("linear_2.weight", "linear_3.weight"),
+                ("linear_4.bias", "linear_5.bias"),
+                ("linear_4.weight", "linear_5.weight"),
+            ];
+            let expected: Vec<(String, String)> =
+                expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            assert_eq!(renamings, &expected);
+        }
+        other => panic!("{other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("`linear_0.weight` -> `linear_1.weight`") && message.contains("name the layers"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&target), before, "a failed load changed the network");
+    // Names that differ in shape too are no renaming: the plain error stays.
+    let other = VarMap::new();
+    Mlp::new_seeded(&other, DType::F32, &Device::Cpu, 0)?;
+    assert!(matches!(load_checkpoint(&other, &path), Err(CheckpointError::Unexpected { .. })));
+    Ok(())
+}
+
+#[test]
+fn saving_an_empty_varmap_is_an_error_and_writes_nothing() {
+    let dir = scratch("empty-save");
+    let path = dir.join("net.safetensors");
+    let error = save_atomically(&VarMap::new(), &path).unwrap_err();
+    assert!(matches!(error, CheckpointError::NothingToSave { .. }), "{error}");
+    assert!(error.to_string().contains("net.safetensors") && error.to_string().contains("build the network"));
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_input_of_another_dtype_names_both_dtypes() -> candle_core::Result<()> {
+    let varmap = VarMap::new();
+    let net = Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
+    let error = net.forward(&Tensor::ones((2, 784), DType::F64, &Device::Cpu)?).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("Mlp was built in F32") && message.contains("not F64"), "{message}");
+    assert!(message.contains("to_dtype(DType::F32)"), "{message}");
+    match error {
+        candle_core::Error::Context { inner, .. } => assert!(
+            matches!(*inner, candle_core::Error::UnexpectedDType { expected: DType::F32, got: DType::F64, .. }),
+            "{inner}"
+        ),
+        other => panic!("{other}"),
+    }
     Ok(())
 }
 

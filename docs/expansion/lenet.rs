@@ -8,28 +8,33 @@
 
 ```text
 init geometric, k* = 5, c = 0.4000, input [3, 32, 32] -> output [10], predicted output std 0.05000 (target 0.05000)
-layer  op                                                      output           E[W²]     c_l     E[x²]    E[dx²]         ς        γ      κ   γ_bias  κ_bias
-input                                                          [3, 32, 32]                        1.000
-·      fixed ×0.5569 (input 8.1, coherence, borders)           [3, 32, 32]                       0.3101  4.270e-6  0.004069
-conv1  conv 3→6 k5 p2                                          [6, 32, 32]    0.01929  0.4093    0.4158  1.505e-6  0.003846  0.02543  1.047  0.02543   6.858
-·      relu                                                    [6, 32, 32]                       0.2079  3.011e-6  0.003846
-·      avg_pool 2                                              [6, 16, 16]                       0.1016  4.817e-5  0.007518
-·      fixed ×0.9325 (coherence, borders, pooling 8, padding)  [6, 16, 16]                      0.08835  5.540e-5  0.007518
-conv2  conv 6→16 k5                                            [16, 12, 12]   0.01778  0.8710    0.2493  1.385e-5  0.007954  0.02543  2.426  0.02543   3.179
-·      relu                                                    [16, 12, 12]                      0.1247  2.769e-5  0.007954
-·      avg_pool 2                                              [16, 6, 6]                       0.09795  4.431e-4   0.02500
-·      fixed ×0.6522 (k=1≠k*=5 6.2, pooling 8)                 [16, 6, 6]                       0.04167  0.001042   0.02500
-·      flatten                                                 [576]                            0.04167  0.001042   0.02500
-fc1    linear 576→120                                          [120]         0.003771  0.9915   0.09051  0.002302   0.02500  0.02543  1.000  0.02543   1.000
-·      relu                                                    [120]                            0.04526  0.004603   0.02500
-·      fixed ×1.420 (k=1≠k*=5 6.2)                             [120]                            0.09129  0.002282   0.02500
-fc2    linear 120→84                                           [84]          0.009876  0.9915    0.1082  0.002751   0.02500  0.02543  1.000  0.02543   1.000
-·      relu                                                    [84]                             0.05409  0.005502   0.02500
-·      fixed ×1.420 (k=1≠k*=5 6.2)                             [84]                              0.1091  0.002728   0.02500
-fc3    linear 84→10                                            [10]           0.03421  0.9915    0.3136  0.007973   0.02500  0.02543  1.000  0.02543   1.000
-·      fixed ×0.08929 (output std 7)                           [10]                            0.002500     1.000   0.02500
-note: correlations between positions (average pooling, channel offsets) change these gammas by more than 1.5x: conv1 bias ×6.858, conv2 ×2.426 bias ×3.179; the plan compensates them in c_l and the fixed scalars
-E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), with the cross terms between positions; κ: γ with the cross terms over γ without
+layer  op                                                                                           output           E[W²]     c_l     E[x²]    E[dx²]         ς        γ      κ   γ_bias  κ_bias
+input                                                                                               [3, 32, 32]                        1.000
+·      fixed ×0.5569 (input balances weights and biases §8.1, correlated positions, image borders)  [3, 32, 32]                       0.3101  4.270e-6  0.004069
+conv1  conv 3→6 k5 p2                                                                               [6, 32, 32]    0.01929  0.4093    0.4158  1.505e-6  0.003846  0.02543  1.047  0.02543   6.858
+·      relu                                                                                         [6, 32, 32]                       0.2079  3.011e-6  0.003846
+·      avg_pool 2                                                                                   [6, 16, 16]                       0.1016  4.817e-5  0.007518
+·      fixed ×0.9325 (correlated positions, image borders, average pooling §8, zero padding)        [6, 16, 16]                      0.08835  5.540e-5  0.007518
+conv2  conv 6→16 k5                                                                                 [16, 12, 12]   0.01778  0.8710    0.2493  1.385e-5  0.007954  0.02543  2.426  0.02543   3.179
+·      relu                                                                                         [16, 12, 12]                      0.1247  2.769e-5  0.007954
+·      avg_pool 2                                                                                   [16, 6, 6]                       0.09795  4.431e-4   0.02500
+·      fixed ×0.6522 (kernel 1 ≠ typical kernel 5 §6.2, average pooling §8)                         [16, 6, 6]                       0.04167  0.001042   0.02500
+·      flatten                                                                                      [576]                            0.04167  0.001042   0.02500
+fc1    linear 576→120                                                                               [120]         0.003771  0.9915   0.09051  0.002302   0.02500  0.02543  1.000  0.02543   1.000
+·      relu                                                                                         [120]                            0.04526  0.004603   0.02500
+·      fixed ×1.420 (kernel 1 ≠ typical kernel 5 §6.2)                                              [120]                            0.09129  0.002282   0.02500
+fc2    linear 120→84                                                                                [84]          0.009876  0.9915    0.1082  0.002751   0.02500  0.02543  1.000  0.02543   1.000
+·      relu                                                                                         [84]                             0.05409  0.005502   0.02500
+·      fixed ×1.420 (kernel 1 ≠ typical kernel 5 §6.2)                                              [84]                              0.1091  0.002728   0.02500
+fc3    linear 84→10                                                                                 [10]           0.03421  0.9915    0.3136  0.007973   0.02500  0.02543  1.000  0.02543   1.000
+·      fixed ×0.08929 (output std target §7)                                                        [10]                            0.002500     1.000   0.02500
+note: correlations between positions (average pooling, channel offsets, image borders) make these gradients larger than the paper's independent-positions model says, by more than 1.5x (κ): conv1 bias ×6.858, conv2 ×2.426 bias ×3.179; the plan compensates them (in c_l and the fixed scalars), so every γ is still equal at initialization; nothing to do unless training is unstable there, and then `centred_weights: true` removes the part the channel offsets cause
+columns: layer = the prefix of the step's parameters (`conv1.weight`; unnamed layers are `<kind>_<position in the declaration>`), · for a step without; op = what the step does, `fixed ×f (why)` being a multiplier the calculus inserts; output = per-sample shape
+  E[W²] = the variance the weights are drawn with; c_l = its numerator, E[W²] = c_l/(k √(fan-in · fan-out)) for geometric init (eq. 3): the header's c = 2/k* (§6.2), rescaled where the scaling factor or the corrections differ from the first layer's, which is why c_l may be far from c
+  E[x²], E[dx²] = second moments of the step's output and of the gradient reaching it, for centred unit-variance input and E[dy²] = 1 at the output
+  ς = the activation scaling factor n ρ² E[dx²] E[x²] (eq. 1, §4); ReLU, pooling and fixed scalars keep it, weight layers move it by their γ
+  γ = the weight-to-gradient ratio E[dW²]/E[W²] (Theorem 1), with the correlations between positions: equal γ is equal conditioning, the calculus's goal; κ = that γ over the γ of independent positions (1: no correction)
+  γ_bias, κ_bias = the same for the layer's bias (eq. 7)
 ```*/
 pub struct LeNet {
     pub conv1: ::scalenet::nn::Conv2d,
@@ -45,17 +50,17 @@ pub struct LeNet {
 #[allow(clippy::approx_constant)]
 const _: () = {
     use ::scalenet::__private as sn;
-    /// Fixed scalar inserted by the calculus: input 8.1, coherence, borders.
+    /// Fixed scalar inserted by the calculus: input balances weights and biases §8.1, correlated positions, image borders.
     const FIXED_0: f64 = 0.5569095294558095;
-    /// Fixed scalar inserted by the calculus: coherence, borders, pooling 8, padding.
+    /// Fixed scalar inserted by the calculus: correlated positions, image borders, average pooling §8, zero padding.
     const FIXED_1: f64 = 0.9325316804805637;
-    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2, pooling 8.
+    /// Fixed scalar inserted by the calculus: kernel 1 ≠ typical kernel 5 §6.2, average pooling §8.
     const FIXED_2: f64 = 0.6522222721718944;
-    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2.
+    /// Fixed scalar inserted by the calculus: kernel 1 ≠ typical kernel 5 §6.2.
     const FIXED_3: f64 = 1.4202377101540702;
-    /// Fixed scalar inserted by the calculus: k=1≠k*=5 6.2.
+    /// Fixed scalar inserted by the calculus: kernel 1 ≠ typical kernel 5 §6.2.
     const FIXED_4: f64 = 1.42023771015407;
-    /// Fixed scalar inserted by the calculus: output std 7.
+    /// Fixed scalar inserted by the calculus: output std target §7.
     const FIXED_5: f64 = 0.08929271874220354;
     impl LeNet {
         /// Per-sample input shape, `[C, H, W]` or `[D]`.
@@ -222,7 +227,12 @@ const _: () = {
             hook: ::core::option::Option<sn::StepHook<'_>>,
         ) -> sn::Result<sn::Tensor> {
             let _ = train;
-            sn::check_input(xs, &Self::INPUT_SHAPE, "LeNet")?;
+            sn::check_input(
+                xs,
+                &Self::INPUT_SHAPE,
+                self.output_calibration.dtype(),
+                "LeNet",
+            )?;
             let mut hook = sn::Hook::new(hook);
             let xs = xs.clone();
             #[allow(unused_mut)]

@@ -81,6 +81,9 @@ pub enum Rule {
     BottleneckShape,
     /// [`crate::rules::check_mirrored_weights`] (`init: mirrored`).
     MirroredWeights,
+    /// A warning, not an error ([`Plan::warnings`](crate::Plan::warnings)): a global pool whose
+    /// output is predicted to be mostly channel offsets, the same for every input.
+    OffsetDominatedPool,
 }
 
 /// A fix that depends on the front end's syntax: the calculus says what to do, each front end

@@ -24,6 +24,7 @@
 //! assert!((gammas[0] / gammas[1] - 1.0).abs() < 1e-9);
 //! println!("{plan}");
 //! ```
+#![warn(missing_docs)]
 
 mod blocks;
 pub mod borders;

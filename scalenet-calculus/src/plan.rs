@@ -39,20 +39,22 @@ pub enum ScaleReason {
     Output,
 }
 
+/// Each reason in words, with the paper's section where it has one: what the report prints
+/// beside a fixed scalar.
 impl fmt::Display for ScaleReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ScaleReason::Input => f.write_str("input 8.1"),
-            ScaleReason::Kernel { kernel, typical } => write!(f, "k={kernel}≠k*={typical} 6.2"),
-            ScaleReason::Pooling => f.write_str("pooling 8"),
-            ScaleReason::Padding => f.write_str("padding"),
-            ScaleReason::Activation => f.write_str("activation gain"),
-            ScaleReason::InitScheme => f.write_str("init scheme"),
-            ScaleReason::Branch => f.write_str("branch c 11"),
-            ScaleReason::Coherence => f.write_str("coherence"),
-            ScaleReason::Borders => f.write_str("borders"),
-            ScaleReason::BranchEnd => f.write_str("E[F²]=E[x²] 11"),
-            ScaleReason::Output => f.write_str("output std 7"),
+            ScaleReason::Input => f.write_str("input balances weights and biases §8.1"),
+            ScaleReason::Kernel { kernel, typical } => write!(f, "kernel {kernel} ≠ typical kernel {typical} §6.2"),
+            ScaleReason::Pooling => f.write_str("average pooling §8"),
+            ScaleReason::Padding => f.write_str("zero padding"),
+            ScaleReason::Activation => f.write_str("activation gain ≠ the one c is chosen for"),
+            ScaleReason::InitScheme => f.write_str("init scheme's bias balance §8.1"),
+            ScaleReason::Branch => f.write_str("residual branch weight §11"),
+            ScaleReason::Coherence => f.write_str("correlated positions"),
+            ScaleReason::Borders => f.write_str("image borders"),
+            ScaleReason::BranchEnd => f.write_str("branch end E[F²] = E[x²] §11"),
+            ScaleReason::Output => f.write_str("output std target §7"),
         }
     }
 }

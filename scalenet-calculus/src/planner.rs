@@ -465,6 +465,12 @@ impl<'a> Planner<'a> {
                             since.activation_mismatch |= op.activation_slope() != Some(self.slope);
                             None
                         }
+                        // Kept with `#[allow(unscaled)]`, predicted as the identity: not the gain
+                        // `c` was chosen for.
+                        (Role::Unscaled, _) => {
+                            since.activation_mismatch = true;
+                            None
+                        }
                         (Role::Pooling, _) => {
                             since.pooled = true;
                             None

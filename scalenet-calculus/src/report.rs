@@ -47,6 +47,90 @@ pub fn global_pool_offset_share(step: &Step, centred: bool) -> Option<f64> {
     (pools && global && total > 0.0).then(|| ((step.input.coherent - common).max(0.0) / total).min(1.0))
 }
 
+/// The steps whose gamma (or bias gamma) the correlations between positions change by more than
+/// [`STRONG_COHERENCE`], as `path ×κ bias ×κ_bias`.
+fn strongly_coherent(plan: &Plan) -> Vec<String> {
+    plan.walk()
+        .into_iter()
+        .filter_map(|s| {
+            let strong = |factor: Option<f64>| factor.filter(|f| f.ln().abs() > STRONG_COHERENCE.ln());
+            let parts: Vec<String> = [("", strong(s.step.coherence)), ("bias ", strong(s.step.bias_coherence))]
+                .into_iter()
+                .filter_map(|(what, factor)| factor.map(|f| format!("{what}×{}", number(f))))
+                .collect();
+            (!parts.is_empty()).then(|| format!("{} {}", s.path, parts.join(" ")))
+        })
+        .collect()
+}
+
+fn coherence_note(plan: &Plan, strong: &[String]) -> String {
+    let what = if plan.spatial_coherence {
+        "the plan compensates them (in c_l and the fixed scalars), so every γ is still equal at initialization; \
+         nothing to do unless training is unstable there, and then `centred_weights: true` removes the part the \
+         channel offsets cause"
+    } else {
+        "`spatial_coherence` is off, so the plan does not compensate them and these layers start with gammas that \
+         differ by those factors: remove `spatial_coherence: false`"
+    };
+    let listed = if strong.len() > NOTE_LAYERS {
+        format!("{} and {} more", strong[..NOTE_LAYERS].join(", "), strong.len() - NOTE_LAYERS)
+    } else {
+        strong.join(", ")
+    };
+    format!(
+        "correlations between positions (average pooling, channel offsets, image borders) make these gradients \
+         larger than the paper's independent-positions model says, by more than {STRONG_COHERENCE}x (κ): {listed}; {what}"
+    )
+}
+
+/// The global pools whose output is predicted to be at least [`OFFSET_DOMINATED_POOL`] channel
+/// offsets, with that share.
+fn offset_dominated_pools(plan: &Plan) -> Vec<(crate::plan::StepRef<'_>, f64)> {
+    plan.walk()
+        .into_iter()
+        .filter_map(|pool| {
+            let share = global_pool_offset_share(pool.step, plan.centred_weights)?;
+            (share >= OFFSET_DOMINATED_POOL).then_some((pool, share))
+        })
+        .collect()
+}
+
+fn pool_note(plan: &Plan, pool: &crate::plan::StepRef<'_>, share: f64) -> String {
+    let (what, fix) = if plan.centred_weights {
+        let fix = if plan.varying_output_std {
+            "flatten instead, or pool less"
+        } else {
+            "declare `varying_output_std: true` so that the output calibration counts what varies with the input, flatten instead, or pool less"
+        };
+        (" beside the common mean (which centred rows do not see)", fix)
+    } else {
+        ("", "declare `centred_weights: true`, flatten instead, or pool less")
+    };
+    format!(
+        "{:.1}% of the second moment out of the global pool{}{what} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): {fix}",
+        100.0 * share,
+        if pool.path.is_empty() { String::new() } else { format!(" in {}", pool.path) },
+    )
+}
+
+impl Plan {
+    /// What the macro reports as compile-time warnings: a declaration that the calculus can plan
+    /// but that is predicted to train poorly as written. Each names the layer and the fix; the
+    /// same sentences are the report's notes.
+    pub fn warnings(&self) -> crate::Diagnostics {
+        let mut warnings = crate::Diagnostics::default();
+        for (pool, share) in offset_dominated_pools(self) {
+            let id = pool.step.layer_id().unwrap_or_default();
+            warnings.push(
+                crate::Rule::OffsetDominatedPool,
+                crate::Location::layer(id, crate::LayerField::Kind),
+                pool_note(self, &pool, share),
+            );
+        }
+        warnings
+    }
+}
+
 fn describe(step: &Step) -> String {
     match &step.op {
         StepOp::FixedScale { factor, reasons } => {
@@ -58,7 +142,10 @@ fn describe(step: &Step) -> String {
             format!("{keyword} α={} β={}{shortcut}", number(*alpha), number(*beta))
         }
         StepOp::Declared { op, .. } => {
-            let described = (op.def().describe)(op, step);
+            let mut described = (op.def().describe)(op, step);
+            if op.def().role == crate::registry::Role::Unscaled {
+                described += " unscaled";
+            }
             match step.weight().map(|w| w.mirror) {
                 Some(mirror @ (Mirror::Outputs | Mirror::Inputs | Mirror::Both)) => {
                     format!("{described} mirrored {}", mirror.name())
@@ -168,64 +255,31 @@ impl fmt::Display for Plan {
             writeln!(f, "{}", line.trim_end())?;
         }
         if !self.unscaled_layers.is_empty() {
-            let names: Vec<String> = self.unscaled_layers.iter().map(ToString::to_string).collect();
             writeln!(
                 f,
-                "layers that break the calculus (kept with #[allow(unscaled)], predicted as the identity): {}",
-                names.join(", ")
+                "note: the rows marked `unscaled` break the calculus (kept with #[allow(unscaled)]); the plan predicts them as the identity, so the numbers after them are estimates"
             )?;
         }
-        let strong: Vec<String> = self
-            .walk()
-            .into_iter()
-            .filter_map(|s| {
-                let strong = |factor: Option<f64>| factor.filter(|f| f.ln().abs() > STRONG_COHERENCE.ln());
-                let parts: Vec<String> = [("", strong(s.step.coherence)), ("bias ", strong(s.step.bias_coherence))]
-                    .into_iter()
-                    .filter_map(|(what, factor)| factor.map(|f| format!("{what}×{}", number(f))))
-                    .collect();
-                (!parts.is_empty()).then(|| format!("{} {}", s.path, parts.join(" ")))
-            })
-            .collect();
+        let strong = strongly_coherent(self);
         if !strong.is_empty() {
-            let what = if self.spatial_coherence {
-                "the plan compensates them in c_l and the fixed scalars"
-            } else {
-                "spatial_coherence is off, so the plan does not compensate them"
-            };
-            let listed = if strong.len() > NOTE_LAYERS {
-                format!("{} and {} more", strong[..NOTE_LAYERS].join(", "), strong.len() - NOTE_LAYERS)
-            } else {
-                strong.join(", ")
-            };
-            writeln!(
-                f,
-                "note: correlations between positions (average pooling, channel offsets) change these gammas by more than {STRONG_COHERENCE}x: {listed}; {what}",
-            )?;
+            writeln!(f, "note: {}", coherence_note(self, &strong))?;
         }
-        for pool in self.walk() {
-            let share = global_pool_offset_share(pool.step, self.centred_weights);
-            if let Some(share) = share.filter(|&share| share >= OFFSET_DOMINATED_POOL) {
-                let (what, fix) = if self.centred_weights {
-                    let fix = if self.varying_output_std {
-                        "flatten instead, or pool less"
-                    } else {
-                        "declare `varying_output_std: true` so that the output calibration counts what varies with the input, flatten instead, or pool less"
-                    };
-                    (" beside the common mean (which centred rows do not see)", fix)
-                } else {
-                    ("", "declare `centred_weights: true`, flatten instead, or pool less")
-                };
-                writeln!(
-                    f,
-                    "note: {:.1}% of the second moment out of the global pool{}{what} is predicted to be channel offsets, the same for every input; such a head trained poorly in measurement (docs/coherence.md): {fix}",
-                    100.0 * share,
-                    if pool.path.is_empty() { String::new() } else { format!(" in {}", pool.path) },
-                )?;
-            }
+        for (pool, share) in offset_dominated_pools(self) {
+            writeln!(f, "note: {}", pool_note(self, &pool, share))?;
         }
-        let gamma =
-            if self.spatial_coherence { "with the cross terms between positions" } else { "positions independent" };
-        write!(f, "E[x²], E[dx²]: at each output, for centred unit-variance input and E[dy²] = 1 at the output; γ = E[dW²]/E[W²] (Theorem 1), {gamma}; κ: γ with the cross terms over γ without")
+        let gamma = if self.spatial_coherence {
+            "with the correlations between positions"
+        } else {
+            "positions independent, as the paper assumes"
+        };
+        write!(
+            f,
+            "columns: layer = the prefix of the step's parameters (`conv1.weight`; unnamed layers are `<kind>_<position in the declaration>`), · for a step without; op = what the step does, `fixed ×f (why)` being a multiplier the calculus inserts; output = per-sample shape
+  E[W²] = the variance the weights are drawn with; c_l = its numerator, E[W²] = c_l/(k √(n_in n_out)) with n the channel or feature counts, for geometric init (eq. 3): the header's c = 2/k* (§6.2), rescaled where the scaling factor or the corrections differ from the first layer's, which is why c_l may be far from c
+  E[x²], E[dx²] = second moments of the step's output and of the gradient reaching it, for centred unit-variance input and E[dy²] = 1 at the output
+  ς = the activation scaling factor n ρ² E[dx²] E[x²] (eq. 1, §4); ReLU, average pooling and fixed scalars keep it (Table 1)
+  γ = the weight-to-gradient ratio E[dW²]/E[W²] (Theorem 1), {gamma}: equal γ is equal conditioning, the calculus's goal; κ = that γ over the γ of independent positions (1: no correction)
+  γ_bias, κ_bias = the same for the layer's bias (eq. 7)"
+        )
     }
 }

@@ -122,39 +122,124 @@ pub fn check_unique_fields(plan: &Plan, diagnostics: &mut Diagnostics) {
     }
 }
 
-/// The plan's numbers must be finite and positive where they are second moments, scaling factors
-/// or gammas, and every fixed scalar and initial standard deviation representable in f32 (the
-/// precision the generated network computes in): a factor like `scale(1e308)` or a branch weight
-/// like `beta = 1e-200` makes the moments overflow or vanish, and the network would compute
-/// infinities or zeros.
+/// The values a generated network computes must be representable in f32 (the precision it
+/// computes in): the standard deviation of every activation, of every backward signal (for a unit
+/// gradient at the output), of every initial weight and weight gradient, and every fixed scalar,
+/// each within f32's normal range (1.2e-38 to 3.4e38). The calculus's ratios (the scaling factor
+/// of eq. (1), γ of Theorem 1) are never computed by the network and need only be finite and
+/// positive. A declaration fails this when one factor it wrote is extreme (`scale(1e40)`,
+/// `residual(beta = 1e-200)`), which is blamed where it is written, or when many moderate ones
+/// compound, which is reported where the values leave the range.
 pub fn check_finite_plan(plan: &Plan, diagnostics: &mut Diagnostics) {
-    let f32_range = |v: f64| v.is_finite() && v.abs() >= f32::MIN_POSITIVE as f64 && v.abs() <= f32::MAX as f64;
-    let mut last_layer = LayerId::default();
-    for step in plan.walk() {
-        let step = step.step;
-        if let Some(id) = step.layer_id() {
-            last_layer = id;
+    let mut walk = RangeWalk { factors: Vec::new(), last_layer: LayerId::default() };
+    let Some((quantity, value)) = walk.first_out_of_range(&plan.steps) else { return };
+    let extreme = walk
+        .factors
+        .iter()
+        .filter(|f| f.value.abs().log10().abs() >= EXTREME_DECADES)
+        .max_by(|a, b| a.value.abs().log10().abs().total_cmp(&b.value.abs().log10().abs()));
+    let (location, message) = match extreme {
+        Some(factor) => (
+            factor.location,
+            format!(
+                "{} takes the network's values out of f32's range ({quantity} reaches {value:.3e}; f32 holds \
+                 1.2e-38 to 3.4e38); bring it closer to 1",
+                factor.written
+            ),
+        ),
+        None => (
+            Location::layer(walk.last_layer, LayerField::Kind),
+            format!(
+                "the network's values leave f32's range here ({quantity} reaches {value:.3e}; f32 holds 1.2e-38 \
+                 to 3.4e38) though no single factor is extreme: the factors of the layers before it compound; use \
+                 fewer of them or factors closer to 1"
+            ),
+        ),
+    };
+    diagnostics.push(Rule::FinitePlan, location, message);
+}
+
+/// A factor this many powers of ten from 1 is blamed by name when values leave f32's range.
+const EXTREME_DECADES: f64 = 10.0;
+
+/// A multiplier the declaration wrote, in force at the current step of a [`RangeWalk`].
+struct WrittenFactor {
+    value: f64,
+    location: Location,
+    written: String,
+}
+
+/// The steps in network order with the factors the declaration wrote that apply to each: the
+/// chain's `scale(f)`s so far, and the `beta` (main branch) or `alpha` (shortcut) of every
+/// enclosing block.
+struct RangeWalk {
+    factors: Vec<WrittenFactor>,
+    last_layer: LayerId,
+}
+
+impl RangeWalk {
+    /// The first value out of range, as (what it is, its value), leaving `factors` as they
+    /// stood there.
+    fn first_out_of_range(&mut self, steps: &[crate::plan::Step]) -> Option<(&'static str, f64)> {
+        for step in steps {
+            if let Some(id) = step.layer_id() {
+                self.last_layer = id;
+            }
+            match &step.op {
+                StepOp::Declared { id, op: Op::Scale { factor } } => self.factors.push(WrittenFactor {
+                    value: *factor,
+                    location: Location::layer(*id, LayerField::Factor),
+                    written: format!("`scale({factor:e})`"),
+                }),
+                StepOp::Block { id, alpha, beta, main, shortcut, .. } => {
+                    for (weight, field, name, branch) in
+                        [(*beta, LayerField::Beta, "beta", main), (*alpha, LayerField::Alpha, "alpha", shortcut)]
+                    {
+                        let outside = self.factors.len();
+                        self.factors.push(WrittenFactor {
+                            value: weight,
+                            location: Location::layer(*id, field),
+                            written: format!("`{name} = {weight:e}`"),
+                        });
+                        if let Some(found) = self.first_out_of_range(branch) {
+                            return Some(found);
+                        }
+                        // A branch's own `scale`s and blocks end with it.
+                        self.factors.truncate(outside);
+                    }
+                    self.last_layer = *id;
+                }
+                StepOp::Declared { .. } | StepOp::FixedScale { .. } => {}
+            }
+            if let Some(found) = out_of_range(step) {
+                return Some(found);
+            }
         }
-        let mut bad: Vec<(&str, f64)> =
-            vec![("E[x²]", step.forward.second), ("E[dx²]", step.backward), ("the scaling factor", step.scaling)];
-        bad.extend(step.gamma.map(|g| ("γ", g)));
-        if let StepOp::FixedScale { factor, .. } = step.op {
-            bad.push(("a fixed scalar", factor));
-        }
-        if let Some(weight) = step.weight() {
-            bad.push(("the initial weight std", weight.std()));
-        }
-        if let Some((what, value)) = bad.into_iter().find(|&(_, v)| !f32_range(v)) {
-            diagnostics.push(
-                Rule::FinitePlan,
-                Location::layer(last_layer, LayerField::Kind),
-                format!(
-                    "the calculus's numbers leave f32's range here ({what} = {value:e}); a factor or branch weight this extreme cannot be computed, so bring it closer to 1"
-                ),
-            );
-            return;
+        None
+    }
+}
+
+/// The first of `step`'s values outside f32's normal range, or ratio that is not finite and
+/// positive.
+fn out_of_range(step: &crate::plan::Step) -> Option<(&'static str, f64)> {
+    let f32_normal = |v: f64| v.is_finite() && v.abs() >= f32::MIN_POSITIVE as f64 && v.abs() <= f32::MAX as f64;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let mut values =
+        vec![("the activations' std", step.forward.second.sqrt()), ("the backward signal's std", step.backward.sqrt())];
+    if let StepOp::FixedScale { factor, .. } = step.op {
+        values.push(("a fixed scalar", factor));
+    }
+    if let Some(weight) = step.weight() {
+        values.push(("the initial weight std", weight.std()));
+        if let Some(gamma) = step.gamma {
+            values.push(("the weight gradient's std", (gamma * weight.second_moment).sqrt()));
         }
     }
+    let ratios = [("the scaling factor", Some(step.scaling)), ("γ", step.gamma)];
+    values
+        .into_iter()
+        .find(|&(_, v)| !f32_normal(v))
+        .or_else(|| ratios.into_iter().filter_map(|(what, v)| v.map(|v| (what, v))).find(|&(_, v)| !positive(v)))
 }
 
 /// `#[allow(unscaled)]` accepts an activation that breaks the calculus; on any other layer it

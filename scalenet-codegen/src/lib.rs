@@ -21,6 +21,7 @@
 //! assert_eq!(errors.0[0].location, Location::Layer { id: LayerId(0), field: LayerField::Kind });
 //! assert!(errors.0[0].message.starts_with("max pooling does not preserve the scaling factor"));
 //! ```
+#![warn(missing_docs)]
 
 mod ast;
 mod errors;
@@ -94,5 +95,20 @@ fn check_and_expand(
         report(&diagnostics, errors);
         errors.propagate().expect_err("analysis failed with diagnostics")
     })?;
-    Ok(module::expand(network, spec, spans, &plan))
+    // What the calculus predicts will train poorly is said where the user reads: at the layer,
+    // as a rustc warning (`#[allow(deprecated)]` on the struct silences it).
+    let warnings = plan
+        .warnings()
+        .iter()
+        .enumerate()
+        .map(|(index, warning)| {
+            let name = format!("scalenet_warning_{index}");
+            proc_macro_warning::FormattedWarning::new_deprecated(
+                name,
+                warning.render(dsl_words),
+                spans.at(warning.location),
+            )
+        })
+        .collect();
+    Ok(module::expand(network, spec, spans, &plan, warnings))
 }

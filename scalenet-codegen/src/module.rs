@@ -28,6 +28,8 @@ struct Parts {
     bodies: Option<Bodies>,
     /// `Module` (no dropout) or only `ModuleT` (dropout needs `train`).
     uses_train: bool,
+    /// The calculus's warnings, each spanned on its layer.
+    warnings: Vec<proc_macro_warning::FormattedWarning>,
 }
 
 struct Bodies {
@@ -37,7 +39,13 @@ struct Bodies {
 }
 
 /// The module of a checked declaration.
-pub fn expand(network: &Network, spec: &NetworkSpec, spans: &Spans, plan: &Plan) -> TokenStream {
+pub fn expand(
+    network: &Network,
+    spec: &NetworkSpec,
+    spans: &Spans,
+    plan: &Plan,
+    warnings: Vec<proc_macro_warning::FormattedWarning>,
+) -> TokenStream {
     let report_doc = format!("\n\n# Scaling calculus\n\n```text\n{plan}\n```");
     let sn = runtime_alias(&network.ident);
     let Code { fields, constructors, constants, forward, uses_train } =
@@ -52,6 +60,7 @@ pub fn expand(network: &Network, spec: &NetworkSpec, spans: &Spans, plan: &Plan)
             output: Some(plan.output),
             bodies: Some(Bodies { constructors, forward, spec: spec_tokens(spec, &sn) }),
             uses_train,
+            warnings,
         },
     )
 }
@@ -83,6 +92,7 @@ pub fn stub(network: &Network, lowered: Option<(&NetworkSpec, &Spans)>) -> Token
             output: None,
             bodies: None,
             uses_train: false,
+            warnings: Vec::new(),
         },
     )
 }
@@ -128,7 +138,7 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
     let Network { attrs, vis, ident, .. } = network;
     let sn = runtime_alias(ident);
     let name = ident.to_string();
-    let Parts { docs, fields, constants, input, output, bodies, uses_train } = parts;
+    let Parts { docs, fields, constants, input, output, bodies, uses_train, warnings } = parts;
     let (input_type, input_value) = shape_array(input);
     let (output_type, output_value) = shape_array(output);
     let unreachable = quote!(::core::unreachable!("invalid network! declaration"));
@@ -144,7 +154,7 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 },
                 quote! {
                     #train_unused
-                    #sn::check_input(xs, &Self::INPUT_SHAPE, #name)?;
+                    #sn::check_input(xs, &Self::INPUT_SHAPE, self.output_calibration.dtype(), #name)?;
                     let mut hook = #sn::Hook::new(hook);
                     let xs = xs.clone();
                     #[allow(unused_mut)]
@@ -179,6 +189,11 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
         }
     };
 
+    // Conditions and lints written on the struct apply to everything generated for it: a
+    // `#[cfg(feature = "..")]` network has no impls left behind when it is off.
+    let shared_attrs = attrs.iter().filter(|attr| {
+        ["cfg", "cfg_attr", "allow", "warn", "deny", "forbid", "expect"].iter().any(|name| attr.path().is_ident(name))
+    });
     quote! {
         #(#attrs)*
         #docs
@@ -192,10 +207,13 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
 
         // The calculus's constants are computed literals; some land near 1/√2 or √2.
         #[allow(clippy::approx_constant)]
+        #(#shared_attrs)*
         const _: () = {
             use ::scalenet::__private as #sn;
 
             #(#constants)*
+
+            #(#warnings)*
 
             impl #ident {
                 /// Per-sample input shape, `[C, H, W]` or `[D]`.

@@ -4,6 +4,7 @@
 use crate::ast::{Arg, Body, Layer, Network, Options, Spanned, Value, ValueKind};
 use crate::errors::{did_you_mean, Errors};
 use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
@@ -21,25 +22,44 @@ pub const OPTION_NAMES: [&str; 9] = [
     "varying_output_std",
 ];
 
-/// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal.
+/// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal; a
+/// struct that stops after its name (`pub struct Net`) is an error on the name and still gets its
+/// stub, so code that uses it adds no errors of its own.
 pub fn parse_network(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Network> {
+    const SHAPE: &str = "`network!` expects `pub struct Name { input: [C, H, W], layer, ... }`";
     let (attrs, vis, ident, body) = (|input: ParseStream| {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
-        input.parse::<Token![struct]>()?;
+        let keyword = input.parse::<Token![struct]>()?;
+        if input.is_empty() {
+            return Err(syn::Error::new(keyword.span, format!("the struct has no name; {SHAPE}")));
+        }
         let ident: Ident = input.parse()?;
+        if input.is_empty() {
+            return Ok((attrs, vis, ident, None));
+        }
         let content;
         braced!(content in input);
         let body: TokenStream = content.parse()?;
-        Ok((attrs, vis, ident, body))
+        Ok((attrs, vis, ident, Some(body)))
     })
     .parse2(tokens)
     .map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("{e}; `network!` expects `pub struct Name {{ input: [C, H, W], layer, ... }}`"),
-        )
+        if e.to_string().contains(SHAPE) {
+            e
+        } else {
+            syn::Error::new(e.span(), format!("{e}; {SHAPE}"))
+        }
     })?;
+    let Some(body) = body else {
+        errors.error(
+            ident.span(),
+            format!("`{ident}` has no body; declare its input and layers in braces: `{ident} {{ input: [C, H, W], layer, ... }}`"),
+        );
+        // The missing body is the error; a missing `input` would repeat it.
+        let options = Options { input_written: true, ..Options::default() };
+        return Ok(Network { attrs, vis, ident, options, layers: Vec::new() });
+    };
 
     let mut network = Network { attrs, vis, ident, options: Options::default(), layers: Vec::new() };
     for entry in split_top_level_commas(body) {
@@ -235,6 +255,7 @@ fn parse_value(input: ParseStream) -> syn::Result<Value> {
     let minus: Option<Token![-]> = input.parse()?;
     let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), "expected a number or `true`/`false`"))?;
     let span = minus.map_or(lit.span(), |m| m.span.join(lit.span()).unwrap_or(lit.span()));
+    reject_suffix(&lit)?;
     let kind = match (&lit, minus.is_some()) {
         (Lit::Int(int), false) => ValueKind::Int(int.base10_parse()?),
         (Lit::Int(int), true) => ValueKind::NegativeInt(int.base10_parse()?),
@@ -246,6 +267,26 @@ fn parse_value(input: ParseStream) -> syn::Result<Value> {
         _ => return Err(syn::Error::new(span, "expected a number or `true`/`false`")),
     };
     Ok(Value { kind, span })
+}
+
+/// `16u8`, `4usize`, `0.5f32`: the DSL's numbers are plain, and a suffix would be dropped in
+/// silence (a size is a `usize`, a factor an `f64`, whatever the suffix says).
+fn reject_suffix(lit: &Lit) -> syn::Result<()> {
+    let (suffix, digits) = match lit {
+        Lit::Int(int) => (int.suffix(), int.base10_digits().to_string()),
+        Lit::Float(float) => (float.suffix(), float.base10_digits().to_string()),
+        _ => return Ok(()),
+    };
+    if suffix.is_empty() {
+        return Ok(());
+    }
+    Err(syn::Error::new(
+        lit.span(),
+        format!(
+            "`{}` has the type suffix `{suffix}`, which `network!` would ignore; write the plain number `{digits}`",
+            lit.to_token_stream()
+        ),
+    ))
 }
 
 fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: &mut Errors) -> syn::Result<()> {
@@ -288,6 +329,9 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             let dims = Punctuated::<LitInt, Token![,]>::parse_terminated(&content).map_err(|e| {
                 syn::Error::new(e.span(), "`input` lists positive integers: [C, H, W] for images or [D] for vectors")
             })?;
+            for dim in &dims {
+                reject_suffix(&Lit::Int(dim.clone()))?;
+            }
             let dims: Vec<usize> = dims.iter().map(LitInt::base10_parse).collect::<syn::Result<_>>()?;
             let span = bracket.span.join();
             if dims.len() != 1 && dims.len() != 3 {
@@ -318,6 +362,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
         }
         "typical_kernel" => {
             let lit: LitInt = input.parse()?;
+            reject_suffix(&Lit::Int(lit.clone()))?;
             options.typical_kernel = Some(Spanned { value: lit.base10_parse()?, span: lit.span() });
         }
         "output_std" => {

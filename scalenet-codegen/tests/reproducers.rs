@@ -53,9 +53,43 @@ fn sizes_beyond_the_limit_are_spanned_errors() {
 
 #[test]
 fn extreme_factors_are_errors_that_name_the_layer() {
-    expect_error("input: [4], r: residual(beta = 1e-200) { relu, linear(4) }, linear(2)", "leave f32's range");
+    expect_error(
+        "input: [4], r: residual(beta = 1e-200) { relu, linear(4) }, linear(2)",
+        "`beta = 1e-200` takes the network's values out of f32's range",
+    );
     expect_valid("input: [4], r: residual(beta = 1e-3) { relu, linear(4) }, linear(2)");
-    expect_error("input: [4], scale(1e308), linear(2)", "leave f32's range");
+    expect_error("input: [4], scale(1e308), linear(2)", "`scale(1e308)` takes the network's values out of f32's range");
+    expect_error("input: [4], scale(1e40), linear(2)", "`scale(1e40)` takes the network's values out of f32's range");
+}
+
+/// The range rule judges the values a network computes (standard deviations), not their second
+/// moments: 1e20 fits in f32 though its square does not.
+#[test]
+fn factors_whose_values_fit_in_f32_are_valid() {
+    expect_valid("input: [4], scale(1e20), linear(2)");
+    expect_valid("input: [4], scale(1e-20), linear(2)");
+    // 100 halvings: values near 8e-31, inside f32's normal range.
+    let halvings = vec!["scale(0.5)"; 100].join(", ");
+    expect_valid(&format!("input: [4], {halvings}, linear(2)"));
+    let mut nested = "relu, linear(4)".to_string();
+    for _ in 0..60 {
+        nested = format!("residual(beta = 0.5) {{ {nested} }}");
+    }
+    expect_valid(&format!("input: [4], {nested}, linear(2)"));
+}
+
+/// Values that leave the range through many moderate factors name no single factor.
+#[test]
+fn compounding_factors_are_named_as_such() {
+    let shrinks = vec!["scale(1e-3)"; 14].join(", ");
+    let source = format!("\npub struct Net {{\ninput: [4], {shrinks}, linear(2)\n}}");
+    let errors = errors(&source);
+    assert!(
+        errors.iter().any(
+            |(_, m)| m.contains("though no single factor is extreme: the factors of the layers before it compound")
+        ),
+        "{errors:?}"
+    );
     expect_error("input: [4], dropout(0.99999999), linear(2)", "is 1 in f32");
 }
 

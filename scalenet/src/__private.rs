@@ -78,8 +78,17 @@ pub fn calibrated(xs: &Tensor, calibration: &Tensor, pending: f64) -> Result<Ten
     xs.broadcast_mul(&factor)
 }
 
-/// Checks that `xs` is a batch of `[batch, ...expected]`, naming the network in the error.
-pub fn check_input(xs: &Tensor, expected: &[usize], network: &str) -> Result<()> {
+/// Checks that `xs` is a batch of `[batch, ...expected]` of the network's `dtype`, naming the
+/// network in the error.
+pub fn check_input(xs: &Tensor, expected: &[usize], dtype: DType, network: &str) -> Result<()> {
+    if xs.dtype() != dtype {
+        let error = candle_core::Error::UnexpectedDType { msg: "input dtype", expected: dtype, got: xs.dtype() };
+        return Err(error.context(format!(
+            "{network} was built in {dtype:?} and takes its input in {dtype:?}, not {:?}: convert the batch with \
+             `xs.to_dtype(DType::{dtype:?})`",
+            xs.dtype()
+        )));
+    }
     let dims = xs.dims();
     if dims.len() == expected.len() + 1 && dims[1..] == *expected {
         return Ok(());

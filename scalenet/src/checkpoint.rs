@@ -39,29 +39,101 @@ use candle_nn::VarMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Why a checkpoint could not be saved or loaded; every variant names the file.
+/// Why a checkpoint could not be saved or loaded; every variant names the file (`path`) and,
+/// where one is at fault, the tensor (`name`, as in the `VarMap`).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the fields are the same in every variant: the file, the tensor, what was found
 pub enum CheckpointError {
+    /// The file could not be read or parsed.
     #[error("cannot read checkpoint {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// The file could not be written; nothing at `path` changed.
     #[error("cannot write checkpoint {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    /// Loading into a `VarMap` in which no network was built.
     #[error("the varmap has no variables to load {path} into; build the network first (`Net::new_seeded` or `Net::new`), then load")]
     EmptyVarMap { path: PathBuf },
+    /// Saving a `VarMap` in which no network was built.
+    #[error("the varmap has no variables to save to {path}; build the network in it (`Net::new_seeded(&varmap, ..)`) and save that varmap")]
+    NothingToSave { path: PathBuf },
+    /// The file lacks a tensor the network has.
     #[error("checkpoint {path} has no tensor `{name}`, which the network needs; is it this network's checkpoint?")]
     Missing { path: PathBuf, name: String },
+    /// The file has a tensor the network lacks.
     #[error("checkpoint {path} has a tensor `{name}` that the network does not; is it this network's checkpoint?")]
     Unexpected { path: PathBuf, name: String },
+    /// The names differ but the shapes pair up one to one: the network's parameters were renamed,
+    /// most often because a layer was inserted or removed before unnamed ones.
+    #[error(
+        "checkpoint {path} holds tensors of the network's shapes under other names, as if renamed (old -> new): {}; \
+         unnamed layers are numbered by their position in the declaration, so inserting or removing a layer \
+         renames those after it: name the layers (`conv3: conv(..)`) to keep their names stable, and load this \
+         file into the declaration it was saved from",
+        renamings_text(.renamings)
+    )]
+    Renamed { path: PathBuf, renamings: Vec<(String, String)> },
+    /// A tensor's shape differs from the variable's.
     #[error("checkpoint {path}: tensor `{name}` has shape {found:?}, the network's variable {expected:?}")]
     Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    /// A tensor's dtype does not convert to the variable's (integer against float).
     #[error(
         "checkpoint {path}: tensor `{name}` has dtype {found:?}, which does not convert to the variable's {expected:?}"
     )]
     DType { path: PathBuf, name: String, expected: DType, found: DType },
-    #[error("checkpoint {path}: tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
-    NonFinite { path: PathBuf, name: String, index: usize, value: f64 },
+    /// A tensor holds a NaN or an infinity.
+    #[error("checkpoint {path}: tensor `{name}` holds a non-finite value ({found})")]
+    NonFinite { path: PathBuf, name: String, found: crate::finite::NonFiniteValue },
+    /// A tensor's bytes differ from those saved.
     #[error("checkpoint {path}: tensor `{name}` does not match the checksum recorded when it was saved; the file is corrupt")]
     Checksum { path: PathBuf, name: String },
+}
+
+fn renamings_text(renamings: &[(String, String)]) -> String {
+    let pairs: Vec<String> = renamings.iter().map(|(old, new)| format!("`{old}` -> `{new}`")).collect();
+    pairs.join(", ")
+}
+
+/// Orders names as a person numbers them: `conv_9` before `conv_10`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut digits = c.to_string();
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                digits.push(d);
+            }
+            key.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
+        } else {
+            text.push(c);
+        }
+    }
+    key.push((text, 0));
+    key
+}
+
+/// The renamings that explain a file whose names differ from the network's: the unmatched names
+/// on both sides, paired in declaration order within each shape. `None` unless every unmatched
+/// name pairs up with one of the same shape.
+fn renamings(file: &[(&String, Vec<usize>)], network: &[(&String, Vec<usize>)]) -> Option<Vec<(String, String)>> {
+    if file.is_empty() || file.len() != network.len() {
+        return None;
+    }
+    fn sorted<'a>(names: &[(&'a String, Vec<usize>)]) -> Vec<(&'a String, Vec<usize>)> {
+        let mut names = names.to_vec();
+        names.sort_by_key(|(name, _)| natural_key(name));
+        names
+    }
+    let (mut file, network) = (sorted(file), sorted(network));
+    let mut pairs = Vec::with_capacity(network.len());
+    for (new, shape) in network {
+        let old = file.iter().position(|(_, s)| *s == shape)?;
+        pairs.push((file.remove(old).0.clone(), new.clone()));
+    }
+    pairs.sort_by_key(|(old, _)| natural_key(old));
+    Some(pairs)
 }
 
 const CHECKSUM_PREFIX: &str = "scalenet.fnv64.";
@@ -81,10 +153,14 @@ fn tensor_bytes(tensor: &Tensor) -> candle_core::Result<Vec<u8>> {
 }
 
 /// Saves every variable of `varmap` to `path` as safetensors, atomically, with a checksum of each
-/// tensor in the metadata. On failure the file at `path` is untouched and no temporary is left.
+/// tensor in the metadata. On failure the file at `path` is untouched and no temporary is left;
+/// an empty `varmap` is an error ([`CheckpointError::NothingToSave`]), not an empty file.
 pub fn save_atomically(varmap: &VarMap, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
     let path = path.as_ref();
     let write = |reason: String| CheckpointError::Write { path: path.to_path_buf(), reason };
+    if varmap.data().lock().expect("varmap lock poisoned").is_empty() {
+        return Err(CheckpointError::NothingToSave { path: path.to_path_buf() });
+    }
     if path.is_dir() {
         return Err(write("it is a directory".into()));
     }
@@ -130,8 +206,15 @@ pub fn load_checkpoint(varmap: &VarMap, path: impl AsRef<Path>) -> Result<(), Ch
     }
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    if let Some(name) = loaded.keys().filter(|name| !data.contains_key(*name)).min() {
-        return Err(CheckpointError::Unexpected { path: at(), name: name.clone() });
+    let unexpected: Vec<(&String, Vec<usize>)> =
+        loaded.iter().filter(|(name, _)| !data.contains_key(*name)).map(|(n, t)| (n, t.dims().to_vec())).collect();
+    let missing: Vec<(&String, Vec<usize>)> =
+        data.iter().filter(|(name, _)| !loaded.contains_key(*name)).map(|(n, v)| (n, v.dims().to_vec())).collect();
+    if let Some(renamings) = renamings(&unexpected, &missing) {
+        return Err(CheckpointError::Renamed { path: at(), renamings });
+    }
+    if let Some((name, _)) = unexpected.iter().min() {
+        return Err(CheckpointError::Unexpected { path: at(), name: (*name).clone() });
     }
     // Validate every tensor before writing any.
     let mut staged = Vec::with_capacity(names.len());
@@ -160,8 +243,8 @@ pub fn load_checkpoint(varmap: &VarMap, path: impl AsRef<Path>) -> Result<(), Ch
                 return Err(CheckpointError::Checksum { path: at(), name: name.clone() });
             }
         }
-        if let Some((index, value)) = first_non_finite(&tensor).map_err(read)? {
-            return Err(CheckpointError::NonFinite { path: at(), name: name.clone(), index, value });
+        if let Some(found) = first_non_finite(&tensor).map_err(read)? {
+            return Err(CheckpointError::NonFinite { path: at(), name: name.clone(), found });
         }
         let tensor = tensor.to_dtype(var.dtype()).and_then(|t| t.to_device(var.device())).map_err(read)?;
         staged.push((var, tensor));

@@ -35,24 +35,83 @@
 //! # }
 //! ```
 //!
-//! ## The DSL
+//! ## Getting started
 //!
-//! Options: `input: [C, H, W]` or `[D]` (required), `init: geometric | fan_in | fan_out |
-//! arithmetic`, `typical_kernel: k` (`k*` of `c = 2/k*`; default: the most common kernel),
-//! `output_std: 0.05`, `fixed_scalars: true`, `branch_scaling: true`, `spatial_coherence: true`,
-//! `centred_weights: false` (true: every weight row is used minus its mean, which removes the
-//! channel offsets that ReLU means create; the calculus models it), `varying_output_std: false`
-//! (true: `output_std` calibrates what varies with the input, not the offsets the same for all).
+//! ```toml
+//! [dependencies]
+//! scalenet = { git = "https://github.com/scalenet/scalenet" }
+//! ```
 //!
-//! Layers, each optionally named (`conv1: conv(..)`): `conv(out, kernel = k, stride = s,
-//! padding = p, bias = bool)`, `linear(out, bias = bool)`, `avg_pool(k)`, `global_avg_pool`, `relu`,
-//! `leaky_relu(slope)`, `dropout(p)`, `flatten`, `scale(f)`, `scalar`, `bias`. Activations that
-//! break the calculus (`sigmoid`, `tanh`, `gelu`, `silu`, `elu`, `softplus`, `softmax`) need
-//! `#[allow(unscaled)]` before them.
+//! `scalenet` re-exports the candle it is built on (`scalenet::candle_core`,
+//! `scalenet::candle_nn`), so the versions always agree. A whole training run: data, network,
+//! optimizer, a watch that names the step where training goes wrong, and a checkpoint.
 //!
-//! Residual blocks (section 11): `residual(beta = 0.5) { main branch layers } shortcut { .. }`
-//! (no shortcut: the identity) and the section 11.1 pre-activation bottleneck
-//! `bottleneck(out = 256, width = 64, stride = 1, beta = 0.5)`.
+//! ```
+//! use scalenet::candle_core::{DType, Device, Tensor, D};
+//! use scalenet::candle_nn::{loss, ModuleT, Optimizer, VarMap};
+//! use scalenet::checkpoint::{load_checkpoint, save_atomically};
+//! use scalenet::finite::TrainingWatch;
+//! use scalenet::network;
+//! use scalenet::optim::{ParamsSgd, Sgd};
+//!
+//! network! {
+//!     /// A tabular classifier; with dropout it is `ModuleT` only: call `forward_t(xs, train)`.
+//!     pub struct Classifier {
+//!         input: [16],
+//!         fc1: linear(64),
+//!         relu,
+//!         dropout(0.1),
+//!         fc2: linear(64),
+//!         relu,
+//!         fc3: linear(3),
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // On a few cores, keep candle's idle threads from spinning (once, first thing in `main`).
+//! scalenet::ops::park_idle_candle_threads();
+//! let device = Device::Cpu;
+//! // 256 examples of 16 features (any numbers will do); the label is the largest of the first three.
+//! let features = (Tensor::arange(0f32, 4096., &device)? * 1.618)?.sin()?.reshape((256, 16))?;
+//! let labels = features.narrow(1, 0, 3)?.argmax(D::Minus1)?;
+//!
+//! let varmap = VarMap::new();
+//! let net = Classifier::new_seeded(&varmap, DType::F32, &device, 0)?;
+//! let mut sgd = Sgd::new(varmap.all_vars(), ParamsSgd { lr: 0.5, momentum: 0.9, ..Default::default() })?;
+//! let mut watch = TrainingWatch::new();
+//! let mut losses = Vec::new();
+//! for _epoch in 0..10 {
+//!     for batch in 0..8 {
+//!         let (xs, ys) = (features.narrow(0, 32 * batch, 32)?, labels.narrow(0, 32 * batch, 32)?);
+//!         let loss = loss::cross_entropy(&net.forward_t(&xs, true)?, &ys)?;
+//!         losses.push(watch.backward_step(&mut sgd, &varmap, &loss)?);
+//!     }
+//! }
+//! let last_epoch = losses[losses.len() - 8..].iter().sum::<f64>() / 8.0;
+//! assert!(last_epoch < 0.5 * losses[0], "{last_epoch} against {}", losses[0]);
+//!
+//! let path = std::env::temp_dir().join(format!("classifier-{}.safetensors", std::process::id()));
+//! save_atomically(&varmap, &path)?; // a temporary file and a rename: never a half-written file
+//! let restored = VarMap::new();
+//! Classifier::new_seeded(&restored, DType::F32, &device, 1)?; // build first, then load
+//! load_checkpoint(&restored, &path)?;
+//! # std::fs::remove_file(&path)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Where to go next:
+//!
+//! - [`network!`]: the whole DSL (options, layers, residual blocks, what is generated, errors and
+//!   warnings), `init: mirrored` among the options;
+//! - [`Report`] and `Net::report()`: the plan as a table, every column explained under it;
+//! - [`optim`] (SGD and AdamW in one pass per parameter), [`checkpoint`] (atomic, all-or-nothing,
+//!   checksummed), [`finite`] (NaNs and divergence named where they start), [`data`] (safetensors,
+//!   LIBSVM, IDX and CIFAR batches);
+//! - [`ops::park_idle_candle_threads`] and `docs/performance.md` for CPU speed, `docs/gpu.md` for
+//!   CUDA;
+//! - [`calculus`]: the scaling calculus itself, as plain numbers ([`calculus::Plan`],
+//!   [`calculus::NetworkSpec`]).
 //!
 //! ## Features
 //!
@@ -60,6 +119,8 @@
 //! `diagnostics` adds `scalenet::diagnostics` (measured moments and gammas against the plan,
 //! Gauss-Newton blocks, coordinate checks, JSON); `plot` adds their figures as PNG. `cuda`,
 //! `cudnn`, `metal`, `mkl` and `accelerate` pass through to candle.
+
+#![warn(missing_docs)]
 
 extern crate self as scalenet;
 
@@ -124,15 +185,15 @@ pub trait Network {
     /// reach the output. About one extra pass over each activation; for debugging, like
     /// PyTorch's anomaly detection.
     fn forward_checked(&self, xs: &candle_core::Tensor, train: bool) -> candle_core::Result<candle_core::Tensor> {
-        if let Some((index, value)) = finite::first_non_finite(xs)? {
-            candle_core::bail!("{}: the input holds {value} at flat index {index}", Self::NAME)
+        if let Some(found) = finite::first_non_finite(xs)? {
+            candle_core::bail!("{}: the input holds {found}", Self::NAME)
         }
         let steps = &Self::plan().steps;
         let mut check = |step: usize, ys: candle_core::Tensor| {
-            if let Some((index, value)) = finite::first_non_finite(&ys)? {
+            if let Some(found) = finite::first_non_finite(&ys)? {
                 let what = steps.get(step).and_then(|s| s.op_keyword()).unwrap_or("fixed scalar or block");
                 candle_core::bail!(
-                    "{}: step {step} ({what}) produced {value} at flat index {index} of its output {:?}",
+                    "{}: step {step} ({what}) produced {found} of its output {:?}",
                     Self::NAME,
                     ys.dims()
                 )

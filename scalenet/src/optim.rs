@@ -83,9 +83,11 @@ fn elements_mut<'a, T>(values: &'a mut [T], layout: &Layout) -> Result<&'a mut [
     Ok(&mut values[layout.start_offset()..][..layout.shape().elem_count()])
 }
 
-/// The parameters of [`Sgd`], PyTorch's defaults: no momentum, no weight decay.
+/// The parameters of [`Sgd`]; [`Default`] gives PyTorch's (`lr` 1e-3, no momentum, no weight
+/// decay), and `ParamsSgd { lr: 0.1, ..Default::default() }` changes one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamsSgd {
+    /// The learning rate.
     pub lr: f64,
     /// The heavy-ball factor (0 for plain SGD), without dampening.
     pub momentum: f64,
@@ -94,8 +96,15 @@ pub struct ParamsSgd {
 }
 
 impl ParamsSgd {
+    /// Plain SGD at learning rate `lr`: no momentum, no weight decay.
     pub fn new(lr: f64) -> Self {
-        ParamsSgd { lr, momentum: 0.0, weight_decay: 0.0 }
+        ParamsSgd { lr, ..Default::default() }
+    }
+}
+
+impl Default for ParamsSgd {
+    fn default() -> Self {
+        ParamsSgd { lr: 1e-3, momentum: 0.0, weight_decay: 0.0 }
     }
 }
 
@@ -321,6 +330,13 @@ impl Optimizer for AdamW {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn sgd_defaults_are_pytorchs() {
+        // torch.optim.SGD: lr=1e-3, momentum=0, weight_decay=0.
+        assert_eq!(ParamsSgd::default(), ParamsSgd { lr: 1e-3, momentum: 0.0, weight_decay: 0.0 });
+        assert_eq!(ParamsSgd::new(0.1), ParamsSgd { lr: 0.1, ..Default::default() });
+    }
 
     fn max_difference(a: &Var, b: &Var) -> f64 {
         (a.as_tensor() - b.as_tensor())

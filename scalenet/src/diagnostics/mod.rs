@@ -290,17 +290,14 @@ pub fn measure<N: crate::Network>(net: &N, varmap: &VarMap, input: &Tensor, seed
         probes.push(probe);
         Ok(probed)
     };
-    if let Some((index, value)) = crate::finite::first_non_finite(input)? {
-        candle_core::bail!("{}: cannot measure on an input that holds {value} at flat index {index}", N::NAME)
+    if let Some(found) = crate::finite::first_non_finite(input)? {
+        candle_core::bail!("{}: cannot measure on an input that holds {found}", N::NAME)
     }
     let output = net.forward_hooked(input, false, Some(&mut hook))?;
     // A non-finite activation would turn every column after it into NaN without a word.
     for (step, activation) in outputs.iter().enumerate() {
-        if let Some((index, value)) = crate::finite::first_non_finite(activation)? {
-            candle_core::bail!(
-                "{}: step {step} produced {value} at flat index {index}; its weights are not finite",
-                N::NAME
-            )
+        if let Some(found) = crate::finite::first_non_finite(activation)? {
+            candle_core::bail!("{}: step {step} produced {found}; its weights are not finite", N::NAME)
         }
     }
     let signal = seeded_normal(&output, seed)?;

@@ -1,0 +1,7 @@
+use scalenet::network;
+
+network! {
+    pub struct
+}
+
+fn main() {}
