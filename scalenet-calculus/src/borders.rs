@@ -41,6 +41,7 @@ pub struct BorderFactors {
 }
 
 impl BorderFactors {
+    /// No border effect: every factor 1.
     pub const NONE: BorderFactors = BorderFactors { forward: 1.0, backward: 1.0, gradient: 1.0 };
 
     /// Whether the borders change anything.
@@ -52,7 +53,9 @@ impl BorderFactors {
 /// Relative second moment along each axis of a map; both have mean 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
+    /// Relative second moment of each row.
     pub rows: Vec<f64>,
+    /// Relative second moment of each column.
     pub cols: Vec<f64>,
 }
 

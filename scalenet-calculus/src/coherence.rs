@@ -360,12 +360,16 @@ fn mask_products(input: &Moments, slope: f64) -> (f64, f64, f64) {
 /// A convolution's window along one axis (a linear layer is `1, 1, 0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// The kernel size.
     pub kernel: usize,
+    /// The stride.
     pub stride: usize,
+    /// The zero padding on each side.
     pub padding: usize,
 }
 
 impl Window {
+    /// The window of a linear layer: every input is its own position.
     pub const LINEAR: Window = Window { kernel: 1, stride: 1, padding: 0 };
 
     /// What zero padding leaves of a common input mean `m` through rows centred over their

@@ -62,6 +62,7 @@ impl SpatialCorrelation {
         self.values[((dh + REACH) * SIDE as isize + dw + REACH) as usize]
     }
 
+    /// Whether positions are uncorrelated (the paper's assumption).
     pub fn is_white(&self) -> bool {
         *self == Self::WHITE
     }

@@ -13,8 +13,11 @@ pub enum LayerField {
     Name,
     /// The positional size: output channels or features, pooling kernel.
     Size,
+    /// A convolution's `kernel`.
     Kernel,
+    /// A `stride`.
     Stride,
+    /// A convolution's `padding`.
     Padding,
     /// Dropout probability.
     Probability,
@@ -107,21 +110,34 @@ impl Fix {
 /// A network-level option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetworkField {
+    /// `input`.
     Input,
+    /// `init`.
     Init,
+    /// `typical_kernel`.
     TypicalKernel,
+    /// `output_std`.
     OutputStd,
+    /// `centred_weights`.
     CentredWeights,
 }
 
 /// Where a diagnostic points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
+    /// A network-level option.
     Network(NetworkField),
-    Layer { id: LayerId, field: LayerField },
+    /// A part of a declared layer.
+    Layer {
+        /// The layer's pre-order position.
+        id: LayerId,
+        /// The part of it at fault.
+        field: LayerField,
+    },
 }
 
 impl Location {
+    /// The location of `field` in layer `id`.
     pub fn layer(id: LayerId, field: LayerField) -> Self {
         Location::Layer { id, field }
     }
@@ -132,13 +148,18 @@ impl Location {
 /// end words in its own syntax.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
+    /// The rule broken.
     pub rule: Rule,
+    /// Where it is broken.
     pub location: Location,
+    /// A lowercase sentence that names the fix.
     pub message: String,
+    /// A fix that each front end words in its own syntax, appended to `message`.
     pub fix: Option<Fix>,
 }
 
 impl Diagnostic {
+    /// A diagnostic without a front-end fix.
     pub fn new(rule: Rule, location: Location, message: impl Into<String>) -> Self {
         Diagnostic { rule, location, message: message.into(), fix: None }
     }
@@ -169,6 +190,7 @@ impl std::error::Error for Diagnostic {}
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// Records a diagnostic.
     pub fn push(&mut self, rule: Rule, location: Location, message: impl Into<String>) {
         self.0.push(Diagnostic::new(rule, location, message));
     }
@@ -180,10 +202,12 @@ impl Diagnostics {
         self.0.push(diagnostic);
     }
 
+    /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The diagnostics in the order they were recorded.
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter()
     }

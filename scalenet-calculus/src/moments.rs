@@ -67,10 +67,12 @@ impl Moments {
         }
     }
 
+    /// `E[x^2] - E[x]^2`.
     pub fn variance(&self) -> f64 {
         (self.second - self.mean * self.mean).max(0.0)
     }
 
+    /// The standard deviation, `sqrt(variance)`.
     pub fn std(&self) -> f64 {
         self.variance().sqrt()
     }
@@ -129,11 +131,14 @@ impl Moments {
 /// What an op does to the moments: the output moments, and `E[dx^2] / E[dy^2]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transfer {
+    /// The moments of the op's output.
     pub output: Moments,
+    /// `E[dx^2] / E[dy^2]`: what the op multiplies the backward second moment by.
     pub backward_gain: f64,
 }
 
 impl Transfer {
+    /// An op that changes nothing.
     pub fn identity(input: Moments) -> Self {
         Transfer { output: input, backward_gain: 1.0 }
     }
@@ -373,8 +378,11 @@ pub(crate) fn row_dispersion(input: f64, n: usize) -> f64 {
 /// The sizes of a convolution or linear layer that its moments depend on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WeightGeometry {
+    /// Input channels or features, `n_l`.
     pub fan_in: usize,
+    /// Output channels or features, `n_{l+1}`.
     pub fan_out: usize,
+    /// The kernel size `k_l` (1 for a linear layer).
     pub kernel: usize,
     /// Spatial area of the input, `rho_l^2`.
     pub area_in: usize,

@@ -16,7 +16,12 @@ pub enum ScaleReason {
     /// biases (section 8.1).
     Input,
     /// The weight layer's kernel differs from the typical kernel `k*` (section 6.2).
-    Kernel { kernel: usize, typical: usize },
+    Kernel {
+        /// The layer's kernel.
+        kernel: usize,
+        /// The network's typical kernel `k*`.
+        typical: usize,
+    },
     /// Average pooling since the previous weight layer changed the second moment (section 8).
     Pooling,
     /// Zero padding of the previous weight layer lowered the second moment.
@@ -63,11 +68,34 @@ impl fmt::Display for ScaleReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepOp {
     /// A layer as declared (or as a bottleneck spells it out: then `id` is the bottleneck's).
-    Declared { id: LayerId, op: Op },
+    Declared {
+        /// The declared layer.
+        id: LayerId,
+        /// What it does.
+        op: Op,
+    },
     /// A fixed multiplier inserted by the calculus.
-    FixedScale { factor: f64, reasons: Vec<ScaleReason> },
+    FixedScale {
+        /// The multiplier.
+        factor: f64,
+        /// Why the calculus needs it, never empty.
+        reasons: Vec<ScaleReason>,
+    },
     /// `alpha S(x) + beta F(x)`; an empty shortcut is the identity.
-    Block { id: LayerId, keyword: &'static str, alpha: f64, beta: f64, main: Vec<Step>, shortcut: Vec<Step> },
+    Block {
+        /// The declared block.
+        id: LayerId,
+        /// `residual` or `bottleneck`.
+        keyword: &'static str,
+        /// The shortcut's weight.
+        alpha: f64,
+        /// The main branch's weight.
+        beta: f64,
+        /// The main branch `F`.
+        main: Vec<Step>,
+        /// The shortcut `S`; empty for the identity.
+        shortcut: Vec<Step>,
+    },
 }
 
 /// Initialization of a convolution or linear layer.
@@ -75,6 +103,7 @@ pub enum StepOp {
 pub struct WeightInit {
     /// candle-nn layout: `(out, in)` for linear, `(out, in, k, k)` for conv.
     pub shape: Vec<usize>,
+    /// Fans and kernel, which the moments depend on.
     pub geometry: WeightGeometry,
     /// The geometric numerator `c_l = c sqrt(sigma_l / sigma_0)`: equal gammas need a larger `c`
     /// where the scaling factor has grown and a smaller one where it has shrunk, as inside a
@@ -83,6 +112,7 @@ pub struct WeightInit {
     /// `E[W^2]`: the variance of the centred normal the weights are drawn from, or the mean
     /// square of the mirrored orthogonal weights.
     pub second_moment: f64,
+    /// Whether the layer adds a bias (zero at initialization).
     pub bias: bool,
     /// Which dimensions are mirrored (`init: mirrored`); [`Mirror::Gaussian`] for Gaussian weights.
     pub mirror: Mirror,
@@ -129,15 +159,19 @@ impl WeightInit {
 /// Parameters of a step and how they start.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamInit {
+    /// A convolution's or linear layer's weight.
     Weight(WeightInit),
     /// A learnable scalar `u` starting at `sqrt(c_l)` (Appendix E), followed by the fixed
     /// `1/sqrt(c_l)` so that it is the identity at initialization.
     Scalar {
+        /// The scalar's initial value, `sqrt(c_l)`.
         value: f64,
+        /// The fixed factor after it, `1/sqrt(c_l)`.
         fixed: f64,
     },
     /// A standalone bias over `channels`, zero at initialization (assumption 4).
     Bias {
+        /// The channels (or features) it adds to.
         channels: usize,
     },
 }
@@ -145,12 +179,16 @@ pub enum ParamInit {
 /// One op of the generated network with its predictions at initialization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
+    /// What the step does.
     pub op: StepOp,
     /// The name within its chain: the declared name, `<keyword>_<index>` for unnamed layers with
     /// parameters and blocks, empty for the rest. [`Plan::walk`] gives full parameter paths.
     pub name: String,
+    /// The per-sample shape it receives.
     pub input_shape: Shape,
+    /// The per-sample shape it produces.
     pub output_shape: Shape,
+    /// Its parameters and how they start, if it has any.
     pub params: Option<ParamInit>,
     /// Moments of the input, for centred unit-variance network input.
     pub input: Moments,
@@ -215,6 +253,7 @@ impl Step {
         }
     }
 
+    /// The weight's initialization, for a convolution or linear layer.
     pub fn weight(&self) -> Option<&WeightInit> {
         match &self.params {
             Some(ParamInit::Weight(weight)) => Some(weight),
@@ -231,22 +270,28 @@ pub struct StepRef<'a> {
     pub path: &'a str,
     /// Blocks enclosing the step.
     pub depth: usize,
+    /// The step.
     pub step: &'a Step,
 }
 
 /// The calculus's result for one network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The per-sample input shape.
     pub input: Shape,
+    /// The per-sample output shape.
     pub output: Shape,
+    /// The variance rule of the weights.
     pub init: InitScheme,
     /// Gaussian or mirrored weights.
     pub weights: WeightLaw,
+    /// `k*` of `c = 2/k*` (section 6.2).
     pub typical_kernel: usize,
     /// `2 / (1 + a^2)` for the network's activation slope `a`.
     pub gain: f64,
     /// `c = gain / k*`.
     pub c: f64,
+    /// The target output standard deviation at initialization (section 7).
     pub output_std: f64,
     /// Whether gammas and the init compensate the correlations between positions
     /// ([`crate::coherence`]).
@@ -257,6 +302,7 @@ pub struct Plan {
     pub varying_output_std: bool,
     /// Network input moments the predictions assume.
     pub input_moments: Moments,
+    /// The top-level steps, blocks holding their branches.
     pub steps: Vec<Step>,
     /// Declared layers kept with `#[allow(unscaled)]`: the predictions treat them as the identity.
     pub unscaled_layers: Vec<LayerId>,

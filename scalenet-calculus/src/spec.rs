@@ -6,8 +6,20 @@ use std::fmt;
 /// The per-sample shape of an activation: an image `[C, H, W]` or a vector `[D]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shape {
-    Image { channels: usize, height: usize, width: usize },
-    Vector { features: usize },
+    /// An image.
+    Image {
+        /// `C`.
+        channels: usize,
+        /// `H`.
+        height: usize,
+        /// `W`.
+        width: usize,
+    },
+    /// A vector.
+    Vector {
+        /// `D`.
+        features: usize,
+    },
 }
 
 impl Shape {
@@ -38,6 +50,7 @@ impl Shape {
         self.dims().into_iter().try_fold(1usize, usize::checked_mul)
     }
 
+    /// `[C, H, W]` or `[D]`.
     pub fn dims(&self) -> Vec<usize> {
         match *self {
             Shape::Image { channels, height, width } => vec![channels, height, width],
@@ -75,9 +88,11 @@ pub enum InitScheme {
 }
 
 impl InitScheme {
+    /// Every scheme, in the order reports list them.
     pub const ALL: [InitScheme; 4] =
         [InitScheme::Geometric, InitScheme::FanIn, InitScheme::FanOut, InitScheme::Arithmetic];
 
+    /// The name a declaration writes (`init: fan_in`).
     pub fn name(&self) -> &'static str {
         match self {
             InitScheme::Geometric => "geometric",
@@ -87,6 +102,7 @@ impl InitScheme {
         }
     }
 
+    /// The scheme a declaration names.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|scheme| scheme.name() == name)
     }
@@ -115,6 +131,7 @@ pub enum WeightLaw {
 }
 
 impl WeightLaw {
+    /// Whether the weights are mirrored.
     pub fn is_mirrored(&self) -> bool {
         !matches!(self, WeightLaw::Gaussian)
     }
@@ -131,8 +148,11 @@ pub enum Mirror {
     Gaussian,
     /// Orthogonal, not mirrored: the only weight layer of a mirrored network.
     Unmirrored,
+    /// Rows mirrored: `[W0; -W0]`.
     Outputs,
+    /// Columns mirrored: `[W0, -W0]`.
     Inputs,
+    /// Both: `[[W0, -W0], [-W0, W0]]`.
     Both,
 }
 
@@ -149,14 +169,17 @@ impl Mirror {
         (rows, cols * kernel * kernel)
     }
 
+    /// Whether the rows are mirrored.
     pub fn mirrors_outputs(&self) -> bool {
         matches!(self, Mirror::Outputs | Mirror::Both)
     }
 
+    /// Whether the columns are mirrored.
     pub fn mirrors_inputs(&self) -> bool {
         matches!(self, Mirror::Inputs | Mirror::Both)
     }
 
+    /// Its name in reports.
     pub fn name(&self) -> &'static str {
         match self {
             Mirror::Gaussian => "gaussian",
@@ -217,17 +240,21 @@ impl fmt::Display for LayerId {
 pub struct LayerSpec {
     /// Pre-order position, set by [`NetworkSpec::assign_layer_ids`].
     pub id: LayerId,
+    /// The declared name (`conv1:`), which names its parameters.
     pub name: Option<String>,
+    /// What the layer does.
     pub op: Op,
     /// `#[allow(unscaled)]`: accept an activation that breaks the calculus.
     pub allow_unscaled: bool,
 }
 
 impl LayerSpec {
+    /// An unnamed layer.
     pub fn new(op: Op) -> Self {
         LayerSpec { id: LayerId::default(), name: None, op, allow_unscaled: false }
     }
 
+    /// A named layer.
     pub fn named(name: impl Into<String>, op: Op) -> Self {
         LayerSpec { id: LayerId::default(), name: Some(name.into()), op, allow_unscaled: false }
     }
@@ -256,12 +283,15 @@ pub const DEFAULT_OUTPUT_STD: f64 = 0.05;
 /// A whole sequential network as declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
+    /// The per-sample input shape.
     pub input: Shape,
+    /// The variance rule of the weights (default: geometric).
     pub init: InitScheme,
     /// Gaussian (default) or mirrored orthogonal weights (`init: mirrored`).
     pub weights: WeightLaw,
     /// `k*` in `c = 2/k*`; `None` picks the most common kernel among weight layers.
     pub typical_kernel: Option<usize>,
+    /// The target output standard deviation at initialization (section 7; default 0.05).
     pub output_std: f64,
     /// Insert the fixed scalars of sections 6.2, 7, 8 and 8.1 (default). Off, the network is the
     /// plain declaration with its init: useful to see what the scalars correct.
@@ -283,10 +313,12 @@ pub struct NetworkSpec {
     /// and a global pool keeps; see [`crate::moments::Moments::fixed`]). Off by default: the
     /// paper's section 7 calibrates the whole output.
     pub varying_output_std: bool,
+    /// The layers in network order.
     pub layers: Vec<LayerSpec>,
 }
 
 impl NetworkSpec {
+    /// A network of no layers on `input`, with the defaults.
     pub fn new(input: Shape) -> Self {
         NetworkSpec {
             input,
@@ -303,12 +335,14 @@ impl NetworkSpec {
         }
     }
 
+    /// Appends an unnamed layer.
     pub fn layer(mut self, op: Op) -> Self {
         self.layers.push(LayerSpec::new(op));
         self.assign_layer_ids();
         self
     }
 
+    /// Appends a named layer.
     pub fn named(mut self, name: &str, op: Op) -> Self {
         self.layers.push(LayerSpec::named(name, op));
         self.assign_layer_ids();
@@ -350,6 +384,7 @@ impl NetworkSpec {
         })
     }
 
+    /// Sets the variance rule.
     pub fn with_init(mut self, init: InitScheme) -> Self {
         self.init = init;
         self
@@ -360,6 +395,7 @@ impl NetworkSpec {
         self.with_init(init).with_weights(weights)
     }
 
+    /// Sets how the weights are drawn.
     pub fn with_weights(mut self, weights: WeightLaw) -> Self {
         self.weights = weights;
         self
@@ -390,36 +426,43 @@ impl NetworkSpec {
         }
     }
 
+    /// Sets `k*`.
     pub fn with_typical_kernel(mut self, kernel: usize) -> Self {
         self.typical_kernel = Some(kernel);
         self
     }
 
+    /// Sets [`Self::fixed_scalars`].
     pub fn with_fixed_scalars(mut self, on: bool) -> Self {
         self.fixed_scalars = on;
         self
     }
 
+    /// Sets [`Self::branch_scaling`].
     pub fn with_branch_scaling(mut self, on: bool) -> Self {
         self.branch_scaling = on;
         self
     }
 
+    /// Sets [`Self::spatial_coherence`].
     pub fn with_spatial_coherence(mut self, on: bool) -> Self {
         self.spatial_coherence = on;
         self
     }
 
+    /// Sets [`Self::centred_weights`].
     pub fn with_centred_weights(mut self, on: bool) -> Self {
         self.centred_weights = on;
         self
     }
 
+    /// Sets [`Self::varying_output_std`].
     pub fn with_varying_output_std(mut self, on: bool) -> Self {
         self.varying_output_std = on;
         self
     }
 
+    /// Sets [`Self::output_std`].
     pub fn with_output_std(mut self, std: f64) -> Self {
         self.output_std = std;
         self

@@ -43,26 +43,51 @@ use std::path::{Path, PathBuf};
 /// where one is at fault, the tensor (`name`, as in the `VarMap`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-#[allow(missing_docs)] // the fields are the same in every variant: the file, the tensor, what was found
 pub enum CheckpointError {
     /// The file could not be read or parsed.
     #[error("cannot read checkpoint {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    Read {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The file could not be written; nothing at `path` changed.
     #[error("cannot write checkpoint {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    Write {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Loading into a `VarMap` in which no network was built.
     #[error("the varmap has no variables to load {path} into; build the network first (`Net::new_seeded` or `Net::new`), then load")]
-    EmptyVarMap { path: PathBuf },
+    EmptyVarMap {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// Saving a `VarMap` in which no network was built.
     #[error("the varmap has no variables to save to {path}; build the network in it (`Net::new_seeded(&varmap, ..)`) and save that varmap")]
-    NothingToSave { path: PathBuf },
+    NothingToSave {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// The file lacks a tensor the network has.
     #[error("checkpoint {path} has no tensor `{name}`, which the network needs; is it this network's checkpoint?")]
-    Missing { path: PathBuf, name: String },
+    Missing {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+    },
     /// The file has a tensor the network lacks.
     #[error("checkpoint {path} has a tensor `{name}` that the network does not; is it this network's checkpoint?")]
-    Unexpected { path: PathBuf, name: String },
+    Unexpected {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+    },
     /// The names differ but the shapes pair up one to one: the network's parameters were renamed,
     /// most often because a layer was inserted or removed before unnamed ones.
     #[error(
@@ -72,21 +97,56 @@ pub enum CheckpointError {
          file into the declaration it was saved from",
         renamings_text(.renamings)
     )]
-    Renamed { path: PathBuf, renamings: Vec<(String, String)> },
+    Renamed {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// `(name in the file, name in the network)`, paired by shape in declaration order.
+        renamings: Vec<(String, String)>,
+    },
     /// A tensor's shape differs from the variable's.
     #[error("checkpoint {path}: tensor `{name}` has shape {found:?}, the network's variable {expected:?}")]
-    Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+        /// The variable's shape.
+        expected: Vec<usize>,
+        /// The tensor's shape.
+        found: Vec<usize>,
+    },
     /// A tensor's dtype does not convert to the variable's (integer against float).
     #[error(
         "checkpoint {path}: tensor `{name}` has dtype {found:?}, which does not convert to the variable's {expected:?}"
     )]
-    DType { path: PathBuf, name: String, expected: DType, found: DType },
+    DType {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+        /// The variable's dtype.
+        expected: DType,
+        /// The tensor's dtype.
+        found: DType,
+    },
     /// A tensor holds a NaN or an infinity.
     #[error("checkpoint {path}: tensor `{name}` holds a non-finite value ({found})")]
-    NonFinite { path: PathBuf, name: String, found: crate::finite::NonFiniteValue },
+    NonFinite {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+        /// Where, and what.
+        found: crate::finite::NonFiniteValue,
+    },
     /// A tensor's bytes differ from those saved.
     #[error("checkpoint {path}: tensor `{name}` does not match the checksum recorded when it was saved; the file is corrupt")]
-    Checksum { path: PathBuf, name: String },
+    Checksum {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor at fault, as named in the `VarMap`.
+        name: String,
+    },
 }
 
 fn renamings_text(renamings: &[(String, String)]) -> String {

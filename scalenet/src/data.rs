@@ -14,26 +14,66 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a dataset could not be read; every variant names the file.
+#[non_exhaustive]
 pub enum DataError {
     #[error("cannot read dataset {path}: {source}")]
-    Read { path: PathBuf, source: candle_core::Error },
+    /// The file could not be read as safetensors.
+    Read {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the system or candle reported.
+        source: candle_core::Error,
+    },
     #[error("dataset {path} has no tensor `{name}`; it needs `images` [N, H, W] or [N, C, H, W] and `labels` [N]")]
-    Missing { path: PathBuf, name: &'static str },
+    /// The file lacks `images` or `labels`.
+    Missing {
+        /// The file at fault.
+        path: PathBuf,
+        /// The tensor or parameter at fault.
+        name: &'static str,
+    },
     #[error("dataset {path}: tensor `{name}` has shape {shape:?}, expected {expected}")]
-    Shape { path: PathBuf, name: &'static str, shape: Vec<usize>, expected: String },
+    /// A tensor has the wrong rank or length.
+    Shape {
+        /// The file at fault.
+        path: PathBuf,
+        /// The tensor or parameter at fault.
+        name: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// What it should be.
+        expected: String,
+    },
     #[error("dataset {path} has no images")]
-    Empty { path: PathBuf },
+    /// The file holds no images.
+    Empty {
+        /// The file at fault.
+        path: PathBuf,
+    },
     #[error("dataset {path}: label {index} is {value}; labels are class indices, integers 0, 1, 2, ...")]
-    Label { path: PathBuf, index: usize, value: f64 },
+    /// A label is not a class index.
+    Label {
+        /// The file at fault.
+        path: PathBuf,
+        /// The example.
+        index: usize,
+        /// Its label.
+        value: f64,
+    },
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 
 /// Images `[N, C, H, W]` (f32) with integer labels `[N]` (u32), on one device.
 #[derive(Debug, Clone)]
 pub struct ImageDataset {
+    /// `[N, C, H, W]`, f32.
     pub images: Tensor,
+    /// `[N]`, u32 class indices.
     pub labels: Tensor,
+    /// The number of classes, one more than the largest label.
     pub classes: usize,
 }
 
@@ -82,10 +122,12 @@ impl ImageDataset {
         Ok(ImageDataset { images: images.to_dtype(DType::F32)?, labels, classes })
     }
 
+    /// The number of examples.
     pub fn len(&self) -> usize {
         self.labels.dims()[0]
     }
 
+    /// Whether there are no examples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -135,6 +177,7 @@ impl ImageDataset {
         Ok((part(0, count)?, part(count, self.len() - count)?))
     }
 
+    /// The same examples on `device`.
     pub fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
         Ok(ImageDataset {
             images: self.images.to_device(device)?,

@@ -46,12 +46,28 @@ use candle_nn::VarMap;
 #[derive(Debug, thiserror::Error)]
 pub enum EnsembleError {
     #[error("step {step} (`{op}`) is not supported by ensembles yet; they run sequential networks (linear, conv, activations, pooling, scalars, biases, flatten), not residual blocks")]
-    Unsupported { step: usize, op: String },
+    /// The plan has a step ensembles do not run.
+    Unsupported {
+        /// The top-level step at fault, as in `plan().steps`.
+        step: usize,
+        /// The step's op.
+        op: String,
+    },
     #[error("an ensemble needs at least one copy")]
+    /// An ensemble of no copies.
     Empty,
     #[error("{what}: expected {expected}, got {got:?}")]
-    Shape { what: &'static str, expected: String, got: Vec<usize> },
+    /// A tensor of the wrong shape.
+    Shape {
+        /// Which tensor.
+        what: &'static str,
+        /// The shape it should have.
+        expected: String,
+        /// The shape it has.
+        got: Vec<usize>,
+    },
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 

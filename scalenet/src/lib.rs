@@ -126,6 +126,7 @@ extern crate self as scalenet;
 
 pub use candle_core;
 pub use candle_nn;
+#[doc(inline)]
 pub use scalenet_calculus as calculus;
 pub use scalenet_macros::network;
 

@@ -22,6 +22,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// A convolution of `weight` `(out, in, k, k)` with an optional `bias` `(out)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
         Conv2d { weight, bias, stride, padding, centred: false }
     }
@@ -89,6 +90,7 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A linear layer of `weight` `(out, in)` with an optional `bias` `(out)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear { weight, bias, centred: false }
     }
@@ -179,10 +181,12 @@ pub struct Scalar {
 }
 
 impl Scalar {
+    /// The scalar `<vb>.weight`, starting at `value`, multiplied by the fixed `fixed`.
     pub fn new(vb: VarBuilder, value: f64, fixed: f64) -> Result<Self> {
         Ok(Scalar { weight: vb.get_with_hints((), "weight", Init::Const(value))?, fixed })
     }
 
+    /// The learnable scalar, shape `[]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -202,10 +206,12 @@ pub struct Bias {
 }
 
 impl Bias {
+    /// The bias `<vb>.bias` over `channels`, starting at zero.
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Bias { bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))? })
     }
 
+    /// The bias, shape `[C]`.
     pub fn bias(&self) -> &Tensor {
         &self.bias
     }

@@ -122,6 +122,7 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// The parameters it was created with.
     pub fn params(&self) -> &ParamsSgd {
         &self.params
     }
@@ -235,6 +236,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// The parameters it was created with.
     pub fn params(&self) -> &ParamsAdamW {
         &self.params
     }

@@ -12,10 +12,23 @@ use std::sync::Once;
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     #[error("cannot draw {path}: {message}")]
-    Draw { path: String, message: String },
+    /// The plotting backend failed.
+    Draw {
+        /// The file at fault.
+        path: String,
+        /// What it reported.
+        message: String,
+    },
     #[error("cannot write {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    /// The file could not be written.
+    Io {
+        /// The file at fault.
+        path: String,
+        /// What the system or candle reported.
+        source: std::io::Error,
+    },
     #[error("nothing to plot in {0}")]
+    /// There is nothing to draw in the figure at this path.
     Empty(String),
 }
 
@@ -296,7 +309,9 @@ fn line_panel(
 /// One line of a [`sweep_panels`] figure: `(x, median, lower quartile, upper quartile)` points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Band {
+    /// The legend's label.
     pub label: String,
+    /// The points, in order of `x`.
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
@@ -471,8 +486,11 @@ pub fn log_histograms(
 /// A fitted function of one input: its values on the grid and its breakpoints (drawn as dots).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FittedCurve {
+    /// The legend's label.
     pub label: String,
+    /// The function's value at each point of the grid.
     pub values: Vec<f64>,
+    /// The breakpoints `(x, y)`.
     pub breakpoints: Vec<(f64, f64)>,
 }
 

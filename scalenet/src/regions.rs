@@ -15,14 +15,36 @@ use candle_core::{DType, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum RegionsError {
     #[error("{network} takes input {input:?}; linear_regions needs a network of one input, `input: [1]`")]
-    NotOneInput { network: &'static str, input: Vec<usize> },
+    /// The network does not take one input.
+    NotOneInput {
+        /// The network, by name.
+        network: &'static str,
+        /// Its input shape.
+        input: Vec<usize>,
+    },
     #[error("{network}: step {step} (`{op}`) is not piecewise linear or hides its activations in a block; linear_regions follows sequential networks of linear layers, `relu`, `leaky_relu`, scalars, biases and fixed scalars")]
-    Unsupported { network: &'static str, step: usize, op: String },
+    /// A step is not piecewise linear or hides its activations.
+    Unsupported {
+        /// The network, by name.
+        network: &'static str,
+        /// The top-level step at fault, as in `plan().steps`.
+        step: usize,
+        /// The step's op.
+        op: String,
+    },
     #[error("the interval [{0}, {1}] is empty or not finite")]
+    /// The interval `[start, end]` is empty or not finite.
     Interval(f64, f64),
     #[error("{network}: more than {limit} activation regions on the interval; count a smaller one")]
-    TooMany { network: &'static str, limit: usize },
+    /// More regions than the limit.
+    TooMany {
+        /// The network, by name.
+        network: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 

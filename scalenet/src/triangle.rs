@@ -40,10 +40,23 @@ use rand_distr::{Distribution, Uniform};
 #[derive(Debug, thiserror::Error)]
 pub enum TriangleError {
     #[error("{network}: {problem}; the triangle parameterization needs `input: [1], linear(4), relu, ..., linear(4), relu, linear(1)` with biases")]
-    Shape { network: &'static str, problem: String },
+    /// The network is not a triangle network's shape.
+    Shape {
+        /// The network, by name.
+        network: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     #[error("{network}: parameter `{name}` is not in the VarMap; create the network in it first")]
-    Missing { network: &'static str, name: String },
+    /// A parameter is not in the VarMap.
+    Missing {
+        /// The network, by name.
+        network: &'static str,
+        /// The tensor or parameter at fault.
+        name: String,
+    },
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 

@@ -44,7 +44,14 @@ pub enum Runtime {
     /// `homogeneous`: `f(a x) = a f(x)` for every `a > 0` (ReLU, pooling, dropout, reshapes), so a
     /// fixed multiplier before the op may be applied after it instead: generated code carries the
     /// calculus's fixed scalars through such ops into the next weight layer's matrix product.
-    Call { function: &'static str, train: bool, homogeneous: bool },
+    Call {
+        /// The function of `scalenet::__private::ops`.
+        function: &'static str,
+        /// Whether it takes `train` (dropout).
+        train: bool,
+        /// Whether `f(a x) = a f(x)` for every `a > 0`.
+        homogeneous: bool,
+    },
     /// Expanded into its branches (blocks).
     Branches,
     /// Never generated: a rule rejects it, or it is kept with `#[allow(unscaled)]`, whose
@@ -70,6 +77,7 @@ pub enum ParamDefault {
     Required,
     /// It may be absent (residual's `alpha` and `beta`: give one).
     Absent,
+    /// This value.
     Value(ArgValue),
     /// The value of the argument at this index (`avg_pool`'s stride is its kernel).
     SameAs(usize),
@@ -78,10 +86,13 @@ pub enum ParamDefault {
 /// One argument a layer kind accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Param {
+    /// The name a declaration writes (`kernel`), or that messages use for a positional one.
     pub name: &'static str,
     /// Written without its name, in order (`conv(16, ..)`); otherwise `name = value`.
     pub positional: bool,
+    /// Its type.
     pub kind: ParamKind,
+    /// What it is when not given.
     pub default: ParamDefault,
     /// The part of the declaration a diagnostic about this argument points at.
     pub field: LayerField,
@@ -92,19 +103,23 @@ pub struct Param {
 }
 
 impl Param {
+    /// A required argument written without its name.
     pub const fn positional(name: &'static str, kind: ParamKind, field: LayerField) -> Self {
         Param { name, positional: true, kind, default: ParamDefault::Required, field, meaning: name, missing: name }
     }
 
+    /// A required argument written `name = value`.
     pub const fn named(name: &'static str, kind: ParamKind, field: LayerField) -> Self {
         Param { name, positional: false, kind, default: ParamDefault::Required, field, meaning: name, missing: name }
     }
 
+    /// The same argument with a default.
     pub const fn default(mut self, default: ParamDefault) -> Self {
         self.default = default;
         self
     }
 
+    /// The same argument with the words messages use for it.
     pub const fn meaning(mut self, meaning: &'static str, missing: &'static str) -> Self {
         self.meaning = meaning;
         self.missing = missing;
@@ -115,6 +130,7 @@ impl Param {
 /// The arguments a layer kind accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Params {
+    /// These arguments, in order: positional ones first.
     List(&'static [Param]),
     /// Any arguments, ignored: kinds that are rejected whatever they are given.
     Ignored,
@@ -123,12 +139,16 @@ pub enum Params {
 /// A literal argument value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ArgValue {
+    /// A size: channels, kernel, stride, padding.
     Count(usize),
+    /// A real number.
     Number(f64),
+    /// `true` or `false`.
     Flag(bool),
 }
 
 impl ArgValue {
+    /// The value as a number, for counts and numbers.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             ArgValue::Count(v) => Some(v as f64),
@@ -163,6 +183,7 @@ impl Args {
         Some(Args(values))
     }
 
+    /// Argument `index` as a size (0 when absent).
     pub fn count(&self, index: usize) -> usize {
         match self.0.get(index).copied().flatten() {
             Some(ArgValue::Count(v)) => v,
@@ -171,14 +192,17 @@ impl Args {
         }
     }
 
+    /// Argument `index` as a number (0 when absent).
     pub fn number(&self, index: usize) -> f64 {
         self.optional_number(index).unwrap_or(0.0)
     }
 
+    /// Argument `index` as a number, if given.
     pub fn optional_number(&self, index: usize) -> Option<f64> {
         self.0.get(index).copied().flatten().and_then(|v| v.as_f64())
     }
 
+    /// Argument `index` as a flag (`false` when absent).
     pub fn flag(&self, index: usize) -> bool {
         matches!(self.0.get(index).copied().flatten(), Some(ArgValue::Flag(true)))
     }
@@ -193,20 +217,25 @@ pub type ShapeRule = fn(&Op, Shape, LayerId, &mut Diagnostics) -> Option<Shape>;
 /// A layer kind: everything the macro, the checks, the planner, the report and the generated
 /// code need to know about it.
 pub struct OpDef {
+    /// What a declaration writes: `conv`.
     pub keyword: &'static str,
     /// Other spellings (`swish` for `silu`).
     pub aliases: &'static [&'static str],
     /// A complete use, for messages: `conv(16, kernel = 3, padding = 1)`.
     pub example: &'static str,
+    /// The arguments it accepts.
     pub params: Params,
     /// Takes braced branches (`residual { .. } shortcut { .. }`).
     pub branches: bool,
+    /// What it does, for the planner and the rules.
     pub role: Role,
+    /// The op from its checked arguments.
     pub build: fn(&Args) -> Op,
     /// The inverse of `build`: the op's arguments in `params` order.
     pub args: fn(&Op) -> Vec<Option<ArgValue>>,
     /// The rules of [`crate::rules`] that apply to this kind.
     pub rules: &'static [LayerRule],
+    /// Its output shape from its input shape.
     pub shape: ShapeRule,
     /// Moments through the op (Appendix B); blocks are combined by the planner.
     pub transfer: fn(&Op, &Step, Moments) -> Transfer,
@@ -215,6 +244,7 @@ pub struct OpDef {
     pub gradient: fn(&Op, &Step, &Covariance) -> Covariance,
     /// The op column of the report.
     pub describe: fn(&Op, &Step) -> String,
+    /// What the generated code does for it.
     pub runtime: Runtime,
 }
 

@@ -12,16 +12,42 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why IDX or CIFAR-10 binary files could not be read; every variant names the file.
+#[non_exhaustive]
 pub enum BinaryError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The file could not be read.
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the system or candle reported.
+        source: std::io::Error,
+    },
     #[error("{path}: {problem}")]
-    Format { path: PathBuf, problem: String },
+    /// The file is not in the format it should be.
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     #[error("{images} holds {image_count} images but {labels} holds {label_count} labels")]
-    Count { images: PathBuf, labels: PathBuf, image_count: usize, label_count: usize },
+    /// The image and label files disagree on the number of examples.
+    Count {
+        /// The images file.
+        images: PathBuf,
+        /// The labels file.
+        labels: PathBuf,
+        /// Images it holds.
+        image_count: usize,
+        /// Labels it holds.
+        label_count: usize,
+    },
     #[error("no CIFAR-10 batch files given")]
+    /// No file was given.
     NoFiles,
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 

@@ -21,20 +21,69 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LibsvmError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file could not be read.
+    Read {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the system or candle reported.
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: `{token}`: {reason}")]
-    Parse { path: PathBuf, line: usize, token: String, reason: &'static str },
+    /// A token does not parse.
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// The line at fault, from 1.
+        line: usize,
+        /// The token.
+        token: String,
+        /// Why it does not parse.
+        reason: &'static str,
+    },
     #[error(
         "{path}:{line}: feature index {index} is beyond the {features} features of the reference (the training file)"
     )]
-    FeatureBeyondReference { path: PathBuf, line: usize, index: usize, features: usize },
+    /// A test file has a feature the training file does not.
+    FeatureBeyondReference {
+        /// The file at fault.
+        path: PathBuf,
+        /// The line at fault, from 1.
+        line: usize,
+        /// The feature index, from 1.
+        index: usize,
+        /// The training file's features.
+        features: usize,
+    },
     #[error("{path}:{line}: label {label} is not one of the reference's classes {classes:?}")]
-    UnknownClass { path: PathBuf, line: usize, label: f64, classes: Vec<f64> },
+    /// A test file has a label the training file does not.
+    UnknownClass {
+        /// The file at fault.
+        path: PathBuf,
+        /// The line at fault, from 1.
+        line: usize,
+        /// The label.
+        label: f64,
+        /// The training file's labels.
+        classes: Vec<f64>,
+    },
     #[error("{path} has no examples")]
-    Empty { path: PathBuf },
+    /// The file holds no examples.
+    Empty {
+        /// The file at fault.
+        path: PathBuf,
+    },
     #[error("{path}: {examples} examples x {features} features is more than 2^31 values")]
-    TooLarge { path: PathBuf, examples: usize, features: usize },
+    /// The dense matrix would be too large for a tensor.
+    TooLarge {
+        /// The file at fault.
+        path: PathBuf,
+        /// Examples in the file.
+        examples: usize,
+        /// Features per example.
+        features: usize,
+    },
     #[error(transparent)]
+    /// An error of candle's.
     Candle(#[from] candle_core::Error),
 }
 
@@ -65,10 +114,12 @@ impl LibsvmData {
         Layout { features: Some(self.features.dims()[1]), class_labels: Some(self.class_labels.clone()) }
     }
 
+    /// The number of examples.
     pub fn len(&self) -> usize {
         self.features.dims()[0]
     }
 
+    /// Whether there are no examples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

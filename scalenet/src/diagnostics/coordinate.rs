@@ -6,7 +6,9 @@ use super::Diagnosis;
 /// Per-step measurements of one network family at several widths.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CoordinateCheck {
+    /// The network family, by name.
     pub network: String,
+    /// The widths measured, in order.
     pub widths: Vec<usize>,
     /// One per top-level step, in order: `layer` (or `op` for steps without parameters).
     pub steps: Vec<String>,

@@ -77,6 +77,7 @@ pub struct JacobianSpectrum {
 }
 
 impl JacobianSpectrum {
+    /// The spectra of `jacobian`, on the whole input and on the difference subspace of `first_weight`'s mirrored inputs.
     pub fn new(jacobian: &DMatrix<f64>, first_weight: &DMatrix<f64>) -> Self {
         let mut whole = singular_values(jacobian);
         whole.resize(jacobian.ncols(), 0.0);

@@ -79,7 +79,9 @@ fn ratios_from_gradients(
 /// A measured quantity beside the calculus's prediction.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Compared {
+    /// The value measured.
     pub measured: f64,
+    /// The calculus's prediction.
     pub predicted: f64,
     /// Standard error of `measured` between initializations (jackknife), where several are pooled.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,10 +89,12 @@ pub struct Compared {
 }
 
 impl Compared {
+    /// A single measurement (no standard error).
     pub fn new(measured: f64, predicted: f64) -> Self {
         Compared { measured, predicted, standard_error: None }
     }
 
+    /// `measured / predicted`: 1 when the calculus is right.
     pub fn ratio(&self) -> f64 {
         self.measured / self.predicted
     }
@@ -145,9 +149,11 @@ impl StepMoments {
 /// One top-level step of a network, measured at initialization.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepDiagnosis {
+    /// The top-level step, as in `plan().steps`.
     pub step: usize,
     /// Parameter path (empty for steps without parameters).
     pub layer: String,
+    /// The step's op, as in the report.
     pub op: String,
     /// What the rows below are computed from.
     pub moments: StepMoments,
@@ -264,11 +270,13 @@ impl StepDiagnosis {
 /// Per-step measurements of a network against its plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Diagnosis {
+    /// The network, by name.
     pub network: String,
     /// Initializations pooled.
     pub initializations: usize,
     /// Samples per initialization.
     pub samples: usize,
+    /// One per top-level step, in order.
     pub steps: Vec<StepDiagnosis>,
 }
 
@@ -404,6 +412,7 @@ impl Diagnosis {
         })
     }
 
+    /// The diagnosis as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("diagnosis serializes")
     }

@@ -89,6 +89,7 @@ impl HostEnsemble {
         Ok(HostEnsemble { layers, params, calibration, inputs: ensemble.input.numel(), outputs: width })
     }
 
+    /// The number of copies.
     pub fn population(&self) -> usize {
         self.params.len()
     }

@@ -1,6 +1,6 @@
 //! Convolution and pooling with faster CPU paths than candle 0.11's.
 //!
-//! On the CPU, for f32 and f64, the convolution is scalenet's own ([`cpu`]): the forward pass is
+//! On the CPU, for f32 and f64, the convolution is scalenet's own (the private `cpu` module): the forward pass is
 //! im2col and one matrix product per group of images (a few thousand output positions side by
 //! side), the backward pass one matrix product per group for each gradient (and a col2im for the
 //! input's), with the `gemm` crate candle itself uses, the batch split over rayon's threads. The input gradient is computed only where it is needed (not for
