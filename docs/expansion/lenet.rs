@@ -30,9 +30,9 @@ fc3    linear 84→10                                                           
 ·      fixed ×0.08929 (output std target §7)                                                        [10]                            0.002500     1.000   0.02500
 note: correlations between positions (average pooling, channel offsets, image borders) make these gradients larger than the paper's independent-positions model says, by more than 1.5x (κ): conv1 bias ×6.858, conv2 ×2.426 bias ×3.179; the plan compensates them (in c_l and the fixed scalars), so every γ is still equal at initialization; nothing to do unless training is unstable there, and then `centred_weights: true` removes the part the channel offsets cause
 columns: layer = the prefix of the step's parameters (`conv1.weight`; unnamed layers are `<kind>_<position in the declaration>`), · for a step without; op = what the step does, `fixed ×f (why)` being a multiplier the calculus inserts; output = per-sample shape
-  E[W²] = the variance the weights are drawn with; c_l = its numerator, E[W²] = c_l/(k √(fan-in · fan-out)) for geometric init (eq. 3): the header's c = 2/k* (§6.2), rescaled where the scaling factor or the corrections differ from the first layer's, which is why c_l may be far from c
+  E[W²] = the variance the weights are drawn with; c_l = its numerator, E[W²] = c_l/(k √(n_in n_out)) with n the channel or feature counts, for geometric init (eq. 3): the header's c = 2/k* (§6.2), rescaled where the scaling factor or the corrections differ from the first layer's, which is why c_l may be far from c
   E[x²], E[dx²] = second moments of the step's output and of the gradient reaching it, for centred unit-variance input and E[dy²] = 1 at the output
-  ς = the activation scaling factor n ρ² E[dx²] E[x²] (eq. 1, §4); ReLU, pooling and fixed scalars keep it, weight layers move it by their γ
+  ς = the activation scaling factor n ρ² E[dx²] E[x²] (eq. 1, §4); ReLU, average pooling and fixed scalars keep it (Table 1)
   γ = the weight-to-gradient ratio E[dW²]/E[W²] (Theorem 1), with the correlations between positions: equal γ is equal conditioning, the calculus's goal; κ = that γ over the γ of independent positions (1: no correction)
   γ_bias, κ_bias = the same for the layer's bias (eq. 7)
 ```*/

@@ -142,10 +142,7 @@ fn describe(step: &Step) -> String {
             format!("{keyword} α={} β={}{shortcut}", number(*alpha), number(*beta))
         }
         StepOp::Declared { op, .. } => {
-            let mut described = (op.def().describe)(op, step);
-            if op.def().role == crate::registry::Role::Unscaled {
-                described += " unscaled";
-            }
+            let described = (op.def().describe)(op, step);
             match step.weight().map(|w| w.mirror) {
                 Some(mirror @ (Mirror::Outputs | Mirror::Inputs | Mirror::Both)) => {
                     format!("{described} mirrored {}", mirror.name())
@@ -257,7 +254,7 @@ impl fmt::Display for Plan {
         if !self.unscaled_layers.is_empty() {
             writeln!(
                 f,
-                "note: the rows marked `unscaled` break the calculus (kept with #[allow(unscaled)]); the plan predicts them as the identity, so the numbers after them are estimates"
+                "note: the rows marked `(unscaled!)` break the calculus (kept with #[allow(unscaled)]); the plan predicts them as the identity, so the numbers after them are estimates"
             )?;
         }
         let strong = strongly_coherent(self);

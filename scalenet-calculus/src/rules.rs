@@ -408,16 +408,20 @@ pub fn reject_max_pooling(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
 /// case and is always fine.
 pub fn reject_mismatched_strides(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
     match layer.op {
-        Op::Conv2d { kernel, stride, .. } if stride > 1 && kernel > 0 && stride != kernel => diagnostics.push(Rule::StrideEqualsKernel,
-            Location::layer(layer.id, LayerField::Stride),
-            format!(
-                "a strided convolution maintains scaling only when its stride equals its kernel (Table 1); use `stride = {kernel}` or `stride = 1`"
-            ),
-        ),
+        Op::Conv2d { kernel, stride, padding, .. } if stride > 1 && kernel > 0 && stride != kernel => {
+            let padding = if padding > 0 { format!(", padding = {padding}") } else { String::new() };
+            diagnostics.push(
+                Rule::StrideEqualsKernel,
+                Location::layer(layer.id, LayerField::Stride),
+                format!(
+                    "a strided convolution maintains scaling only when its stride equals its kernel (Table 1); to downsample by {stride}, use `conv(.., kernel = {stride}, stride = {stride})`, or `conv(.., kernel = {kernel}{padding})` followed by `avg_pool({stride})`; or drop the stride"
+                ),
+            )
+        }
         Op::AvgPool2d { kernel, stride } if stride != kernel && stride > 0 && kernel > 0 => diagnostics.push(Rule::StrideEqualsKernel,
             Location::layer(layer.id, LayerField::Stride),
             format!(
-                "average pooling maintains scaling only when its stride equals its kernel (Table 1); write `avg_pool({kernel})`"
+                "average pooling maintains scaling only when its stride equals its kernel (Table 1); write `avg_pool({kernel})`, or `avg_pool({stride})` to downsample by {stride}"
             ),
         ),
         _ => {}

@@ -71,6 +71,7 @@ fn check_and_expand(
 ) -> syn::Result<TokenStream> {
     // Entries that did not parse were dropped with their error; the rest is lowered so that every
     // mistake the calculus can still see is reported in the same compile.
+    let parse_errors = errors.len();
     let (spec, spans) = lower::lower(network, errors);
     let (spec, spans) = lowered.insert((spec, spans));
     let report = |diagnostics: &Diagnostics, errors: &mut Errors| {
@@ -86,9 +87,17 @@ fn check_and_expand(
         );
     }
     if !errors.is_empty() {
-        // Shapes are unknown past a missing entry or an unreadable layer: report the rules that
-        // need none, on the layers that were read.
-        report(&scalenet_calculus::rules::check_rules(spec), errors);
+        if parse_errors == 0 && network.options.input.is_some() && spans.exact() {
+            // Every layer was read as meant (`conv(16, 3)` as `kernel = 3`): the shapes after
+            // it are known, so the shape and moment rules report in the same compile too.
+            if let Err(diagnostics) = scalenet_calculus::analyze(spec) {
+                report(&diagnostics, errors);
+            }
+        } else {
+            // Shapes are unknown past a missing entry or an unreadable layer: report the rules
+            // that need none, on the layers that were read.
+            report(&scalenet_calculus::rules::check_rules(spec), errors);
+        }
         return Err(errors.propagate().expect_err("an error was recorded"));
     }
     let plan = scalenet_calculus::analyze(spec).map_err(|diagnostics| {

@@ -17,6 +17,10 @@ pub struct Spans {
     declaration: Span,
     network: HashMap<NetworkField, Span>,
     layers: HashMap<LayerId, LayerSpans>,
+    /// Every layer was lowered with the values written (an extra positional argument read as the
+    /// next named one counts): no placeholder stands in anywhere, so the shapes after a layer that
+    /// had an error are the ones the user meant, and the calculus may still check them.
+    exact: bool,
 }
 
 struct LayerSpans {
@@ -46,6 +50,11 @@ impl Spans {
         }
     }
 
+    /// Whether every layer was lowered with the values written (see the field).
+    pub fn exact(&self) -> bool {
+        self.exact
+    }
+
     /// The declaration's name: where errors about the whole declaration point.
     pub fn declaration(&self) -> Span {
         self.declaration
@@ -67,7 +76,8 @@ impl Spans {
 /// caller reports the missing input beside the rules that need no shapes.
 pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     let options = &network.options;
-    let mut spans = Spans { declaration: network.ident.span(), network: HashMap::new(), layers: HashMap::new() };
+    let mut spans =
+        Spans { declaration: network.ident.span(), network: HashMap::new(), layers: HashMap::new(), exact: true };
     let input = options.input.as_ref().map_or(Shape::Vector { features: 1 }, |input| {
         spans.network.insert(NetworkField::Input, input.span);
         match input.value[..] {
@@ -118,7 +128,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
     }
 
     let mut layer_spans = Vec::new();
-    let layers = lower_chain(&network.layers, &mut layer_spans, errors);
+    let layers = lower_chain(&network.layers, &mut layer_spans, errors, &mut spans.exact);
     let mut spec = NetworkSpec {
         input,
         init,
@@ -141,7 +151,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
 }
 
 /// Lowers a chain of layers (and their branches), recording each layer's spans in pre-order.
-fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Errors) -> Vec<LayerSpec> {
+fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Errors, exact: &mut bool) -> Vec<LayerSpec> {
     let mut lowered = Vec::with_capacity(layers.len());
     for layer in layers {
         let mut fields = HashMap::new();
@@ -159,9 +169,10 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
         });
         let before = errors.len();
         let op = match def {
-            Some(def) => lower_op(def, layer, &mut fields, errors),
+            Some(def) => lower_op(def, layer, &mut fields, errors, exact),
             None => {
                 errors.error(layer.kind.span(), unknown_layer_message(&layer.kind.to_string()));
+                *exact = false;
                 Op::Flatten
             }
         };
@@ -169,14 +180,15 @@ fn lower_chain(layers: &[Layer], spans: &mut Vec<LayerSpans>, errors: &mut Error
             (Op::Residual(mut block), Some(body)) => {
                 spans[slot].opaque = errors.len() > before;
                 fields.insert(LayerField::MainEnd, body.main.last().map_or(layer.kind.span(), |l| l.kind.span()));
-                block.main = lower_chain(&body.main, spans, errors);
+                block.main = lower_chain(&body.main, spans, errors, exact);
                 if let Some((keyword, shortcut)) = &body.shortcut {
                     fields.insert(LayerField::ShortcutEnd, keyword.span());
-                    block.shortcut = Some(lower_chain(shortcut, spans, errors));
+                    block.shortcut = Some(lower_chain(shortcut, spans, errors, exact));
                 }
                 Op::Residual(block)
             }
             (op, None) if def.is_some_and(|def| def.branches) => {
+                *exact = false;
                 errors.error(
                     layer.kind.span(),
                     format!("`{}` needs its main branch in braces, e.g. `{}`", layer.kind, op.def().example),
@@ -227,8 +239,16 @@ pub fn unknown_layer_message(kind: &str) -> String {
 
 /// Reads a layer's arguments against its kind's parameters: unknown and duplicate keys, too many
 /// positional arguments, wrong types, missing required ones. Every problem is an error spanned
-/// on its token; the op is still built (with placeholders) so lowering goes on.
-fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField, Span>, errors: &mut Errors) -> Op {
+/// on its token; the op is still built so lowering goes on: an extra positional argument is read
+/// as the next named parameter not given (`conv(16, 3)` as `kernel = 3`), what cannot be read
+/// gets a placeholder and clears `exact`.
+fn lower_op(
+    def: &'static OpDef,
+    layer: &Layer,
+    fields: &mut HashMap<LayerField, Span>,
+    errors: &mut Errors,
+    exact: &mut bool,
+) -> Op {
     let kind = layer.kind.to_string();
     let params = match def.params {
         Params::Ignored => return (def.build)(&Args::resolve(def, &[]).expect("no parameters")),
@@ -248,6 +268,9 @@ fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField,
     // it meant would repeat it.
     let mut misplaced = false;
     let mut next_positional = 0;
+    // The parameters named somewhere in the call, which an extra positional argument must not take.
+    let written: Vec<String> = layer.args.iter().flatten().filter_map(|a| a.key.as_ref().map(ToString::to_string)).collect();
+    let keyed = |i: usize| written.iter().any(|name| name == params[i].name);
     for Arg { key, value } in layer.args.iter().flatten() {
         match key {
             None if next_positional < positional.len() => {
@@ -256,16 +279,24 @@ fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField,
                 next_positional += 1;
             }
             None => {
-                misplaced = true;
+                // Read in order as the named parameters not given yet, as a reader would.
+                let next = (0..params.len()).find(|&i| !params[i].positional && given[i].is_none() && !keyed(i));
+                let reading = next.map_or(String::new(), |i| {
+                    format!("; this one reads as `{} = {}`", params[i].name, value_text(value))
+                });
+                match next {
+                    Some(i) => given[i] = Some(value),
+                    None => misplaced = true,
+                }
                 errors.error(
                     value.span,
                     match positional[..] {
-                        [] => format!("`{kind}` takes no positional argument; remove it"),
+                        [] => format!("`{kind}` takes no positional argument; remove it{reading}"),
                         [one] => format!(
-                            "`{kind}` takes one positional argument ({}); name the others, e.g. `{}`",
+                            "`{kind}` takes one positional argument ({}); name the others, e.g. `{}`{reading}",
                             one.meaning, def.example
                         ),
-                        _ => format!("too many positional arguments for `{kind}`"),
+                        _ => format!("too many positional arguments for `{kind}`{reading}"),
                     },
                 );
             }
@@ -300,6 +331,7 @@ fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField,
                     errors
                         .error(layer.kind.span(), format!("`{kind}` needs {}, e.g. `{}`", param.missing, def.example));
                 }
+                *exact = false;
                 values.push(Some(placeholder(param.kind)));
             } else {
                 values.push(None);
@@ -307,9 +339,21 @@ fn lower_op(def: &'static OpDef, layer: &Layer, fields: &mut HashMap<LayerField,
             continue;
         };
         fields.entry(param.field).or_insert(value.span);
+        let before = errors.len();
         values.push(Some(typed(param, value, errors)));
+        *exact &= errors.len() == before;
     }
     (def.build)(&Args::resolve(def, &values).expect("every required argument has a value"))
+}
+
+/// A literal as written.
+fn value_text(value: &Value) -> String {
+    match value.kind {
+        ValueKind::Int(v) => v.to_string(),
+        ValueKind::NegativeInt(v) => format!("-{v}"),
+        ValueKind::Float(v) => v.to_string(),
+        ValueKind::Bool(b) => b.to_string(),
+    }
 }
 
 /// A stand-in for an argument already reported, so lowering can go on.

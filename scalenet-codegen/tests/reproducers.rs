@@ -140,3 +140,21 @@ fn tokens_are_what_the_compiler_reads() {
     assert_eq!(errors(source).len(), 2, "{:?}", errors(source));
     let _: TokenStream = source.parse().unwrap();
 }
+
+/// A layer read as meant despite its error (an extra positional argument taken as the next named
+/// one) leaves the shapes after it known: a later shape error is reported in the same expansion.
+#[test]
+fn an_extra_positional_argument_does_not_hide_later_shape_errors() {
+    let source = "\npub struct Net {\ninput: [3, 16, 16], conv1: conv(8, 3), relu, avg_pool(3), flatten, linear(10)\n}";
+    let errors = errors(source);
+    assert!(errors.iter().any(|(_, m)| m.contains("this one reads as `kernel = 3`")), "{errors:?}");
+    assert!(errors.iter().any(|(_, m)| m.contains("avg_pool")), "{errors:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    // A placeholder (a missing kernel) leaves the shapes unknown: only the rules that need none.
+    let errors = errors_of("input: [3, 16, 16], conv1: conv(8), relu, avg_pool(3), flatten, linear(10)");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+fn errors_of(body: &str) -> Vec<(usize, String)> {
+    errors(&format!("\npub struct Net {{\n{body}\n}}"))
+}
