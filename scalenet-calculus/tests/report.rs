@@ -24,7 +24,10 @@ fn every_column_has_a_legend_entry() {
     let header = report.lines().nth(1).unwrap();
     let legend: String = report.lines().skip_while(|l| !l.starts_with("columns:")).collect::<Vec<_>>().join("\n");
     for column in header.split_whitespace() {
-        assert!(legend.contains(&format!("{column} =")) || legend.contains(&format!("{column},")), "no legend for {column}:\n{legend}");
+        assert!(
+            legend.contains(&format!("{column} =")) || legend.contains(&format!("{column},")),
+            "no legend for {column}:\n{legend}"
+        );
     }
 }
 
@@ -50,8 +53,8 @@ fn fixed_scalars_give_their_reasons_in_words_with_the_section() {
 fn a_kept_unscaled_activation_is_named_as_in_the_table_and_every_scalar_has_a_reason() {
     let mut sigmoid = LayerSpec::new(Op::Unscaled(UnscaledActivation::Sigmoid));
     sigmoid.allow_unscaled = true;
-    let mut spec = NetworkSpec::new(Shape::Vector { features: 16 })
-        .named("fc1", Op::Linear { out_features: 32, bias: true });
+    let mut spec =
+        NetworkSpec::new(Shape::Vector { features: 16 }).named("fc1", Op::Linear { out_features: 32, bias: true });
     spec.layers.push(sigmoid);
     let spec = spec.named("fc2", Op::Linear { out_features: 4, bias: true });
     let plan = analyze(&spec).unwrap();

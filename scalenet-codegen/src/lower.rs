@@ -269,7 +269,8 @@ fn lower_op(
     let mut misplaced = false;
     let mut next_positional = 0;
     // The parameters named somewhere in the call, which an extra positional argument must not take.
-    let written: Vec<String> = layer.args.iter().flatten().filter_map(|a| a.key.as_ref().map(ToString::to_string)).collect();
+    let written: Vec<String> =
+        layer.args.iter().flatten().filter_map(|a| a.key.as_ref().map(ToString::to_string)).collect();
     let keyed = |i: usize| written.iter().any(|name| name == params[i].name);
     for Arg { key, value } in layer.args.iter().flatten() {
         match key {

@@ -189,11 +189,13 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
         }
     };
 
-    // Conditions and lints written on the struct apply to everything generated for it: a
-    // `#[cfg(feature = "..")]` network has no impls left behind when it is off.
-    let shared_attrs = attrs.iter().filter(|attr| {
-        ["cfg", "cfg_attr", "allow", "warn", "deny", "forbid", "expect"].iter().any(|name| attr.path().is_ident(name))
-    });
+    // Conditions and lint levels written on the struct apply to everything generated for it: a
+    // `#[cfg(feature = "..")]` network has no impls left behind when it is off. (`cfg_attr` may
+    // carry a derive, and `expect` would go unfulfilled on one of the two items: they stay on the
+    // struct.)
+    let shared_attrs = attrs
+        .iter()
+        .filter(|attr| ["cfg", "allow", "warn", "deny", "forbid"].iter().any(|name| attr.path().is_ident(name)));
     quote! {
         #(#attrs)*
         #docs

@@ -11,8 +11,11 @@ network! {
 
 network! {
     #[cfg(all())]
+    #[cfg_attr(all(), derive(Debug))]
     pub struct GatedOn { input: [16], fc: linear(2) }
 }
+
+fn is_debug<T: std::fmt::Debug>() {}
 
 network! {
     /// Documentation reaches the struct.
@@ -28,5 +31,6 @@ network! {
 
 fn main() {
     let _ = GatedOn::INPUT_SHAPE;
+    is_debug::<GatedOn>(); // `cfg_attr` stays on the struct, where a derive belongs
     let _ = KnowinglyPooled::report;
 }
