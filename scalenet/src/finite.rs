@@ -145,7 +145,9 @@ fn culprit_text(culprit: &Option<(Culprit, String, NonFiniteValue)>) -> String {
 /// the update, at the first step whose loss exceeds `jump_factor` times the first loss it saw.
 /// A diverging run is then named at the step where it left, not several steps later at the first
 /// NaN. The default factor, 100, is far above what a healthy run does (a network planned by the
-/// calculus starts near its smallest output, so its loss starts near the loss of chance).
+/// calculus starts near its smallest output, so its loss starts near the loss of chance). A loss
+/// that starts near zero by design (a regression already close to its target) wants a larger
+/// factor, or `f64::INFINITY` to check only for NaNs and infinities.
 ///
 /// ```
 /// use scalenet::finite::TrainingWatch;
