@@ -62,7 +62,7 @@ pub struct SmallResNet {
     /// applied detached so no optimizer trains it.
     pub output_calibration: ::scalenet::candle_core::Tensor,
 }
-#[allow(clippy::approx_constant)]
+#[allow(clippy::approx_constant, clippy::let_unit_value)]
 const _: () = {
     use ::scalenet::__private as sn;
     /// Fixed scalar inserted by the calculus: input balances weights and biases §8.1, correlated positions, image borders.

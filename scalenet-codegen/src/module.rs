@@ -207,8 +207,9 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
             #vis output_calibration: ::scalenet::candle_core::Tensor,
         }
 
-        // The calculus's constants are computed literals; some land near 1/√2 or √2.
-        #[allow(clippy::approx_constant)]
+        // The calculus's constants are computed literals; some land near 1/√2 or √2. A warning is
+        // the use of a deprecated unit constant (`let _ = _w;`), which clippy would flag again.
+        #[allow(clippy::approx_constant, clippy::let_unit_value)]
         #(#shared_attrs)*
         const _: () = {
             use ::scalenet::__private as #sn;
