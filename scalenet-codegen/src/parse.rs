@@ -10,17 +10,94 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, LitInt, Token, Visibility};
 
-pub const OPTION_NAMES: [&str; 9] = [
-    "input",
-    "init",
-    "typical_kernel",
-    "output_std",
-    "fixed_scalars",
-    "branch_scaling",
-    "spatial_coherence",
-    "centred_weights",
-    "varying_output_std",
+/// What a network option's value is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OptionKind {
+    Input,
+    Init,
+    TypicalKernel,
+    OutputStd,
+    Flag(Flag),
+}
+
+/// The options that are `true` or `false`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    FixedScalars,
+    BranchScaling,
+    SpatialCoherence,
+    CentredWeights,
+    VaryingOutputStd,
+}
+
+/// A network option: its name, a use for messages, and what its value is.
+pub struct NetworkOption {
+    pub name: &'static str,
+    example: &'static str,
+    kind: OptionKind,
+}
+
+/// Every network option, in the order the documentation lists them: what the parser, its
+/// did-you-mean hints and its messages read.
+pub const OPTIONS: [NetworkOption; 9] = [
+    NetworkOption { name: "input", example: "input: [3, 32, 32]", kind: OptionKind::Input },
+    NetworkOption { name: "init", example: "init: geometric", kind: OptionKind::Init },
+    NetworkOption { name: "typical_kernel", example: "typical_kernel: 3", kind: OptionKind::TypicalKernel },
+    NetworkOption { name: "output_std", example: "output_std: 0.05", kind: OptionKind::OutputStd },
+    NetworkOption { name: "fixed_scalars", example: "fixed_scalars: true", kind: OptionKind::Flag(Flag::FixedScalars) },
+    NetworkOption {
+        name: "branch_scaling",
+        example: "branch_scaling: true",
+        kind: OptionKind::Flag(Flag::BranchScaling),
+    },
+    NetworkOption {
+        name: "spatial_coherence",
+        example: "spatial_coherence: false",
+        kind: OptionKind::Flag(Flag::SpatialCoherence),
+    },
+    NetworkOption {
+        name: "centred_weights",
+        example: "centred_weights: true",
+        kind: OptionKind::Flag(Flag::CentredWeights),
+    },
+    NetworkOption {
+        name: "varying_output_std",
+        example: "varying_output_std: true",
+        kind: OptionKind::Flag(Flag::VaryingOutputStd),
+    },
 ];
+
+/// The option called `name`.
+fn network_option(name: &str) -> Option<&'static NetworkOption> {
+    OPTIONS.iter().find(|option| option.name == name)
+}
+
+fn option_names() -> impl Iterator<Item = &'static str> {
+    OPTIONS.iter().map(|option| option.name)
+}
+
+impl Options {
+    fn flag(&mut self, flag: Flag) -> &mut Option<Spanned<bool>> {
+        match flag {
+            Flag::FixedScalars => &mut self.fixed_scalars,
+            Flag::BranchScaling => &mut self.branch_scaling,
+            Flag::SpatialCoherence => &mut self.spatial_coherence,
+            Flag::CentredWeights => &mut self.centred_weights,
+            Flag::VaryingOutputStd => &mut self.varying_output_std,
+        }
+    }
+
+    /// Whether the option was given already.
+    fn is_given(&mut self, kind: OptionKind) -> bool {
+        match kind {
+            OptionKind::Input => self.input.is_some(),
+            OptionKind::Init => self.init.is_some(),
+            OptionKind::TypicalKernel => self.typical_kernel.is_some(),
+            OptionKind::OutputStd => self.output_std.is_some(),
+            OptionKind::Flag(flag) => self.flag(flag).is_some(),
+        }
+    }
+}
 
 /// Parses `#[attrs] vis struct Name { entries }`. Only a broken outer structure is fatal; a
 /// struct that stops after its name (`pub struct Net`) is an error on the name and still gets its
@@ -108,11 +185,11 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
     };
     if let Some(key) = &key {
         let name = key.to_string();
-        if OPTION_NAMES.contains(&name.as_str()) {
+        if let Some(option) = network_option(&name) {
             for attr in attrs.iter().filter(|a| !a.path().is_ident("doc")) {
                 errors.error(attr.span(), "network options take no attributes; remove it");
             }
-            return parse_option(key, input, &mut network.options, errors);
+            return parse_option(option, key, input, &mut network.options, errors);
         }
     }
     let fork = input.fork();
@@ -123,7 +200,7 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
             if let Some(key) = &key {
                 if fork.peek(Ident) || !fork.peek(syn::token::Paren) {
                     let name = key.to_string();
-                    if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+                    if let Some(option) = did_you_mean(&name, option_names()) {
                         // The misspelling is reported; a "missing input" would repeat it.
                         network.options.input_written |= option == "input";
                         return Err(syn::Error::new(
@@ -140,7 +217,7 @@ fn parse_entry(input: ParseStream, network: &mut Network, errors: &mut Errors) -
         let kind = layer.kind.to_string();
         let name = key.to_string();
         if scalenet_calculus::registry::lookup(&kind).is_none() {
-            if let Some(option) = did_you_mean(&name, OPTION_NAMES) {
+            if let Some(option) = did_you_mean(&name, option_names()) {
                 network.options.input_written |= option == "input";
                 return Err(syn::Error::new(key.span(), format!("unknown option `{name}`; did you mean `{option}`?")));
             }
@@ -217,7 +294,7 @@ fn parse_layer_list(tokens: TokenStream, errors: &mut Errors) -> Vec<Layer> {
             let name = if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
                 let name: Ident = input.parse()?;
                 input.parse::<Token![:]>()?;
-                if OPTION_NAMES.contains(&name.to_string().as_str()) {
+                if network_option(&name.to_string()).is_some() {
                     return Err(syn::Error::new(
                         name.span(),
                         format!("`{name}` is a network option; give it at the top of the network, not inside a block"),
@@ -289,40 +366,27 @@ fn reject_suffix(lit: &Lit) -> syn::Result<()> {
     ))
 }
 
-fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: &mut Errors) -> syn::Result<()> {
-    let name = key.to_string();
+fn parse_option(
+    option: &NetworkOption,
+    key: &Ident,
+    input: ParseStream,
+    options: &mut Options,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    let name = option.name;
     let span = key.span();
     if input.is_empty() {
-        options.input_written |= name == "input";
-        let example = match name.as_str() {
-            "input" => "input: [3, 32, 32]",
-            "init" => "init: geometric",
-            "typical_kernel" => "typical_kernel: 3",
-            "output_std" => "output_std: 0.05",
-            "fixed_scalars" => "fixed_scalars: true",
-            "spatial_coherence" => "spatial_coherence: false",
-            "centred_weights" => "centred_weights: true",
-            "varying_output_std" => "varying_output_std: true",
-            _ => "branch_scaling: true",
-        };
-        return Err(syn::Error::new(span, format!("`{name}` needs a value after the colon, e.g. `{example}`")));
+        options.input_written |= option.kind == OptionKind::Input;
+        return Err(syn::Error::new(
+            span,
+            format!("`{name}` needs a value after the colon, e.g. `{}`", option.example),
+        ));
     }
-    let duplicate = match name.as_str() {
-        "input" => options.input.is_some(),
-        "init" => options.init.is_some(),
-        "typical_kernel" => options.typical_kernel.is_some(),
-        "output_std" => options.output_std.is_some(),
-        "fixed_scalars" => options.fixed_scalars.is_some(),
-        "spatial_coherence" => options.spatial_coherence.is_some(),
-        "centred_weights" => options.centred_weights.is_some(),
-        "varying_output_std" => options.varying_output_std.is_some(),
-        _ => options.branch_scaling.is_some(),
-    };
-    if duplicate {
+    if options.is_given(option.kind) {
         errors.error(span, format!("duplicate option `{name}`; give it once"));
     }
-    match name.as_str() {
-        "input" => {
+    match option.kind {
+        OptionKind::Input => {
             options.input_written = true;
             let content;
             let bracket = bracketed!(content in input);
@@ -342,7 +406,7 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             }
             options.input = Some(Spanned { value: dims, span });
         }
-        "init" => {
+        OptionKind::Init => {
             let scheme: Ident = input.parse()?;
             let (value, span) = if input.peek(syn::token::Paren) {
                 let content;
@@ -360,30 +424,23 @@ fn parse_option(key: &Ident, input: ParseStream, options: &mut Options, errors: 
             };
             options.init = Some(Spanned { value, span });
         }
-        "typical_kernel" => {
+        OptionKind::TypicalKernel => {
             let lit: LitInt = input.parse()?;
             reject_suffix(&Lit::Int(lit.clone()))?;
             options.typical_kernel = Some(Spanned { value: lit.base10_parse()?, span: lit.span() });
         }
-        "output_std" => {
+        OptionKind::OutputStd => {
             let value = parse_value(input)?;
             let std =
                 value.as_f64().ok_or_else(|| syn::Error::new(value.span, "`output_std` is a number such as 0.05"))?;
             options.output_std = Some(Spanned { value: std, span: value.span });
         }
-        flag => {
+        OptionKind::Flag(flag) => {
             let value = parse_value(input)?;
             let ValueKind::Bool(on) = value.kind else {
-                return Err(syn::Error::new(value.span, format!("`{flag}` is `true` or `false`")));
+                return Err(syn::Error::new(value.span, format!("`{name}` is `true` or `false`")));
             };
-            let slot = match flag {
-                "fixed_scalars" => &mut options.fixed_scalars,
-                "spatial_coherence" => &mut options.spatial_coherence,
-                "centred_weights" => &mut options.centred_weights,
-                "varying_output_std" => &mut options.varying_output_std,
-                _ => &mut options.branch_scaling,
-            };
-            *slot = Some(Spanned { value: on, span: value.span });
+            *options.flag(flag) = Some(Spanned { value: on, span: value.span });
         }
     }
     if !input.is_empty() {
