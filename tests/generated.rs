@@ -370,3 +370,44 @@ fn global_avg_pool_means_each_channel_and_keeps_the_moments_predicted() -> candl
     assert!(conv2.gradient_correlation.unwrap() > 3.0, "conv2 x~dy {:?}", conv2.gradient_correlation);
     Ok(())
 }
+
+/// The plan a network recomputes at run time (`Net::plan()`, from `Net::spec()`) is the one the
+/// macro baked its constants from: the same fingerprint for every network of the fixtures and of
+/// this file (ResNet-50 and the wide conv net included).
+#[test]
+fn the_run_time_plan_is_the_compile_time_plan() {
+    use fixtures::networks as n;
+    macro_rules! same_plan {
+        ($($net:ty),* $(,)?) => {$(
+            assert_eq!(<$net>::plan().fingerprint(), <$net>::PLAN_FINGERPRINT, "{}", stringify!($net));
+        )*};
+    }
+    same_plan!(
+        Everything,
+        GlobalPooled,
+        n::PooledLeNet,
+        n::DigitsLeNet,
+        n::DigitsLeNetFanIn,
+        n::DigitsLeNetIndependent,
+        n::PooledLeNetIndependent,
+        n::StridedLeNet,
+        n::Mlp,
+        n::MlpFanInScaled,
+        n::StridedResNet,
+        n::StridedResNetUnscaled,
+        n::PooledResNet,
+        n::PooledResNetUnscaled,
+        n::PooledResNetIndependent,
+        n::PooledResNetCentred,
+        n::DigitsResNet,
+        n::DigitsResNetCentred,
+        n::DigitsResNetPooled,
+        n::DigitsResNetPooledCentred,
+        n::DigitsResNetPooledFlatHead,
+        n::DigitsResNetPooledHead,
+        n::WideConvNet,
+        n::ResNet50,
+        n::ResNet50Independent,
+        n::ResNet50Centred,
+    );
+}

@@ -311,6 +311,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A hash of everything the plan holds (FNV-1a over its `Debug` form, which writes every
+    /// number exactly): equal plans, equal fingerprints. `network!` records the fingerprint of the
+    /// plan it computed at compile time, so tests can check that the plan a generated network
+    /// recomputes at run time (`Net::plan()`) is the one its constants were baked from.
+    pub fn fingerprint(&self) -> u64 {
+        format!("{self:?}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    }
+
     /// Predicted standard deviation of the network output.
     pub fn predicted_output_std(&self) -> f64 {
         self.steps.last().map_or(self.input_moments.std(), |step| step.forward.std())

@@ -28,6 +28,8 @@ struct Parts {
     bodies: Option<Bodies>,
     /// `Module` (no dropout) or only `ModuleT` (dropout needs `train`).
     uses_train: bool,
+    /// [`Plan::fingerprint`] of the plan the constants come from (0 for the stub).
+    fingerprint: u64,
     /// The calculus's warnings, each spanned on its layer.
     warnings: Vec<proc_macro_warning::FormattedWarning>,
 }
@@ -60,6 +62,7 @@ pub fn expand(
             output: Some(plan.output),
             bodies: Some(Bodies { constructors, forward, spec: spec_tokens(spec, &sn) }),
             uses_train,
+            fingerprint: plan.fingerprint(),
             warnings,
         },
     )
@@ -92,6 +95,7 @@ pub fn stub(network: &Network, lowered: Option<(&NetworkSpec, &Spans)>) -> Token
             output: None,
             bodies: None,
             uses_train: false,
+            fingerprint: 0,
             warnings: Vec::new(),
         },
     )
@@ -138,7 +142,7 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
     let Network { attrs, vis, ident, .. } = network;
     let sn = runtime_alias(ident);
     let name = ident.to_string();
-    let Parts { docs, fields, constants, input, output, bodies, uses_train, warnings } = parts;
+    let Parts { docs, fields, constants, input, output, bodies, uses_train, fingerprint, warnings } = parts;
     let (input_type, input_value) = shape_array(input);
     let (output_type, output_value) = shape_array(output);
     let unreachable = quote!(::core::unreachable!("invalid network! declaration"));
@@ -223,6 +227,11 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 pub const INPUT_SHAPE: #input_type = #input_value;
                 /// Per-sample output shape.
                 pub const OUTPUT_SHAPE: #output_type = #output_value;
+
+                /// The fingerprint of the plan this code was generated from, computed at compile time:
+                /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
+                #[doc(hidden)]
+                pub const PLAN_FINGERPRINT: u64 = #fingerprint;
 
                 /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
                 /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
