@@ -26,7 +26,7 @@ use crate::coherence::Window;
 use crate::plan::{child_path, Step, StepOp};
 use crate::propagate::{chain_transfer, Mode};
 use crate::registry::weight::window;
-use crate::registry::Op;
+use crate::registry::{BorderRule, Op};
 use crate::spec::Shape;
 
 /// A weight layer's border factors over the values for a uniform map (1 without borders).
@@ -142,23 +142,33 @@ fn forward(step: &Step, input: Option<&Profile>) -> Option<Profile> {
     let output = Profile::uniform(step.output_shape)?;
     let input = input?;
     Some(match &step.op {
-        StepOp::Declared { op: op @ (Op::Conv2d { .. } | Op::AvgPool2d { .. }), .. } => {
-            let window = pool_or_weight_window(op);
-            let (h, w) = (output.rows.len(), output.cols.len());
-            Profile {
-                rows: normalized(window_forward(window, &input.rows, h)),
-                cols: normalized(window_forward(window, &input.cols, w)),
+        StepOp::Declared { op, .. } => match op.def().borders {
+            BorderRule::Window => {
+                let window = pool_or_weight_window(op);
+                let (h, w) = (output.rows.len(), output.cols.len());
+                Profile {
+                    rows: normalized(window_forward(window, &input.rows, h)),
+                    cols: normalized(window_forward(window, &input.cols, w)),
+                }
             }
-        }
+            BorderRule::Pointwise => input.clone(),
+            BorderRule::Collapses => output,
+            BorderRule::Branches | BorderRule::NotPlanned => unplanned(op),
+        },
+        StepOp::FixedScale { .. } => input.clone(),
         StepOp::Block { alpha, beta, main, shortcut, .. } => {
             let main_out = chain_forward(main, Some(input)).unwrap_or(output.clone());
             let shortcut_out = chain_forward(shortcut, Some(input)).unwrap_or(output);
             // Both branches end at the block input's second moment.
             Profile::mix(&shortcut_out, alpha * alpha / (alpha * alpha + beta * beta), &main_out)
         }
-        _ if step.input_shape.area() == step.output_shape.area() => input.clone(),
-        _ => output,
     })
+}
+
+/// A declared step of a kind the planner never makes one of: blocks become [`StepOp::Block`],
+/// rejected kinds stop at their rule.
+fn unplanned(op: &Op) -> ! {
+    unreachable!("`{}` is never a declared step of a plan", op.keyword())
 }
 
 fn chain_forward(steps: &[Step], input: Option<&Profile>) -> Option<Profile> {
@@ -215,19 +225,20 @@ pub(crate) fn chain_factors(
                 if let (Some(_), Some(v), Some(u)) = (step.weight(), input.as_ref(), gradient.as_ref()) {
                     visit(path, weight_factors(window(op), v, u));
                 }
-                match (op, gradient.as_ref(), uniform_in) {
-                    (Op::Conv2d { .. } | Op::AvgPool2d { .. }, Some(u), Some(uniform)) => {
+                match (op.def().borders, gradient.as_ref(), uniform_in) {
+                    (BorderRule::Window, Some(u), Some(uniform)) => {
                         let window = pool_or_weight_window(op);
                         Some(Profile {
                             rows: normalized(window_backward(window, &u.rows, uniform.rows.len())),
                             cols: normalized(window_backward(window, &u.cols, uniform.cols.len())),
                         })
                     }
-                    // Flatten, global pooling, a linear layer's vector: every position alike.
-                    (_, _, uniform) if step.input_shape.area() != step.output_shape.area() || gradient.is_none() => {
-                        uniform
-                    }
-                    _ => gradient,
+                    // No gradient profile to carry back (it came out of a vector): alike everywhere.
+                    (BorderRule::Window, _, uniform) => uniform,
+                    (BorderRule::Pointwise, _, uniform) => gradient.or(uniform),
+                    // Out of flatten, global pooling, a linear layer's vector: every position alike.
+                    (BorderRule::Collapses, _, uniform) => uniform,
+                    (BorderRule::Branches | BorderRule::NotPlanned, _, _) => unplanned(op),
                 }
             }
             StepOp::FixedScale { .. } => gradient,

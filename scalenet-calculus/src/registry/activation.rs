@@ -2,7 +2,7 @@
 //! it (kept only with `#[allow(unscaled)]`).
 
 use super::common::{keyword, no_args, same_gradient, same_shape};
-use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, UnscaledActivation};
+use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, UnscaledActivation};
 use crate::diagnostic::LayerField;
 use crate::moments::{self, Transfer};
 use crate::registry::Op;
@@ -23,6 +23,7 @@ pub static RELU: OpDef = OpDef {
     gradient: |_, step, dy| dy.through_activation(&step.input, 0.0),
     describe: keyword,
     runtime: Runtime::Call { function: "relu", train: false, homogeneous: true },
+    borders: BorderRule::Pointwise,
 };
 
 pub static LEAKY_RELU: OpDef = OpDef {
@@ -48,6 +49,7 @@ pub static LEAKY_RELU: OpDef = OpDef {
         _ => unreachable!(),
     },
     runtime: Runtime::Call { function: "leaky_relu", train: false, homogeneous: true },
+    borders: BorderRule::Pointwise,
 };
 
 /// An activation that is not positively homogeneous: rejected unless kept with
@@ -69,6 +71,7 @@ macro_rules! unscaled {
             gradient: same_gradient,
             describe: |op, _| format!("{} (unscaled!)", op.keyword()),
             runtime: Runtime::Call { function: $function, train: false, homogeneous: false },
+            borders: BorderRule::Pointwise,
         };
     };
 }

@@ -1,7 +1,7 @@
 //! Residual blocks (section 11), and the normalization layers the calculus replaces.
 
 use super::common::{no_args, same_shape, unplanned, unplanned_gradient};
-use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
 use crate::registry::{Normalization, Op};
 use crate::rules;
@@ -36,6 +36,7 @@ pub static RESIDUAL: OpDef = OpDef {
     gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Branches,
+    borders: BorderRule::Branches,
 };
 
 pub static BOTTLENECK: OpDef = OpDef {
@@ -71,6 +72,7 @@ pub static BOTTLENECK: OpDef = OpDef {
     gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Branches,
+    borders: BorderRule::Branches,
 };
 
 /// Normalization layers, rejected with the fix; their arguments do not matter.
@@ -91,6 +93,7 @@ macro_rules! normalization {
             gradient: unplanned_gradient,
             describe: |op, _| op.keyword().to_string(),
             runtime: Runtime::Rejected,
+            borders: BorderRule::NotPlanned,
         };
     };
 }

@@ -34,6 +34,26 @@ pub enum Role {
     Rejected,
 }
 
+/// What an op does to a map's border profiles, the second moment by row and column relative to the
+/// map's mean ([`crate::borders`]): every kind says which, so a new kind cannot inherit a
+/// plausible but wrong rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorderRule {
+    /// A window over the map (convolution, average pooling): rows and columns mix through it and
+    /// its zero padding.
+    Window,
+    /// Position by position (activations, dropout, `scale`, scalars, biases): the profile passes
+    /// unchanged, forward and backward.
+    Pointwise,
+    /// Leaves the map (flatten, global pooling, a linear layer): no profile after it, and the
+    /// gradient coming back is alike at every position.
+    Collapses,
+    /// Holds branches, which the borders pass follows itself.
+    Branches,
+    /// Never planned: a rule rejects it.
+    NotPlanned,
+}
+
 /// What the generated module calls for an op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -246,6 +266,8 @@ pub struct OpDef {
     pub describe: fn(&Op, &Step) -> String,
     /// What the generated code does for it.
     pub runtime: Runtime,
+    /// What it does to the profiles of image borders (see [`crate::borders`]).
+    pub borders: BorderRule,
 }
 
 impl std::fmt::Debug for OpDef {

@@ -19,7 +19,9 @@ mod pooling;
 mod shaping;
 pub(crate) mod weight;
 
-pub use def::{ArgValue, Args, LayerRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, ShapeRule};
+pub use def::{
+    ArgValue, Args, BorderRule, LayerRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, ShapeRule,
+};
 
 use crate::coherence::Covariance;
 use crate::diagnostic::{Diagnostics, LayerField, Rule};

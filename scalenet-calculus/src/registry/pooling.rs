@@ -2,7 +2,7 @@
 //! rejected.
 
 use super::common::{needs_image, unplanned, unplanned_gradient};
-use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments;
 use crate::registry::Op;
@@ -37,6 +37,7 @@ pub static AVG_POOL: OpDef = OpDef {
         _ => unreachable!(),
     },
     runtime: Runtime::Call { function: "avg_pool", train: false, homogeneous: true },
+    borders: BorderRule::Window,
 };
 
 pub static GLOBAL_AVG_POOL: OpDef = OpDef {
@@ -70,6 +71,7 @@ pub static GLOBAL_AVG_POOL: OpDef = OpDef {
     gradient: |_, step, dy| dy.through_global_avg_pool(step.input_shape),
     describe: |_, step| format!("global_avg_pool {}x", step.input_shape.area()),
     runtime: Runtime::Call { function: "global_avg_pool", train: false, homogeneous: true },
+    borders: BorderRule::Collapses,
 };
 
 pub static MAX_POOL: OpDef = OpDef {
@@ -87,6 +89,7 @@ pub static MAX_POOL: OpDef = OpDef {
     gradient: unplanned_gradient,
     describe: |op, _| op.keyword().to_string(),
     runtime: Runtime::Rejected,
+    borders: BorderRule::NotPlanned,
 };
 
 fn pool_args(op: &Op) -> Vec<Option<ArgValue>> {

@@ -1,7 +1,7 @@
 //! Ops without parameters that the calculus models exactly: dropout, flatten and a fixed scale.
 
 use super::common::{identity, keyword, no_args, same_gradient, same_shape};
-use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
 use crate::moments::Transfer;
 use crate::registry::Op;
@@ -33,6 +33,7 @@ pub static DROPOUT: OpDef = OpDef {
         _ => unreachable!(),
     },
     runtime: Runtime::Call { function: "dropout", train: true, homogeneous: true },
+    borders: BorderRule::Pointwise,
 };
 
 pub static FLATTEN: OpDef = OpDef {
@@ -51,6 +52,7 @@ pub static FLATTEN: OpDef = OpDef {
     gradient: |_, step, dy| dy.white_on(step.input_shape),
     describe: keyword,
     runtime: Runtime::Call { function: "flatten", train: false, homogeneous: true },
+    borders: BorderRule::Collapses,
 };
 
 pub static SCALE: OpDef = OpDef {
@@ -82,4 +84,5 @@ pub static SCALE: OpDef = OpDef {
         _ => unreachable!(),
     },
     runtime: Runtime::Call { function: "scale", train: false, homogeneous: true },
+    borders: BorderRule::Pointwise,
 };

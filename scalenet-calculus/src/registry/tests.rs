@@ -56,3 +56,22 @@ fn every_kind_is_registered() {
         }
     }
 }
+
+/// Every kind's border rule agrees with what it does: blocks hold branches, rejected kinds are
+/// never planned, and the kinds with a window over the map are exactly the convolution and
+/// average pooling.
+#[test]
+fn border_rules_agree_with_the_kinds() {
+    for def in REGISTRY {
+        let expected = match def.role {
+            Role::Block => Some(BorderRule::Branches),
+            Role::Rejected => Some(BorderRule::NotPlanned),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            assert_eq!(def.borders, expected, "{}", def.keyword);
+        }
+        let windowed = matches!(def.keyword, "conv" | "avg_pool");
+        assert_eq!(def.borders == BorderRule::Window, windowed, "{}", def.keyword);
+    }
+}

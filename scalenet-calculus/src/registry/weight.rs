@@ -2,7 +2,7 @@
 //! standalone bias.
 
 use super::common::{identity, keyword, needs_image, no_args, same_gradient, same_shape};
-use super::{ArgValue, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
+use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::coherence::{Covariance, Window};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
@@ -72,6 +72,7 @@ pub static CONV: OpDef = OpDef {
         _ => "conv".to_string(),
     },
     runtime: Runtime::Parameters,
+    borders: BorderRule::Window,
 };
 
 fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) -> Option<Shape> {
@@ -201,6 +202,7 @@ pub static LINEAR: OpDef = OpDef {
         _ => "linear".to_string(),
     },
     runtime: Runtime::Parameters,
+    borders: BorderRule::Collapses,
 };
 
 pub static SCALAR: OpDef = OpDef {
@@ -224,6 +226,7 @@ pub static SCALAR: OpDef = OpDef {
         _ => op.keyword().to_string(),
     },
     runtime: Runtime::Parameters,
+    borders: BorderRule::Pointwise,
 };
 
 pub static BIAS: OpDef = OpDef {
@@ -242,6 +245,7 @@ pub static BIAS: OpDef = OpDef {
     gradient: same_gradient,
     describe: keyword,
     runtime: Runtime::Parameters,
+    borders: BorderRule::Pointwise,
 };
 
 /// Geometry of a weight layer from its input and output shapes.
