@@ -217,7 +217,7 @@ impl TrainingWatch {
                 Some(_) => {}
             }
         }
-        let value = backward_step_checked(optimizer, varmap, loss, step)?;
+        checked_step(optimizer, varmap, loss, value, step)?;
         self.step += 1;
         Ok(value)
     }
@@ -246,6 +246,18 @@ pub fn backward_step_checked<O: Optimizer>(
     step: usize,
 ) -> Result<f64, TrainingError> {
     let value = scalar(loss)?;
+    checked_step(optimizer, varmap, loss, value, step)?;
+    Ok(value)
+}
+
+/// The step of [`backward_step_checked`] for a loss already read as `value`.
+fn checked_step<O: Optimizer>(
+    optimizer: &mut O,
+    varmap: &VarMap,
+    loss: &Tensor,
+    value: f64,
+    step: usize,
+) -> Result<(), TrainingError> {
     let grads = loss.backward()?;
     let vars = variables(varmap);
     // Every parameter is finite before the step (a network handed in broken is named as such).
@@ -268,8 +280,7 @@ pub fn backward_step_checked<O: Optimizer>(
         return Err(TrainingError::NonFinite { step, culprit: Culprit::Gradient, name, found });
     }
     optimizer.step(&grads)?;
-    check_parameters(&vars, step)?;
-    Ok(value)
+    check_parameters(&vars, step)
 }
 
 /// The first parameter (in name order) holding a NaN or an infinity, as an error of `step`.
