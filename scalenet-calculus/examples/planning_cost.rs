@@ -10,7 +10,9 @@
 //!
 //! `scripts/planning_cost.sh` runs each case in its own process under a time and memory limit, so
 //! a case that allocates too much or runs for minutes is reported as such instead of ending the
-//! run. Each case prints its median time over a few runs (one run for the slow ones).
+//! run. Each case prints its median time over a few runs (one run for the slow ones), each run on
+//! a fresh thread, and the plan's fingerprint; `SCALENET_DUMP=1` also prints each plan's `Debug`
+//! form, to compare the plans of two trees number by number.
 
 use scalenet_calculus::{analyze, LayerSpec, NetworkSpec, Op, Residual, Shape};
 use std::time::{Duration, Instant};
@@ -110,13 +112,29 @@ fn main() {
         let mut outcome = String::new();
         // Up to 5 runs, fewer when one takes over a second.
         while times.len() < 5 && times.iter().sum::<Duration>() < Duration::from_secs(1) {
-            let start = Instant::now();
-            let result = analyze(&case.spec);
-            times.push(start.elapsed());
+            // A fresh thread each time: nothing the calculus keeps per thread carries over.
+            let (elapsed, result) = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let start = Instant::now();
+                        let result = analyze(&case.spec);
+                        (start.elapsed(), result)
+                    })
+                    .join()
+                    .expect("planning panicked")
+            });
+            times.push(elapsed);
             outcome = match result {
-                Ok(plan) => format!("{} weight layers, fingerprint {:016x}", plan.weight_steps().count(), plan.fingerprint()),
-                Err(diagnostics) => format!("rejected: {}", diagnostics.iter().next().map(|d| d.message.clone()).unwrap_or_default()),
+                Ok(plan) => {
+                    format!("{} weight layers, fingerprint {:016x}", plan.weight_steps().count(), plan.fingerprint())
+                }
+                Err(diagnostics) => {
+                    format!("rejected: {}", diagnostics.iter().next().map(|d| d.message.clone()).unwrap_or_default())
+                }
             };
+        }
+        if std::env::var_os("SCALENET_DUMP").is_some() {
+            println!("{:?}", analyze(&case.spec).map(|p| format!("{p:?}")));
         }
         times.sort();
         let median = times[times.len() / 2];

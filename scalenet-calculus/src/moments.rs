@@ -22,6 +22,8 @@
 //! backward signal make count (see [`crate::coherence`]). We carry that *dispersion*
 //! `Var_c(v_c) / E_c[v_c]^2` of the channels' variances `v_c` around their own means.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 use crate::correlation::SpatialCorrelation;
@@ -167,59 +169,96 @@ pub fn leaky_relu(input: Moments, slope: f64) -> Transfer {
     if input.nonnegative {
         return Transfer::identity(input);
     }
-    // Channel means m ~ N(mean, coherent - mean^2) around which entries vary with variance
-    // (second - coherent) times the channel's scale factor (see [`scale_factors`]); each channel's
-    // output mean is the rectified mean at m.
-    let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
-    let within = (input.second - input.coherent).max(0.0).sqrt();
-    // Without a within part (a vector: each entry is its own channel) the scales do not matter.
-    if input.dispersion <= 0.0 || within == 0.0 {
-        let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
-        let coherent = standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
-        return Transfer {
-            output: Moments {
-                second,
-                mean,
-                coherent: coherent.min(second),
-                dispersion: 0.0,
-                fixed: rectified_fixed(&input, slope).min(second),
-                correlation: input.correlation.through_activation(slope),
-                nonnegative: slope == 0.0,
-            },
-            backward_gain: p_positive + slope * slope * (1.0 - p_positive),
-        };
-    }
-    // Per channel, at offset m and scale factor f: [mean, second, mean^2, P(z > 0), variance,
-    // variance^2], averaged over both.
-    let channel = |offset: f64, sigma: f64| {
-        let (m, sq, p) = rectified(offset, sigma, slope);
-        [m, sq, m * m, p, sq - m * m, (sq - m * m).powi(2)]
-    };
-    let mut sums = [0.0; 6];
-    for (scale, weight) in scale_factors(input.dispersion) {
-        let sigma = within * scale.sqrt();
-        let moments = if between == 0.0 {
-            channel(input.mean, sigma)
-        } else {
-            standard_normal_expectations(|z| channel(input.mean + between * z, sigma))
-        };
-        for (sum, moment) in sums.iter_mut().zip(moments) {
-            *sum += weight * moment;
-        }
-    }
-    let [mean, second, coherent, p_positive, variance, variance_sq] = sums;
-    let dispersion = if variance > 0.0 { (variance_sq / (variance * variance) - 1.0).max(0.0) } else { 0.0 };
+    let out = Rectified::of(&input, slope);
     Transfer {
         output: Moments {
-            second,
-            mean,
-            coherent: coherent.min(second),
-            dispersion,
-            fixed: rectified_fixed(&input, slope).min(second),
+            second: out.second,
+            mean: out.mean,
+            coherent: out.coherent.min(out.second),
+            dispersion: out.dispersion,
+            fixed: out.fixed.min(out.second),
             correlation: input.correlation.through_activation(slope),
             nonnegative: slope == 0.0,
         },
-        backward_gain: p_positive + slope * slope * (1.0 - p_positive),
+        backward_gain: out.p_positive + slope * slope * (1.0 - out.p_positive),
+    }
+}
+
+/// What a (leaky) ReLU's output moments take a quadrature for.
+#[derive(Clone, Copy)]
+struct Rectified {
+    mean: f64,
+    second: f64,
+    coherent: f64,
+    dispersion: f64,
+    fixed: f64,
+    p_positive: f64,
+}
+
+thread_local! {
+    /// The last results of [`Rectified::compute`] by their inputs' bits. Planning meets the same
+    /// activation input many times (every build of the plan, the nominal chain and the real one,
+    /// the layers of a deep chain that the fixed scalars bring to the same moments), and each
+    /// quadrature takes thousands of evaluations of `erf` and `exp`. The function is pure, so a
+    /// hit returns exactly what it would compute.
+    static RECTIFIED: RefCell<HashMap<[u64; 6], Rectified>> = RefCell::new(HashMap::new());
+}
+
+/// Entries [`RECTIFIED`] keeps before it starts over: a few hundred kB.
+const RECTIFIED_CAPACITY: usize = 4096;
+
+impl Rectified {
+    fn of(input: &Moments, slope: f64) -> Rectified {
+        let key = [input.second, input.mean, input.coherent, input.dispersion, input.fixed, slope].map(f64::to_bits);
+        if let Some(known) = RECTIFIED.with(|cache| cache.borrow().get(&key).copied()) {
+            return known;
+        }
+        let computed = Rectified::compute(input, slope);
+        RECTIFIED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= RECTIFIED_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(key, computed);
+        });
+        computed
+    }
+
+    fn compute(input: &Moments, slope: f64) -> Rectified {
+        // Channel means m ~ N(mean, coherent - mean^2) around which entries vary with variance
+        // (second - coherent) times the channel's scale factor (see [`scale_factors`]); each
+        // channel's output mean is the rectified mean at m.
+        let between = (input.coherent - input.mean * input.mean).max(0.0).sqrt();
+        let within = (input.second - input.coherent).max(0.0).sqrt();
+        let fixed = rectified_fixed(input, slope);
+        // Without a within part (a vector: each entry is its own channel) the scales do not matter.
+        if input.dispersion <= 0.0 || within == 0.0 {
+            let (mean, second, p_positive) = rectified(input.mean, input.std(), slope);
+            let coherent =
+                standard_normal_expectation(|z| rectified(input.mean + between * z, within, slope).0.powi(2));
+            return Rectified { mean, second, coherent, dispersion: 0.0, fixed, p_positive };
+        }
+        // Per channel, at offset m and scale factor f: [mean, second, mean^2, P(z > 0), variance,
+        // variance^2], averaged over both.
+        let channel = |offset: f64, sigma: f64| {
+            let (m, sq, p) = rectified(offset, sigma, slope);
+            [m, sq, m * m, p, sq - m * m, (sq - m * m).powi(2)]
+        };
+        let mut sums = [0.0; 6];
+        for (scale, weight) in scale_factors(input.dispersion) {
+            let sigma = within * scale.sqrt();
+            let moments = if between == 0.0 {
+                channel(input.mean, sigma)
+            } else {
+                standard_normal_expectations(|z| channel(input.mean + between * z, sigma))
+            };
+            for (sum, moment) in sums.iter_mut().zip(moments) {
+                *sum += weight * moment;
+            }
+        }
+        let [mean, second, coherent, p_positive, variance, variance_sq] = sums;
+        let dispersion = if variance > 0.0 { (variance_sq / (variance * variance) - 1.0).max(0.0) } else { 0.0 };
+        Rectified { mean, second, coherent, dispersion, fixed, p_positive }
     }
 }
 
@@ -284,16 +323,26 @@ pub(crate) fn standard_normal_expectation(f: impl Fn(f64) -> f64) -> f64 {
 
 /// [`standard_normal_expectation`] of several functions computed together.
 pub(crate) fn standard_normal_expectations<const K: usize>(f: impl Fn(f64) -> [f64; K]) -> [f64; K] {
-    let dz = 16.0 / EXPECTATION_STEPS as f64;
     let mut sums = [0.0; K];
-    for i in 0..EXPECTATION_STEPS {
-        let z = -8.0 + (i as f64 + 0.5) * dz;
-        let weight = standard_normal_pdf(z) * dz;
+    for &(z, weight) in expectation_nodes() {
         for (sum, value) in sums.iter_mut().zip(f(z)) {
             *sum += weight * value;
         }
     }
     sums
+}
+
+/// The midpoint rule's nodes and weights `(z, pdf(z) dz)`, computed once: planning a deep network
+/// runs this quadrature tens of thousands of times.
+fn expectation_nodes() -> &'static [(f64, f64); EXPECTATION_STEPS] {
+    static NODES: std::sync::OnceLock<[(f64, f64); EXPECTATION_STEPS]> = std::sync::OnceLock::new();
+    NODES.get_or_init(|| {
+        let dz = 16.0 / EXPECTATION_STEPS as f64;
+        std::array::from_fn(|i| {
+            let z = -8.0 + (i as f64 + 0.5) * dz;
+            (z, standard_normal_pdf(z) * dz)
+        })
+    })
 }
 
 /// Mean, second moment and `P(z > 0)` of `max(z, a z)` for `z ~ N(mu, sigma^2)`.

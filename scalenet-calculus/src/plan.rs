@@ -196,6 +196,9 @@ pub struct Step {
     pub forward: Moments,
     /// `E[dy^2]` at the output, for `E[dy^2] = 1` at the network output.
     pub backward: f64,
+    /// `E[dx^2] / E[dy^2]` through the step from its input moments (Appendix B): what the
+    /// backward pass multiplies `backward` by.
+    pub backward_gain: f64,
     /// Activation scaling factor at the output, eq. (1).
     pub scaling: f64,
     /// Weight-to-gradient ratio `E[dW^2]/E[W^2]` of the weight or scalar (= gamma, Theorem 1).
@@ -228,6 +231,7 @@ impl Step {
             input: unset,
             forward: unset,
             backward: 0.0,
+            backward_gain: 0.0,
             scaling: 0.0,
             gamma: None,
             bias_gamma: None,

@@ -14,6 +14,7 @@ use crate::registry::{Op, Role};
 use crate::rules;
 use crate::shapes::{self, Node, NodeKind};
 use crate::spec::{InitScheme, LayerId, Mirror, NetworkSpec, Shape, WeightLaw, MAX_ELEMENTS};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// Checks `spec` and computes its plan, or returns every rule it breaks.
@@ -170,8 +171,19 @@ impl Corrections {
     }
 }
 
+/// A residual block's branch, as the key of [`Planner::branch_ratios`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Branch {
+    Main,
+    Shortcut,
+}
+
 struct Planner<'a> {
     spec: &'a NetworkSpec,
+    /// The scaling-factor ratio through each block's branches (by block and branch), recorded by
+    /// [`Planner::branch_ratio`] and read by the build; cleared at each build, since the
+    /// corrections it uses change between builds.
+    branch_ratios: RefCell<BTreeMap<(LayerId, Branch), f64>>,
     /// By parameter path; empty on the first build and with `spatial_coherence` off.
     corrections: BTreeMap<String, Corrections>,
     mirror_roles: BTreeMap<LayerId, Mirror>,
@@ -188,6 +200,7 @@ impl<'a> Planner<'a> {
         let gain = 2.0 / (1.0 + slope * slope);
         Planner {
             spec,
+            branch_ratios: RefCell::default(),
             corrections: BTreeMap::new(),
             mirror_roles: mirror_roles(spec),
             typical_kernel,
@@ -229,7 +242,13 @@ impl<'a> Planner<'a> {
     /// cancels in the ratio, a weight layer's ratio does not depend on its variance, and every
     /// non-empty branch ends with the scalar that gives `E[F^2] = E[x^2]`. So the moments'
     /// fractions (mean, coherent part, sign) decide the ratio, and one pass over the nodes gives
-    /// what a dry build would, without building a step: nested blocks cost their size once.
+    /// what a dry build would, without building a step: nested blocks cost their size once, and
+    /// their branches' ratios are recorded for the build that follows.
+    ///
+    /// Without the fixed scalars the ratio is the same product along a chain; where a nested
+    /// block sums two branches, their unscaled sizes (which their inits set) would decide the
+    /// mix, and this pass takes them equal, as the branch-end scalars would make them. The ratio
+    /// moves only where pooling follows a ReLU inside such a block.
     /// `prefix` is the chain's parameter path, for the layers' border factors.
     fn branch_ratio(&self, prefix: &str, nodes: &[Node], entry: Moments) -> (f64, Moments) {
         let mut moments = entry;
@@ -241,14 +260,16 @@ impl<'a> Planner<'a> {
                 NodeKind::Block { alpha, beta, main, shortcut, .. } => {
                     // Each branch's output brought back to E[x^2] by its branch-end scalar, and its
                     // backward gain from its ratio: E[dx^2]/E[dy^2] = n_out / (n_in r).
-                    let branch = |nodes: &[Node]| -> (Moments, f64) {
+                    let branch = |nodes: &[Node], which: Branch| -> (Moments, f64) {
                         if nodes.is_empty() {
                             return (moments, 1.0);
                         }
                         let (r, out) = self.branch_ratio(&branch_path(&path, nodes, main), nodes, moments);
+                        self.branch_ratios.borrow_mut().insert((node.id, which), r);
                         (out.scaled((moments.second / out.second).sqrt()), numel_out / (numel_in * r))
                     };
-                    let ((main_out, main_gain), (shortcut_out, shortcut_gain)) = (branch(main), branch(shortcut));
+                    let ((main_out, main_gain), (shortcut_out, shortcut_gain)) =
+                        (branch(main, Branch::Main), branch(shortcut, Branch::Shortcut));
                     Transfer {
                         output: combine(*alpha, shortcut_out, *beta, main_out),
                         backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
@@ -300,34 +321,31 @@ impl<'a> Planner<'a> {
         nominal: &mut Moments,
         relative_scaling: &mut f64,
         since: &mut Since,
-    ) -> Vec<Step> {
+    ) -> (Vec<Step>, f64) {
         let mut steps: Vec<Step> = Vec::with_capacity(nodes.len());
+        let mut chain_gain = 1.0;
         for node in nodes {
             let name = node.name.clone().unwrap_or_default();
             let path = child_path(prefix, &name);
+            let mut block_transfer = None;
             let step = match &node.kind {
                 NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
                     let entry = *nominal;
                     let branch_path = |nodes: &[Node]| branch_path(&path, nodes, main);
                     // sigma_B / sigma at the block input through each branch, a scale-free product
-                    // of op ratios (1 unless pooling follows a ReLU). With the fixed scalars on, a
-                    // moments-only pass gives it in time linear in the branch; without them the
-                    // moments' scale matters, and a dry build measures it.
-                    let ratio_through = |nodes: &[Node]| {
-                        if self.spec.fixed_scalars {
-                            return self.branch_ratio(&branch_path(nodes), nodes, entry).0;
-                        }
-                        let mut ratio = 1.0;
-                        self.build_chain(
-                            &branch_path(nodes),
-                            nodes,
-                            &mut entry.clone(),
-                            &mut ratio,
-                            &mut Since { in_branch: true, ..*since },
-                        );
-                        ratio
+                    // of op ratios (1 unless pooling follows a ReLU), from a moments-only pass
+                    // ([`Planner::branch_ratio`]), which also records the ratios of the blocks
+                    // nested in the branch: each branch is walked once, however deep the nesting.
+                    let ratio_through = |nodes: &[Node], which: Branch| {
+                        let known = self.branch_ratios.borrow().get(&(node.id, which)).copied();
+                        known.unwrap_or_else(|| {
+                            let ratio = self.branch_ratio(&branch_path(nodes), nodes, entry).0;
+                            self.branch_ratios.borrow_mut().insert((node.id, which), ratio);
+                            ratio
+                        })
                     };
-                    let (main_ratio, shortcut_ratio) = (ratio_through(main), ratio_through(shortcut));
+                    let (main_ratio, shortcut_ratio) =
+                        (ratio_through(main, Branch::Main), ratio_through(shortcut, Branch::Shortcut));
                     // sigma at the block output: the gradients of both branches add (Appendix B).
                     let output_scaling =
                         *relative_scaling / (alpha * alpha / shortcut_ratio + beta * beta / main_ratio);
@@ -340,18 +358,27 @@ impl<'a> Planner<'a> {
                             *relative_scaling
                         };
                         let mut branch_since = Since { in_branch: true, ..*since };
-                        let mut steps =
+                        let (mut steps, mut gain) =
                             self.build_chain(&branch_path(nodes), nodes, &mut moments, &mut scaling, &mut branch_since);
                         if !nodes.is_empty() {
                             let factor = (entry.second / moments.second).sqrt();
                             let shape = nodes.last().expect("nonempty").output;
-                            self.insert_scalar(&mut steps, factor, vec![ScaleReason::BranchEnd], shape, false);
+                            if self.insert_scalar(&mut steps, factor, vec![ScaleReason::BranchEnd], shape, false) {
+                                let end = Transfer::scale(moments, factor);
+                                (moments, gain) = (end.output, gain * end.backward_gain);
+                            }
                         }
                         since.seen_weight_layer |= branch_since.seen_weight_layer;
-                        steps
+                        (steps, moments, gain)
                     };
-                    let main_steps = branch(main, *beta, main_ratio);
-                    let shortcut_steps = branch(shortcut, *alpha, shortcut_ratio);
+                    let (main_steps, main_out, main_gain) = branch(main, *beta, main_ratio);
+                    let (shortcut_steps, shortcut_out, shortcut_gain) = branch(shortcut, *alpha, shortcut_ratio);
+                    // The block's nominal transfer from its branches as built: walking them again
+                    // would cost each level of nesting the size of everything inside it.
+                    block_transfer = Some(Transfer {
+                        output: combine(*alpha, shortcut_out, *beta, main_out),
+                        backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
+                    });
                     Step::new(
                         StepOp::Block {
                             id: node.id,
@@ -432,6 +459,7 @@ impl<'a> Planner<'a> {
                             let factor = (target / produced).sqrt();
                             if self.insert_scalar(&mut steps, factor, reasons, node.input, true) {
                                 *nominal = nominal.scaled(factor);
+                                chain_gain *= factor * factor;
                             }
                             *since = Since {
                                 seen_weight_layer: true,
@@ -480,18 +508,20 @@ impl<'a> Planner<'a> {
                     Step::new(StepOp::Declared { id: node.id, op: op.clone() }, name, node.input, node.output, params)
                 }
             };
-            let t = transfer(&step, *nominal, Mode::Nominal);
+            let t = block_transfer.unwrap_or_else(|| transfer(&step, *nominal, Mode::Nominal));
             *relative_scaling *= moments::scaling_ratio(nominal, node.input.numel(), &t, node.output.numel());
             *nominal = t.output;
+            chain_gain *= t.backward_gain;
             steps.push(step);
         }
-        steps
+        (steps, chain_gain)
     }
 
     /// Pass 1 and 2 on `nodes`: the steps with their predictions.
     fn build(&self, nodes: &[Node], input_moments: Moments, output: Shape) -> Vec<Step> {
+        self.branch_ratios.borrow_mut().clear();
         let mut nominal = input_moments;
-        let mut steps = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
+        let (mut steps, _) = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
         // Section 7 sets the output's scale. What carries the input is the part that varies with
         // it: with `varying_output_std`, offsets the same for every input (ReLU means that a
         // global pool keeps, most of all) are left out.
@@ -649,6 +679,7 @@ mod tests {
             if let NodeKind::Block { main, shortcut, .. } = &node.kind {
                 for branch in [main, shortcut] {
                     let fast = planner.branch_ratio("", branch, entry).0;
+                    planner.branch_ratios.borrow_mut().clear();
                     let mut dry = 1.0;
                     let mut since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
                     planner.build_chain("", branch, &mut entry.clone(), &mut dry, &mut since);
@@ -656,13 +687,9 @@ mod tests {
                     checked += usize::from((dry - 1.0).abs() > 1e-3);
                 }
             }
-            let step = &planner.build_chain(
-                "",
-                std::slice::from_ref(node),
-                &mut entry.clone(),
-                &mut 1.0,
-                &mut Since::default(),
-            )[..];
+            let step = &planner
+                .build_chain("", std::slice::from_ref(node), &mut entry.clone(), &mut 1.0, &mut Since::default())
+                .0[..];
             entry = chain_transfer(step, entry, Mode::Nominal).0;
         }
         assert!(checked >= 3, "only {checked} branches change the scaling factor");

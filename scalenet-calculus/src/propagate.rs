@@ -68,23 +68,30 @@ pub(crate) fn chain_transfer(steps: &[Step], input: Moments, mode: Mode) -> (Mom
     })
 }
 
-/// Sets each step's input and output moments from `input`; returns the output's.
-pub(crate) fn predict_forward(steps: &mut [Step], input: Moments) -> Moments {
+/// Sets each step's input and output moments and backward gain from `input`; returns the
+/// output's moments and the chain's backward gain.
+pub(crate) fn predict_forward(steps: &mut [Step], input: Moments) -> (Moments, f64) {
     let mut current = input;
+    let mut chain_gain = 1.0;
     for step in steps {
         step.input = current;
-        step.forward = match &mut step.op {
+        let t = match &mut step.op {
             StepOp::Block { alpha, beta, main, shortcut, .. } => {
                 let (alpha, beta) = (*alpha, *beta);
-                let main_out = predict_forward(main, current);
-                let shortcut_out = predict_forward(shortcut, current);
-                combine(alpha, shortcut_out, beta, main_out)
+                let (main_out, main_gain) = predict_forward(main, current);
+                let (shortcut_out, shortcut_gain) = predict_forward(shortcut, current);
+                Transfer {
+                    output: combine(alpha, shortcut_out, beta, main_out),
+                    backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
+                }
             }
-            _ => transfer(step, current, Mode::Actual).output,
+            _ => transfer(step, current, Mode::Actual),
         };
+        (step.forward, step.backward_gain) = (t.output, t.backward_gain);
+        chain_gain *= t.backward_gain;
         current = step.forward;
     }
-    current
+    (current, chain_gain)
 }
 
 /// Sets each step's backward moment, scaling factor and gammas; returns `E[dx^2]` at the input.
@@ -100,7 +107,7 @@ pub(crate) fn predict_backward(steps: &mut [Step], output_gradient: f64) -> f64 
                 let through_shortcut = predict_backward(shortcut, alpha * alpha * gradient);
                 through_main + through_shortcut
             }
-            _ => gradient * transfer(step, step.input, Mode::Actual).backward_gain,
+            _ => gradient * step.backward_gain,
         };
         let dy = gradient;
         match &step.params {
