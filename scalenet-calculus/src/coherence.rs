@@ -411,18 +411,23 @@ impl Window {
         (0..input as isize).contains(&i).then_some(i)
     }
 
+    /// The outputs whose source through tap `a` is inside an input of `input` positions: an
+    /// interval of `0..output`, as `(first, count)`.
+    fn outputs_inside(&self, a: usize, input: usize, output: usize) -> (isize, isize) {
+        let (s, p, a) = (self.stride as isize, self.padding as isize, a as isize);
+        // o s + a - p in [0, input): o >= (p - a) / s rounded up, o <= (input - 1 + p - a) / s rounded down.
+        let first = (p - a).div_euclid(s) + isize::from((p - a).rem_euclid(s) != 0);
+        let last = (input as isize - 1 + p - a).div_euclid(s);
+        let (first, last) = (first.max(0), last.min(output as isize - 1));
+        (first, (last - first + 1).max(0))
+    }
+
     /// The (output, tap) pairs `(o, a)` whose partner output `o + shift` exists and whose sources
-    /// through tap `a`, from `o` and from `o + shift`, are both inside the input.
+    /// through tap `a`, from `o` and from `o + shift`, are both inside the input. For each tap the
+    /// outputs inside form an interval, and the pairs at `shift` within it are its length less
+    /// `|shift|`: `O(kernel)`, not a count over the outputs.
     fn same_tap_pairs(&self, shift: isize, input: usize, output: usize) -> usize {
-        let n_out = output as isize;
-        (0..self.kernel as isize)
-            .flat_map(|a| (0..n_out).map(move |o| (a, o)))
-            .filter(|&(a, o)| {
-                (0..n_out).contains(&(o + shift))
-                    && self.source(o, a, input).is_some()
-                    && self.source(o + shift, a, input).is_some()
-            })
-            .count()
+        (0..self.kernel).map(|a| (self.outputs_inside(a, input, output).1 - shift.abs()).max(0) as usize).sum()
     }
 
     /// For every input offset `d` (from `-(input - 1)`), the output offsets `o' - o` of the
@@ -456,17 +461,30 @@ impl Window {
     }
 
     /// For every output offset `d` (from `-(output - 1)`), `sum_o q(o) q(o + d) / k^2` for the
-    /// count `q(o)` of taps of output `o` inside the input: one axis of `Q(d) / k^4`.
+    /// count `q(o)` of taps of output `o` inside the input: one axis of `Q(d) / k^4`. `q` is `k`
+    /// but for the few outputs the padding reaches, so with `q = k + e` the sum is `k^2` per pair
+    /// plus sums over those few (exact in integers, `O(kernel^2)` per offset).
     fn tap_count_products(&self, input: usize, output: usize) -> Vec<f64> {
+        let k = self.kernel as i64;
         let inside =
-            |o: usize| (0..self.kernel).filter(|&a| self.source(o as isize, a as isize, input).is_some()).count();
-        let q: Vec<f64> = (0..output).map(|o| inside(o) as f64).collect();
-        let k2 = (self.kernel * self.kernel) as f64;
+            |o: isize| (0..self.kernel).filter(|&a| self.source(o, a as isize, input).is_some()).count() as i64;
         let n = output as isize;
+        // The outputs whose count differs from k, with the difference: only those within
+        // `padding + kernel` of an end can have a tap in the padding.
+        let reach = ((self.padding + self.kernel) as isize).min(n);
+        let border: Vec<(isize, i64)> =
+            (0..reach).chain((n - reach).max(reach)..n).map(|o| (o, inside(o) - k)).filter(|&(_, e)| e != 0).collect();
+        let excess = |o: isize| border.iter().find(|&&(b, _)| b == o).map_or(0, |&(_, e)| e);
+        let k2 = (self.kernel * self.kernel) as f64;
         (1 - n..n)
             .map(|d| {
-                (0..n).filter(|o| (0..n).contains(&(o + d))).map(|o| q[o as usize] * q[(o + d) as usize]).sum::<f64>()
-                    / k2
+                // Outputs o with o and o + d both in 0..n.
+                let range = (-d).max(0)..n.min(n - d);
+                let pairs = range.end - range.start;
+                let own: i64 = border.iter().filter(|(o, _)| range.contains(o)).map(|&(_, e)| e).sum();
+                let partner: i64 = border.iter().filter(|(o, _)| range.contains(&(o - d))).map(|&(_, e)| e).sum();
+                let both: i64 = border.iter().filter(|(o, _)| range.contains(o)).map(|&(o, e)| e * excess(o + d)).sum();
+                (k * k * pairs as i64 + k * (own + partner) + both) as f64 / k2
             })
             .collect()
     }
@@ -480,20 +498,23 @@ impl Window {
 }
 
 /// For every input offset `d` of a pooling with windows of `kernel` along an axis of `input`
-/// positions: the window offsets of the pairs `(i, i + d)` with how many pairs have each.
+/// positions: the window offsets of the pairs `(i, i + d)` with how many pairs have each, in the
+/// order the pairs meet them as `i` grows. With `d = q k + r`, the pair's windows are `q + 1`
+/// apart when `i mod k >= k - r` and `q` apart otherwise, so each offset's count is a count of
+/// residues: `O(1)` per offset.
 fn window_offsets(input: usize, kernel: usize) -> Vec<Vec<(isize, f64)>> {
     let (n, k) = (input as isize, kernel as isize);
+    // How many i in 0..x have i mod k >= t.
+    let at_least = |x: isize, t: isize| x.div_euclid(k) * (k - t) + (x.rem_euclid(k) - t).max(0);
     (1 - n..n)
         .map(|d| {
-            let mut counts: Vec<(isize, f64)> = Vec::with_capacity(2);
-            for i in (0..n).filter(|i| (0..n).contains(&(i + d))) {
-                let offset = (i + d).div_euclid(k) - i.div_euclid(k);
-                match counts.iter_mut().find(|(o, _)| *o == offset) {
-                    Some((_, c)) => *c += 1.0,
-                    None => counts.push((offset, 1.0)),
-                }
-            }
-            counts
+            let (q, r) = (d.div_euclid(k), d.rem_euclid(k));
+            let (start, end) = ((-d).max(0), n.min(n - d));
+            let far = if r == 0 { 0 } else { at_least(end, k - r) - at_least(start, k - r) };
+            let near = end - start - far;
+            let first_is_far = r != 0 && start.rem_euclid(k) >= k - r;
+            let (first, second) = if first_is_far { ((q + 1, far), (q, near)) } else { ((q, near), (q + 1, far)) };
+            [first, second].into_iter().filter(|&(_, count)| count > 0).map(|(o, count)| (o, count as f64)).collect()
         })
         .collect()
 }
@@ -684,6 +705,80 @@ mod tests {
         }
         let got = k.weight_coherence(&input, 0.0, window, image(n_in));
         assert!((got - with / without).abs() < 1e-12, "{got} vs {}", with / without);
+    }
+
+    /// The per-axis counts in closed form count what loops over every output, tap and position
+    /// count (the loops this module used before): every window that fits maps up to 13 wide.
+    #[test]
+    fn axis_counts_in_closed_form_match_counting() {
+        let brute_same_tap = |w: &Window, shift: isize, input: usize, output: usize| {
+            let n_out = output as isize;
+            (0..w.kernel as isize)
+                .flat_map(|a| (0..n_out).map(move |o| (a, o)))
+                .filter(|&(a, o)| {
+                    (0..n_out).contains(&(o + shift))
+                        && w.source(o, a, input).is_some()
+                        && w.source(o + shift, a, input).is_some()
+                })
+                .count()
+        };
+        let brute_products = |w: &Window, input: usize, output: usize| -> Vec<f64> {
+            let q: Vec<f64> = (0..output)
+                .map(|o| (0..w.kernel).filter(|&a| w.source(o as isize, a as isize, input).is_some()).count() as f64)
+                .collect();
+            let n = output as isize;
+            (1 - n..n)
+                .map(|d| {
+                    (0..n)
+                        .filter(|o| (0..n).contains(&(o + d)))
+                        .map(|o| q[o as usize] * q[(o + d) as usize])
+                        .sum::<f64>()
+                        / (w.kernel * w.kernel) as f64
+                })
+                .collect()
+        };
+        let brute_windows = |input: usize, kernel: usize| -> Vec<Vec<(isize, f64)>> {
+            let (n, k) = (input as isize, kernel as isize);
+            (1 - n..n)
+                .map(|d| {
+                    let mut counts: Vec<(isize, f64)> = Vec::new();
+                    for i in (0..n).filter(|i| (0..n).contains(&(i + d))) {
+                        let offset = (i + d).div_euclid(k) - i.div_euclid(k);
+                        match counts.iter_mut().find(|(o, _)| *o == offset) {
+                            Some((_, c)) => *c += 1.0,
+                            None => counts.push((offset, 1.0)),
+                        }
+                    }
+                    counts
+                })
+                .collect()
+        };
+        let mut checked = 0;
+        for input in 1..14 {
+            for kernel in 1..6 {
+                assert_eq!(window_offsets(input, kernel), brute_windows(input, kernel), "pool {kernel} on {input}");
+                for stride in 1..4 {
+                    for padding in 0..4 {
+                        let padded = input + 2 * padding;
+                        if kernel > padded || (padded - kernel) % stride != 0 {
+                            continue;
+                        }
+                        let output = (padded - kernel) / stride + 1;
+                        let w = Window { kernel, stride, padding };
+                        for shift in -(output as isize) - 1..=output as isize + 1 {
+                            assert_eq!(
+                                w.same_tap_pairs(shift, input, output),
+                                brute_same_tap(&w, shift, input, output),
+                                "{w:?} on {input}, shift {shift}"
+                            );
+                        }
+                        assert_eq!(w.tap_count_products(input, output), brute_products(&w, input, output), "{w:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 300, "{checked}");
     }
 
     /// A 3x3 conv with padding 1 on a 4x4 map: per axis 2, 3, 3, 2 taps inside, so the outputs
