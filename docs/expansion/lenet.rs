@@ -70,7 +70,7 @@ const _: () = {
         /// The fingerprint of the plan this code was generated from, computed at compile time:
         /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
         #[doc(hidden)]
-        pub const PLAN_FINGERPRINT: u64 = 7080242898743824134u64;
+        pub const PLAN_FINGERPRINT: u64 = 4523615218692929899u64;
         /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
         /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
         /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use

@@ -50,6 +50,23 @@
 use crate::moments::Moments;
 use crate::spec::Shape;
 
+/// The most offsets a [`Covariance`] holds, `(2 H - 1) (2 W - 1)` for an `H x W` map: 128 MiB of
+/// `f64` (a 2048 x 2048 map fits). The planner models the correlations between positions and the
+/// borders only for networks whose maps all fit ([`fits`]), so no declaration inside the size
+/// limits makes it allocate more; see [`crate::Plan::positions_modelled`].
+pub const MAX_OFFSETS: usize = 1 << 24;
+
+/// The number of offsets of a [`Covariance`] on `shape`, if it is at most [`MAX_OFFSETS`].
+pub fn offsets_on(shape: Shape) -> Option<usize> {
+    let (height, width) = extent(shape);
+    (2 * height - 1).checked_mul(2 * width - 1).filter(|&n| n <= MAX_OFFSETS)
+}
+
+/// Whether the covariance tables of a map of `shape` fit in [`MAX_OFFSETS`].
+pub fn fits(shape: Shape) -> bool {
+    offsets_on(shape).is_some()
+}
+
 /// The covariance `K(d) = E[g(p) g(p + d)]` of a gradient between two positions of one channel, by
 /// offset `d = (dh, dw)`, averaged over the pairs of positions at that offset. A vector is a
 /// `1 x 1` map: `K(0)` is its second moment.
@@ -384,17 +401,26 @@ impl Window {
         let (in_h, in_w) = extent(input_shape);
         let taps = (self.kernel * self.kernel) as f64;
         // Per axis: the mean over outputs of q and of q^2, and sum_a share(a) and sum_a share(a)^2.
+        // Without a pass over the outputs (a map may be millions wide): `q = k` but within
+        // `padding + kernel` of an end, and each tap's outputs inside are an interval.
         let axis = |input: usize| {
             let output = (input + 2 * self.padding - self.kernel) / self.stride + 1;
-            let inside = |o: usize, a: usize| self.source(o as isize, a as isize, input).is_some();
-            let q: Vec<f64> = (0..output).map(|o| (0..self.kernel).filter(|&a| inside(o, a)).count() as f64).collect();
-            let share: Vec<f64> = (0..self.kernel)
-                .map(|a| (0..output).filter(|&o| inside(o, a)).count() as f64 / output as f64)
-                .collect();
+            let k = self.kernel as i64;
+            let counts: Vec<i64> = (0..self.kernel).map(|a| self.outputs_inside(a, input, output).1 as i64).collect();
+            let n = output as isize;
+            let reach = ((self.padding + self.kernel) as isize).min(n);
+            let q_squared_excess: i64 = (0..reach)
+                .chain((n - reach).max(reach)..n)
+                .map(|o| {
+                    let q = (0..self.kernel).filter(|&a| self.source(o, a as isize, input).is_some()).count() as i64;
+                    q * q - k * k
+                })
+                .sum();
+            let share: Vec<f64> = counts.iter().map(|&c| c as f64 / output as f64).collect();
             let n = output as f64;
             (
-                q.iter().sum::<f64>() / n,
-                q.iter().map(|q| q * q).sum::<f64>() / n,
+                counts.iter().sum::<i64>() as f64 / n,
+                (k * k * output as i64 + q_squared_excess) as f64 / n,
                 share.iter().sum::<f64>(),
                 share.iter().map(|s| s * s).sum::<f64>(),
             )
@@ -753,6 +779,30 @@ mod tests {
                 })
                 .collect()
         };
+        // `Window::centred_border_offsets` as it was written, over every output.
+        let brute_border_offsets = |w: &Window, shape: Shape| {
+            let (in_h, in_w) = extent(shape);
+            let taps = (w.kernel * w.kernel) as f64;
+            let axis = |input: usize| {
+                let output = (input + 2 * w.padding - w.kernel) / w.stride + 1;
+                let inside = |o: usize, a: usize| w.source(o as isize, a as isize, input).is_some();
+                let q: Vec<f64> = (0..output).map(|o| (0..w.kernel).filter(|&a| inside(o, a)).count() as f64).collect();
+                let share: Vec<f64> = (0..w.kernel)
+                    .map(|a| (0..output).filter(|&o| inside(o, a)).count() as f64 / output as f64)
+                    .collect();
+                let n = output as f64;
+                (
+                    q.iter().sum::<f64>() / n,
+                    q.iter().map(|q| q * q).sum::<f64>() / n,
+                    share.iter().sum::<f64>(),
+                    share.iter().map(|s| s * s).sum::<f64>(),
+                )
+            };
+            let (rows, cols) = (axis(in_h), axis(in_w));
+            let second = rows.0 * cols.0 - rows.1 * cols.1 / taps;
+            let coherent = rows.3 * cols.3 - (rows.2 * cols.2).powi(2) / taps;
+            (second.max(0.0), coherent.max(0.0))
+        };
         let mut checked = 0;
         for input in 1..14 {
             for kernel in 1..6 {
@@ -773,6 +823,10 @@ mod tests {
                             );
                         }
                         assert_eq!(w.tap_count_products(input, output), brute_products(&w, input, output), "{w:?}");
+                        let shape = Shape::Image { channels: 1, height: input, width: input + 1 };
+                        if (input + 1 + 2 * padding - kernel) % stride == 0 {
+                            assert_eq!(w.centred_border_offsets(shape), brute_border_offsets(&w, shape), "{w:?}");
+                        }
                         checked += 1;
                     }
                 }

@@ -87,6 +87,9 @@ pub enum Rule {
     /// A warning, not an error ([`Plan::warnings`](crate::Plan::warnings)): a global pool whose
     /// output is predicted to be mostly channel offsets, the same for every input.
     OffsetDominatedPool,
+    /// A warning: a map too large for the planner to tabulate the correlations between its
+    /// positions ([`crate::coherence::MAX_OFFSETS`]), so the plan leaves them and the borders out.
+    PositionsNotModelled,
 }
 
 /// A fix that depends on the front end's syntax: the calculus says what to do, each front end

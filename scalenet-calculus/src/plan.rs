@@ -300,6 +300,10 @@ pub struct Plan {
     /// Whether gammas and the init compensate the correlations between positions
     /// ([`crate::coherence`]).
     pub spatial_coherence: bool,
+    /// Whether the correlations between positions and the image borders were modelled: `false`
+    /// when a map of the network is too large to tabulate them ([`crate::coherence::MAX_OFFSETS`]),
+    /// and the plan is then the paper's, which takes positions as independent and alike.
+    pub positions_modelled: bool,
     /// Whether weight rows are centred over their fan-in (`centred_weights`).
     pub centred_weights: bool,
     /// `output_std` is that of what varies with the input (see [`crate::NetworkSpec`]).

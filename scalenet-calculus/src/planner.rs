@@ -4,7 +4,7 @@
 
 use crate::blocks;
 use crate::borders::{chain_factors, BorderFactors, Profile};
-use crate::coherence::Covariance;
+use crate::coherence::{self, Covariance};
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{child_path, walk_steps, ParamInit, Plan, ScaleReason, Step, StepOp, WeightInit};
@@ -32,7 +32,7 @@ pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
     let nodes = usable.then(|| shapes::infer_chain(&spec.layers, spec.input, &broken, &mut diagnostics)).flatten();
     match (nodes, diagnostics.is_empty()) {
         (Some(nodes), true) => {
-            let plan = Planner::new(&spec).plan(&nodes);
+            let plan = Planner::new(&spec, &nodes).plan(&nodes);
             rules::check_unique_fields(&plan, &mut diagnostics);
             rules::check_finite_plan(&plan, &mut diagnostics);
             if diagnostics.is_empty() {
@@ -180,6 +180,9 @@ enum Branch {
 
 struct Planner<'a> {
     spec: &'a NetworkSpec,
+    /// Whether every map's covariance tables fit ([`coherence::fits`]): if not, the plan leaves
+    /// the correlations between positions and the borders out.
+    positions_modelled: bool,
     /// The scaling-factor ratio through each block's branches (by block and branch), recorded by
     /// [`Planner::branch_ratio`] and read by the build; cleared at each build, since the
     /// corrections it uses change between builds.
@@ -194,12 +197,13 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(spec: &'a NetworkSpec) -> Self {
+    fn new(spec: &'a NetworkSpec, nodes: &[Node]) -> Self {
         let typical_kernel = spec.typical_kernel.unwrap_or_else(|| most_common_kernel(spec));
         let slope = network_slope(spec);
         let gain = 2.0 / (1.0 + slope * slope);
         Planner {
             spec,
+            positions_modelled: coherence::fits(spec.input) && every_map_fits(nodes),
             branch_ratios: RefCell::default(),
             corrections: BTreeMap::new(),
             mirror_roles: mirror_roles(spec),
@@ -536,7 +540,9 @@ impl<'a> Planner<'a> {
         // the output, as for loss = y . N with N ~ N(0, I)), then the cross terms between positions.
         predict_forward(&mut steps, input_moments);
         predict_backward(&mut steps, 1.0);
-        predict_coherence(&mut steps, Covariance::white(output, 1.0), self.spec.spatial_coherence);
+        if self.positions_modelled {
+            predict_coherence(&mut steps, Covariance::white(output, 1.0), self.spec.spatial_coherence);
+        }
         steps
     }
 
@@ -549,7 +555,7 @@ impl<'a> Planner<'a> {
         // that compensate them leave them alone; only the weights by which a residual block mixes
         // its branches' border profiles move with the plan, a little. So builds converge at once:
         // two or three reach 1e-12.
-        if self.spec.spatial_coherence {
+        if self.spec.spatial_coherence && self.positions_modelled {
             for _ in 0..MAX_BUILDS {
                 let corrections = corrections_by_path(&steps, input, output);
                 let settled = corrections.len() == self.corrections.len()
@@ -576,6 +582,7 @@ impl<'a> Planner<'a> {
             c: self.c,
             output_std: self.spec.output_std,
             spatial_coherence: self.spec.spatial_coherence,
+            positions_modelled: self.positions_modelled,
             centred_weights: self.spec.centred_weights,
             varying_output_std: self.spec.varying_output_std,
             input_moments,
@@ -603,6 +610,18 @@ fn corrections_by_path(steps: &[Step], input: Shape, output: Shape) -> BTreeMap<
             step.coherence.map(|weight| (path, Corrections { weight, bias: step.bias_coherence, borders }))
         })
         .collect()
+}
+
+/// Whether every map the network's layers receive or produce fits the covariance tables.
+fn every_map_fits(nodes: &[Node]) -> bool {
+    nodes.iter().all(|node| {
+        coherence::fits(node.input)
+            && coherence::fits(node.output)
+            && match &node.kind {
+                NodeKind::Block { main, shortcut, .. } => every_map_fits(main) && every_map_fits(shortcut),
+                NodeKind::Leaf(_) => true,
+            }
+    })
 }
 
 /// The parameter path of a block's branch `nodes` (its `main` or its shortcut) at `block`.
@@ -672,7 +691,7 @@ mod tests {
             .layer(Op::Bottleneck { out_channels: 16, width: 4, stride: 2, beta: 0.5 });
         spec.assign_layer_ids();
         let nodes = shapes::infer_chain(&spec.layers, spec.input, &[], &mut Diagnostics::default()).unwrap();
-        let planner = Planner::new(&spec);
+        let planner = Planner::new(&spec, &nodes);
         let mut entry = Moments::centred(1.0);
         let mut checked = 0;
         for node in &nodes {

@@ -2,7 +2,7 @@
 
 use crate::plan::{Plan, Step, StepOp};
 use crate::registry::Op;
-use crate::spec::{Mirror, WeightLaw};
+use crate::spec::{Mirror, Shape, WeightLaw};
 use std::fmt;
 
 /// Formats a positive quantity with 4 significant digits, switching to scientific notation
@@ -95,6 +95,29 @@ fn offset_dominated_pools(plan: &Plan) -> Vec<(crate::plan::StepRef<'_>, f64)> {
         .collect()
 }
 
+/// Why a plan left the correlations between positions and the borders out, and what that means.
+fn positions_note(plan: &Plan) -> String {
+    let largest = plan
+        .walk()
+        .iter()
+        .flat_map(|s| [s.step.input_shape, s.step.output_shape])
+        .chain([plan.input])
+        .filter_map(|shape| match shape {
+            Shape::Image { height, width, .. } => Some((height, width)),
+            Shape::Vector { .. } => None,
+        })
+        .max_by_key(|&(h, w)| (2 * h - 1).saturating_mul(2 * w - 1))
+        .unwrap_or((1, 1));
+    format!(
+        "the correlations between positions and the image borders are not modelled: a {}x{} map has more offsets \
+         than the {} the planner tabulates, so every γ and scalar is the paper's, which takes positions as \
+         independent and alike; to see the corrections, plan the same layers on a smaller input",
+        largest.0,
+        largest.1,
+        crate::coherence::MAX_OFFSETS,
+    )
+}
+
 fn pool_note(plan: &Plan, pool: &crate::plan::StepRef<'_>, share: f64) -> String {
     let (what, fix) = if plan.centred_weights {
         let fix = if plan.varying_output_std {
@@ -119,6 +142,13 @@ impl Plan {
     /// same sentences are the report's notes.
     pub fn warnings(&self) -> crate::Diagnostics {
         let mut warnings = crate::Diagnostics::default();
+        if !self.positions_modelled {
+            warnings.push(
+                crate::Rule::PositionsNotModelled,
+                crate::Location::Network(crate::NetworkField::Input),
+                positions_note(self),
+            );
+        }
         for (pool, share) in offset_dominated_pools(self) {
             let id = pool.step.layer_id().unwrap_or_default();
             warnings.push(
@@ -256,6 +286,9 @@ impl fmt::Display for Plan {
                 f,
                 "note: the rows marked `(unscaled!)` break the calculus (kept with #[allow(unscaled)]); the plan predicts them as the identity, so the numbers after them are estimates"
             )?;
+        }
+        if !self.positions_modelled {
+            writeln!(f, "note: {}", positions_note(self))?;
         }
         let strong = strongly_coherent(self);
         if !strong.is_empty() {
