@@ -2,7 +2,7 @@
 //! that a block's two branches end in the same shape.
 
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
-use crate::registry::Op;
+use crate::spec::Op;
 use crate::spec::{LayerId, LayerSpec, Residual, Shape};
 
 /// The two ends of a residual block disagree: point at both and suggest a shortcut that fits.

@@ -45,8 +45,8 @@ pub use diagnostic::{Diagnostic, Diagnostics, Fix, LayerField, Location, Network
 pub use moments::{Moments, WeightGeometry};
 pub use plan::{ParamInit, Plan, ScaleReason, Step, StepOp, StepRef, WeightInit};
 pub use planner::{analyze, most_common_kernel, weight_second_moment};
-pub use registry::{Normalization, Op, UnscaledActivation};
 pub use report::{global_pool_offset_share, number, OFFSET_DOMINATED_POOL};
 pub use spec::{
     InitScheme, LayerId, LayerSpec, Mirror, NetworkSpec, Residual, Shape, WeightLaw, DEFAULT_OUTPUT_STD, MAX_ELEMENTS,
 };
+pub use spec::{Normalization, Op, UnscaledActivation};

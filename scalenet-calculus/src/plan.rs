@@ -5,7 +5,7 @@
 
 use crate::borders::BorderFactors;
 use crate::moments::{Moments, WeightGeometry};
-use crate::registry::Op;
+use crate::spec::Op;
 use crate::spec::{InitScheme, LayerId, Mirror, Shape, WeightLaw};
 use std::fmt;
 

@@ -1,7 +1,7 @@
 //! The plan as a table: what a user reads in `report()` and in the struct's rustdoc.
 
 use crate::plan::{Plan, Step, StepOp};
-use crate::registry::Op;
+use crate::spec::Op;
 use crate::spec::{Mirror, Shape, WeightLaw};
 use std::fmt;
 

@@ -9,7 +9,7 @@
 
 use crate::blocks;
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
-use crate::registry::Op;
+use crate::spec::Op;
 use crate::spec::{LayerId, LayerSpec, Shape, MAX_ELEMENTS};
 
 /// A declared layer with its inferred shapes; blocks hold their branches.

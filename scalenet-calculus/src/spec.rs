@@ -1,6 +1,5 @@
 //! What a user declares: the network's input, its options and its layers, as plain values.
 
-use crate::registry::Op;
 use std::fmt;
 
 /// The per-sample shape of an activation: an image `[C, H, W]` or a vector `[D]`.
@@ -492,4 +491,116 @@ mod init_name_tests {
             assert_eq!(NetworkSpec::parse_init(bad), None, "{bad}");
         }
     }
+}
+
+/// Activations that are not positively homogeneous of degree 1: they break the calculus (Table 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnscaledActivation {
+    /// `sigmoid`.
+    Sigmoid,
+    /// `tanh`.
+    Tanh,
+    /// `gelu`.
+    Gelu,
+    /// `silu` (or `swish`).
+    Silu,
+    /// `elu`.
+    Elu,
+    /// `softplus`.
+    Softplus,
+    /// `softmax`.
+    Softmax,
+}
+
+/// Normalization layers: the calculus designs networks that do without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Normalization {
+    /// `batch_norm`.
+    BatchNorm,
+    /// `layer_norm`.
+    LayerNorm,
+    /// `group_norm`.
+    GroupNorm,
+}
+
+/// One operation of a network.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `conv(out, kernel = k, stride = s, padding = p, bias = true)`.
+    Conv2d {
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel size (square).
+        kernel: usize,
+        /// Stride: 1, or the kernel (Table 1).
+        stride: usize,
+        /// Zero padding on each side.
+        padding: usize,
+        /// Whether it adds a learnable bias.
+        bias: bool,
+    },
+    /// `linear(out, bias = true)`.
+    Linear {
+        /// Output features.
+        out_features: usize,
+        /// Whether it adds a learnable bias.
+        bias: bool,
+    },
+    /// `avg_pool(k)`.
+    AvgPool2d {
+        /// Window size.
+        kernel: usize,
+        /// Stride, the window size (Table 1).
+        stride: usize,
+    },
+    /// Averages each channel over whatever spatial size reaches it, then flattens:
+    /// `[C, H, W] -> [C]`, the head of most ResNets.
+    GlobalAvgPool,
+    /// Declared only to be rejected with a helpful message.
+    MaxPool2d {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// `relu`.
+    Relu,
+    /// `leaky_relu(slope)`.
+    LeakyRelu {
+        /// The slope for negative inputs.
+        slope: f64,
+    },
+    /// An activation kept with `#[allow(unscaled)]`, predicted as the identity.
+    Unscaled(UnscaledActivation),
+    /// Declared only to be rejected with a helpful message.
+    Normalization(Normalization),
+    /// `dropout(p)`: inverted dropout.
+    Dropout {
+        /// The probability of dropping a unit.
+        p: f64,
+    },
+    /// `flatten`: `[C, H, W] -> [C*H*W]`.
+    Flatten,
+    /// A fixed multiplier the user asked for; the calculus never cancels it.
+    Scale {
+        /// The multiplier.
+        factor: f64,
+    },
+    /// A learnable scalar, initialized per Appendix E.
+    Scalar,
+    /// A standalone learnable bias, zero at initialization.
+    Bias,
+    /// `B(x) = alpha S(x) + beta F(x)` (section 11).
+    Residual(Residual),
+    /// The pre-activation bottleneck of section 11.1 from `in` to `out_channels` channels.
+    Bottleneck {
+        /// Output channels.
+        out_channels: usize,
+        /// Channels of the inner 3x3 convolution.
+        width: usize,
+        /// Downsampling factor: 1, or the window of the average pool the block adds.
+        stride: usize,
+        /// The main branch's weight.
+        beta: f64,
+    },
 }

@@ -5,8 +5,8 @@ use super::common::{keyword, no_args, same_gradient, same_shape};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, UnscaledActivation};
 use crate::diagnostic::LayerField;
 use crate::moments::{self, Transfer};
-use crate::registry::Op;
 use crate::rules;
+use crate::spec::Op;
 
 pub static RELU: OpDef = OpDef {
     keyword: "relu",

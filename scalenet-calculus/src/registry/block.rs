@@ -3,9 +3,9 @@
 use super::common::{no_args, same_shape, unplanned, unplanned_gradient};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
-use crate::registry::{Normalization, Op};
 use crate::rules;
 use crate::spec::Residual;
+use crate::spec::{Normalization, Op};
 
 pub static RESIDUAL: OpDef = OpDef {
     keyword: "residual",

@@ -5,9 +5,9 @@ use super::common::{needs_image, unplanned, unplanned_gradient};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments;
-use crate::registry::Op;
 use crate::rules;
 use crate::shapes::conv_window;
+use crate::spec::Op;
 use crate::spec::{LayerId, Shape};
 
 pub static AVG_POOL: OpDef = OpDef {

@@ -7,9 +7,9 @@ use crate::coherence::{Covariance, Window};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{centred_draw_factor, ParamInit, Step};
-use crate::registry::Op;
 use crate::rules;
 use crate::shapes::{conv_window, WindowError};
+use crate::spec::Op;
 use crate::spec::{LayerId, Shape};
 
 const fn flag(value: bool) -> ParamDefault {
