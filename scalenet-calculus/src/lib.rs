@@ -27,10 +27,12 @@
 #![warn(missing_docs)]
 
 mod blocks;
+mod border_pass;
 pub mod borders;
 pub mod coherence;
 pub mod correlation;
 mod diagnostic;
+mod geometry;
 pub mod moments;
 mod plan;
 mod planner;

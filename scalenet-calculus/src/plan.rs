@@ -240,15 +240,6 @@ impl Step {
         }
     }
 
-    /// The keyword of the declared op this step runs (`conv`, `relu`, ...); `None` for an
-    /// inserted fixed scalar or a block.
-    pub fn op_keyword(&self) -> Option<&'static str> {
-        match &self.op {
-            StepOp::Declared { op, .. } => Some(op.keyword()),
-            _ => None,
-        }
-    }
-
     /// The declared layer this step implements; `None` for an inserted fixed scalar.
     pub fn layer_id(&self) -> Option<LayerId> {
         match self.op {

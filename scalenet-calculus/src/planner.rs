@@ -3,7 +3,8 @@
 //! predicts the real chain's moments forward and backward.
 
 use crate::blocks;
-use crate::borders::{chain_factors, BorderFactors, Profile};
+use crate::border_pass::chain_factors;
+use crate::borders::{BorderFactors, Profile};
 use crate::coherence::{self, Covariance};
 use crate::diagnostic::Diagnostics;
 use crate::moments::{self, Moments, Transfer, WeightGeometry};

@@ -258,15 +258,6 @@ impl LayerSpec {
         LayerSpec { id: LayerId::default(), name: Some(name.into()), op, allow_unscaled: false }
     }
 
-    /// The parameter prefix of this layer within its chain: its declared name, or
-    /// `<keyword>_<id>` for an unnamed layer that holds parameters (or branches); `None` for an
-    /// unnamed stateless op. The one place default names are made.
-    pub fn field_name(&self) -> Option<String> {
-        self.name.clone().or_else(|| {
-            (self.op.has_parameters() || self.op.is_block()).then(|| format!("{}_{}", self.op.keyword(), self.id.0))
-        })
-    }
-
     /// The branches of a residual block (main, then shortcut); empty for other layers.
     pub fn branches(&self) -> [&[LayerSpec]; 2] {
         match &self.op {

@@ -5,7 +5,7 @@ use super::common::{keyword, no_args, same_gradient, same_shape};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime, UnscaledActivation};
 use crate::diagnostic::LayerField;
 use crate::moments::{self, Transfer};
-use crate::rules;
+use crate::registry::layer_rules as rules;
 use crate::spec::Op;
 
 pub static RELU: OpDef = OpDef {

@@ -3,7 +3,7 @@
 use super::common::{no_args, same_shape, unplanned, unplanned_gradient};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
-use crate::rules;
+use crate::registry::layer_rules as rules;
 use crate::spec::Residual;
 use crate::spec::{Normalization, Op};
 

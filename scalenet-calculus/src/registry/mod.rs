@@ -15,6 +15,7 @@
 mod activation;
 mod block;
 mod def;
+pub(crate) mod layer_rules;
 mod pooling;
 mod shaping;
 pub(crate) mod weight;
@@ -26,7 +27,7 @@ pub use def::{
 use crate::coherence::Covariance;
 use crate::diagnostic::{Diagnostics, LayerField, Rule};
 use crate::moments::{Moments, Transfer};
-use crate::plan::Step;
+use crate::plan::{Step, StepOp};
 use crate::spec::{LayerId, LayerSpec, Shape};
 pub use crate::spec::{Normalization, Op, UnscaledActivation};
 
@@ -149,6 +150,28 @@ impl Op {
         let def = lookup(keyword)?;
         let args = Args::resolve(def, given)?;
         Some((def.build)(&args))
+    }
+}
+
+impl LayerSpec {
+    /// The parameter prefix of this layer within its chain: its declared name, or
+    /// `<keyword>_<id>` for an unnamed layer that holds parameters (or branches); `None` for an
+    /// unnamed stateless op. The one place default names are made.
+    pub fn field_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| {
+            (self.op.has_parameters() || self.op.is_block()).then(|| format!("{}_{}", self.op.keyword(), self.id.0))
+        })
+    }
+}
+
+impl Step {
+    /// The keyword of the declared op this step runs (`conv`, `relu`, ...); `None` for an
+    /// inserted fixed scalar or a block.
+    pub fn op_keyword(&self) -> Option<&'static str> {
+        match &self.op {
+            StepOp::Declared { op, .. } => Some(op.keyword()),
+            _ => None,
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 use super::common::{needs_image, unplanned, unplanned_gradient};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
+use crate::geometry::conv_window;
 use crate::moments;
-use crate::rules;
-use crate::shapes::conv_window;
+use crate::registry::layer_rules as rules;
 use crate::spec::Op;
 use crate::spec::{LayerId, Shape};
 

@@ -4,7 +4,7 @@ use super::common::{identity, keyword, no_args, same_gradient, same_shape};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::diagnostic::LayerField;
 use crate::moments::Transfer;
-use crate::rules;
+use crate::registry::layer_rules as rules;
 use crate::spec::Op;
 use crate::spec::Shape;
 

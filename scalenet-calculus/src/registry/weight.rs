@@ -5,10 +5,10 @@ use super::common::{identity, keyword, needs_image, no_args, same_gradient, same
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
 use crate::coherence::{Covariance, Window};
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
+use crate::geometry::{conv_window, WindowError};
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{centred_draw_factor, ParamInit, Step};
-use crate::rules;
-use crate::shapes::{conv_window, WindowError};
+use crate::registry::layer_rules as rules;
 use crate::spec::Op;
 use crate::spec::{LayerId, Shape};
 
