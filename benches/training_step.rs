@@ -77,8 +77,13 @@ fn candle_nn_layers(steps: &[Step], vb: &VarBuilder, prefix: &str) -> Vec<Layer>
                 shortcut: candle_nn_layers(shortcut, &vb, "shortcut"),
             },
             StepOp::Declared { op, .. } => match op {
-                Op::Conv2d { out_channels, kernel, stride, padding, bias } => {
-                    let config = candle_nn::Conv2dConfig { padding: *padding, stride: *stride, ..Default::default() };
+                Op::Conv2d { out_channels, kernel, stride, padding, bias, groups } => {
+                    let config = candle_nn::Conv2dConfig {
+                        padding: *padding,
+                        stride: *stride,
+                        groups: *groups,
+                        ..Default::default()
+                    };
                     let inputs = step.input_shape.channels();
                     Layer::Conv(if *bias {
                         candle_nn::conv2d(inputs, *out_channels, *kernel, config, vb).unwrap()
@@ -140,9 +145,9 @@ fn steps_json(steps: &[Step]) -> Vec<Value> {
                 json!({ "block": { "alpha": alpha, "beta": beta, "main": steps_json(main), "shortcut": steps_json(shortcut) } })
             }
             StepOp::Declared { op, .. } => match op {
-                Op::Conv2d { out_channels, kernel, stride, padding, bias } => json!({ "conv": {
+                Op::Conv2d { out_channels, kernel, stride, padding, bias, groups } => json!({ "conv": {
                     "in": step.input_shape.channels(), "out": out_channels, "kernel": kernel,
-                    "stride": stride, "padding": padding, "bias": bias } }),
+                    "stride": stride, "padding": padding, "bias": bias, "groups": groups } }),
                 Op::Linear { out_features, bias } => {
                     json!({ "linear": { "in": step.input_shape.channels(), "out": out_features, "bias": bias } })
                 }

@@ -36,6 +36,10 @@ enum Which {
     PooledResnet,
     /// The same ResNet with centred weight rows (`centred_weights: true`): the table only.
     PooledResnetCentred,
+    /// Depthwise, pointwise and grouped convolutions (8x8x8 input): the table only.
+    Grouped,
+    /// The same network with every convolution in one group: the table only.
+    Ungrouped,
 }
 
 #[derive(Parser)]
@@ -264,6 +268,8 @@ fn main() -> Result<(), Error> {
         Which::PooledResnetCentred => {
             ("PooledResNetCentred", Variant::of::<networks::PooledResNetCentred>("x1", 8), vec![], vec![])
         }
+        Which::Grouped => ("GroupedConvNet", Variant::of::<networks::GroupedConvNet>("x1", 8), vec![], vec![]),
+        Which::Ungrouped => ("UngroupedConvNet", Variant::of::<networks::UngroupedConvNet>("x1", 8), vec![], vec![]),
     };
     let diagnosis = table(&base, &args, threads)?;
     println!("{diagnosis}");

@@ -86,7 +86,7 @@ def build(steps):
             layers.append(Scale(step["scale"]))
         elif "conv" in step:
             c = step["conv"]
-            layers.append(nn.Conv2d(c["in"], c["out"], c["kernel"], stride=c["stride"], padding=c["padding"], bias=c["bias"]))
+            layers.append(nn.Conv2d(c["in"], c["out"], c["kernel"], stride=c["stride"], padding=c["padding"], bias=c["bias"], groups=c.get("groups", 1)))
         elif "linear" in step:
             c = step["linear"]
             layers.append(nn.Linear(c["in"], c["out"], bias=c["bias"]))

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
-use fixtures::networks::{Mlp, PooledLeNet};
+use fixtures::networks::{GroupedConvNet, Mlp, PooledLeNet};
 use scalenet::diagnostics::seeded_normal;
 use scalenet::ensemble::{Ensemble, EnsembleError, EnsembleSgd};
 use scalenet::{network, Network};
@@ -45,6 +45,13 @@ fn each_copy_follows_the_trajectory_it_has_alone() -> Result<(), EnsembleError> 
 fn conv_copies_follow_their_trajectories_too() -> Result<(), EnsembleError> {
     check::<PooledLeNet>(&[3, 32, 32])?;
     check::<ConvPool>(&[2, 8, 8])
+}
+
+/// Depthwise and grouped convolutions: each copy's groups become groups of the copies' one
+/// grouped convolution.
+#[test]
+fn grouped_conv_copies_follow_their_trajectories() -> Result<(), EnsembleError> {
+    check::<GroupedConvNet>(&[8, 8, 8])
 }
 
 fn check<N: Network + Module>(input: &[usize]) -> Result<(), EnsembleError> {

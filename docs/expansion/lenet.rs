@@ -70,7 +70,7 @@ const _: () = {
         /// The fingerprint of the plan this code was generated from, computed at compile time:
         /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
         #[doc(hidden)]
-        pub const PLAN_FINGERPRINT: u64 = 4523615218692929899u64;
+        pub const PLAN_FINGERPRINT: u64 = 11607410234758683901u64;
         /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
         /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
         /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
@@ -145,6 +145,7 @@ const _: () = {
                         Some(Count(1)),
                         Some(Count(2)),
                         Some(Flag(true)),
+                        Some(Count(1)),
                     ],
                     None,
                     false,
@@ -160,6 +161,7 @@ const _: () = {
                         Some(Count(1)),
                         Some(Count(0)),
                         Some(Flag(true)),
+                        Some(Count(1)),
                     ],
                     None,
                     false,

@@ -109,7 +109,7 @@ const _: () = {
         /// The fingerprint of the plan this code was generated from, computed at compile time:
         /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
         #[doc(hidden)]
-        pub const PLAN_FINGERPRINT: u64 = 14234345493675662770u64;
+        pub const PLAN_FINGERPRINT: u64 = 16323047473005577158u64;
         /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
         /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
         /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
@@ -222,6 +222,7 @@ const _: () = {
                         Some(Count(1)),
                         Some(Count(1)),
                         Some(Flag(true)),
+                        Some(Count(1)),
                     ],
                     None,
                     false,
@@ -242,6 +243,7 @@ const _: () = {
                                     Some(Count(1)),
                                     Some(Count(1)),
                                     Some(Flag(true)),
+                                    Some(Count(1)),
                                 ],
                                 None,
                                 false,
@@ -256,6 +258,7 @@ const _: () = {
                                     Some(Count(1)),
                                     Some(Count(1)),
                                     Some(Flag(true)),
+                                    Some(Count(1)),
                                 ],
                                 None,
                                 false,
@@ -281,6 +284,7 @@ const _: () = {
                                     Some(Count(2)),
                                     Some(Count(0)),
                                     Some(Flag(true)),
+                                    Some(Count(1)),
                                 ],
                                 None,
                                 false,
@@ -295,6 +299,7 @@ const _: () = {
                                     Some(Count(1)),
                                     Some(Count(1)),
                                     Some(Flag(true)),
+                                    Some(Count(1)),
                                 ],
                                 None,
                                 false,
@@ -311,6 +316,7 @@ const _: () = {
                                         Some(Count(2)),
                                         Some(Count(0)),
                                         Some(Flag(true)),
+                                        Some(Count(1)),
                                     ],
                                     None,
                                     false,

@@ -2,7 +2,8 @@
 use scalenet_calculus::{analyze, NetworkSpec, Op, Shape};
 
 fn main() {
-    let conv = |out, kernel, padding| Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true };
+    let conv =
+        |out, kernel, padding| Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true, groups: 1 };
     let linear = |out| Op::Linear { out_features: out, bias: true };
     let spec = NetworkSpec::new(Shape::Image { channels: 3, height: 32, width: 32 })
         .with_typical_kernel(5)

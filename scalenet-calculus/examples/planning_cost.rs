@@ -18,7 +18,7 @@ use scalenet_calculus::{analyze, LayerSpec, NetworkSpec, Op, Residual, Shape};
 use std::time::{Duration, Instant};
 
 fn conv(out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Op {
-    Op::Conv2d { out_channels, kernel, stride, padding, bias: true }
+    Op::Conv2d { out_channels, kernel, stride, padding, bias: true, groups: 1 }
 }
 
 fn image(channels: usize, height: usize, width: usize) -> Shape {

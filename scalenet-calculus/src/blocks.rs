@@ -103,7 +103,7 @@ pub(crate) fn bottleneck_branches(
 }
 
 fn conv(out_channels: usize, kernel: usize, padding: usize) -> Op {
-    Op::Conv2d { out_channels, kernel, stride: 1, padding, bias: false }
+    Op::Conv2d { out_channels, kernel, stride: 1, padding, bias: false, groups: 1 }
 }
 
 /// The bottleneck's main branch, which does not depend on its input shape.

@@ -19,6 +19,8 @@ pub enum LayerField {
     Stride,
     /// A convolution's `padding`.
     Padding,
+    /// A convolution's `groups`.
+    Groups,
     /// Dropout probability.
     Probability,
     /// Leaky ReLU slope.
@@ -78,6 +80,8 @@ pub enum Rule {
     VectorInput,
     /// A window (convolution, pooling) must fit its input and tile it exactly.
     ExactWindow,
+    /// A grouped convolution's `groups` divides both channel counts ([`crate::Op::Conv2d`]).
+    GroupsDivideChannels,
     /// A residual block's branches must end in the same shape (section 11).
     BranchShapes,
     /// A bottleneck needs an image whose size its stride divides (section 11.1).

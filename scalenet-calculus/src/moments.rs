@@ -427,9 +427,10 @@ pub(crate) fn row_dispersion(input: f64, n: usize) -> f64 {
 /// The sizes of a convolution or linear layer that its moments depend on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WeightGeometry {
-    /// Input channels or features, `n_l`.
+    /// Input channels or features, `n_l`: those one output sees (per group for a grouped
+    /// convolution).
     pub fan_in: usize,
-    /// Output channels or features, `n_{l+1}`.
+    /// Output channels or features, `n_{l+1}`: those one input feeds (per group).
     pub fan_out: usize,
     /// The kernel size `k_l` (1 for a linear layer).
     pub kernel: usize,

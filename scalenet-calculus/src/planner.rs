@@ -474,8 +474,8 @@ impl<'a> Planner<'a> {
                             };
                             Some(ParamInit::Weight(WeightInit {
                                 shape: match op {
-                                    Op::Conv2d { kernel, .. } => {
-                                        vec![geometry.fan_out, geometry.fan_in, *kernel, *kernel]
+                                    Op::Conv2d { out_channels, kernel, .. } => {
+                                        vec![*out_channels, geometry.fan_in, *kernel, *kernel]
                                     }
                                     _ => vec![geometry.fan_out, geometry.fan_in],
                                 },
@@ -663,7 +663,14 @@ mod tests {
     /// 1: average pooling after a ReLU, a nested block, a bottleneck.
     #[test]
     fn branch_ratio_equals_the_dry_build() {
-        let conv = |out, kernel, stride, padding| Op::Conv2d { out_channels: out, kernel, stride, padding, bias: true };
+        let conv = |out, kernel, stride, padding| Op::Conv2d {
+            out_channels: out,
+            kernel,
+            stride,
+            padding,
+            bias: true,
+            groups: 1,
+        };
         let inner = Op::Residual(Residual {
             alpha: None,
             beta: Some(0.6),

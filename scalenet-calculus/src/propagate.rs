@@ -282,7 +282,7 @@ mod tests {
     fn a_row_before_a_relu_and_a_global_pool_gets_its_own_direction() {
         let conv_relu_then = |head: Op| {
             NetworkSpec::new(Shape::Image { channels: 3, height: 8, width: 8 })
-                .named("conv", Op::Conv2d { out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: false })
+                .named("conv", Op::Conv2d { out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: false, groups: 1 })
                 .layer(Op::Relu)
                 .layer(head)
                 .named("fc", Op::Linear { out_features: 2, bias: false })

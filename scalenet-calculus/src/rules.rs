@@ -347,6 +347,14 @@ pub fn check_mirrored_weights(spec: &NetworkSpec, diagnostics: &mut Diagnostics)
             continue;
         }
         let Some(_) = layer.op.weight_kernel() else { continue };
+        if let Op::Conv2d { groups: groups @ 2.., .. } = layer.op {
+            fail(
+                layer.id,
+                LayerField::Groups,
+                format!("`init: mirrored` does not support grouped convolutions: its orthogonal half is drawn over every input channel, and {groups} groups would zero all but a block of it; use `init: geometric`, or drop `groups`"),
+            );
+            continue;
+        }
         if let Some(seen) = activations_since_weight.take() {
             match seen.as_slice() {
                 [] => fail(

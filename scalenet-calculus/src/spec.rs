@@ -529,6 +529,9 @@ pub enum Op {
         padding: usize,
         /// Whether it adds a learnable bias.
         bias: bool,
+        /// Channel groups: each output channel sees `in / groups` input channels (1: every
+        /// input; `in`: depthwise). Both channel counts must be multiples of it.
+        groups: usize,
     },
     /// `linear(out, bias = true)`.
     Linear {

@@ -3,7 +3,7 @@
 use scalenet_calculus::*;
 
 fn conv(out: usize, kernel: usize, padding: usize) -> Op {
-    Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true }
+    Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true, groups: 1 }
 }
 
 fn linear(out: usize) -> Op {
@@ -111,7 +111,7 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
         .layer(Op::Relu)
         .layer(conv(16, 5, 2))
         .layer(Op::Relu)
-        .layer(Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true })
+        .layer(Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 })
         .layer(Op::Relu)
         .layer(Op::Flatten)
         .layer(linear(100))
@@ -228,7 +228,7 @@ fn scaling_factor_is_constant_through_maintaining_ops() {
         .layer(Op::Relu)
         .layer(Op::Dropout { p: 0.3 })
         .layer(Op::Scale { factor: 2.5 })
-        .layer(Op::Conv2d { out_channels: 8, kernel: 2, stride: 2, padding: 0, bias: true })
+        .layer(Op::Conv2d { out_channels: 8, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 })
         .layer(Op::Relu)
         .layer(Op::Flatten)
         .layer(linear(10));

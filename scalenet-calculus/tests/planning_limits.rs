@@ -6,7 +6,7 @@ use scalenet_calculus::{analyze, NetworkSpec, Op, Rule, Shape};
 
 fn conv_pool_head(height: usize, width: usize) -> NetworkSpec {
     NetworkSpec::new(Shape::Image { channels: 1, height, width })
-        .named("conv", Op::Conv2d { out_channels: 1, kernel: 3, stride: 1, padding: 1, bias: true })
+        .named("conv", Op::Conv2d { out_channels: 1, kernel: 3, stride: 1, padding: 1, bias: true, groups: 1 })
         .layer(Op::Relu)
         .layer(Op::GlobalAvgPool)
         .named("fc", Op::Linear { out_features: 2, bias: true })

@@ -5,10 +5,10 @@ use scalenet_calculus::{analyze, LayerSpec, NetworkSpec, Op, Shape, StepOp, Unsc
 
 fn lenet() -> NetworkSpec {
     NetworkSpec::new(Shape::Image { channels: 3, height: 32, width: 32 })
-        .named("conv1", Op::Conv2d { out_channels: 6, kernel: 5, stride: 1, padding: 2, bias: true })
+        .named("conv1", Op::Conv2d { out_channels: 6, kernel: 5, stride: 1, padding: 2, bias: true, groups: 1 })
         .layer(Op::Relu)
         .layer(Op::AvgPool2d { kernel: 2, stride: 2 })
-        .named("conv2", Op::Conv2d { out_channels: 16, kernel: 5, stride: 1, padding: 0, bias: true })
+        .named("conv2", Op::Conv2d { out_channels: 16, kernel: 5, stride: 1, padding: 0, bias: true, groups: 1 })
         .layer(Op::Relu)
         .layer(Op::AvgPool2d { kernel: 2, stride: 2 })
         .layer(Op::Flatten)

@@ -3,7 +3,7 @@
 use scalenet_calculus::*;
 
 fn conv(out: usize, kernel: usize, padding: usize) -> Op {
-    Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true }
+    Op::Conv2d { out_channels: out, kernel, stride: 1, padding, bias: true, groups: 1 }
 }
 
 fn block(beta: f64, main: Vec<Op>, shortcut: Option<Vec<Op>>) -> Op {
@@ -33,7 +33,7 @@ fn resnet_with(beta: f64, branch_scaling: bool, shortcut: Vec<Op>) -> NetworkSpe
                 beta,
                 vec![
                     Op::Relu,
-                    Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true },
+                    Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 },
                     Op::Relu,
                     conv(32, 3, 1),
                 ],
@@ -68,7 +68,7 @@ fn every_weight_has_the_same_gamma_inside_and_outside_blocks() {
 }
 
 fn strided_shortcut() -> Vec<Op> {
-    vec![Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true }]
+    vec![Op::Conv2d { out_channels: 32, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 }]
 }
 
 /// Without the branch numerators, the main branch's weights are off by 1/beta^2 (section 11:
@@ -158,7 +158,11 @@ fn bottleneck_structure() {
 fn mismatched_branches_are_reported_with_a_fitting_shortcut() {
     let spec = NetworkSpec::new(Shape::Image { channels: 8, height: 8, width: 8 }).named(
         "res",
-        block(0.5, vec![Op::Relu, Op::Conv2d { out_channels: 16, kernel: 2, stride: 2, padding: 0, bias: true }], None),
+        block(
+            0.5,
+            vec![Op::Relu, Op::Conv2d { out_channels: 16, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 }],
+            None,
+        ),
     );
     let errors = analyze(&spec).unwrap_err();
     let messages: Vec<String> = errors.iter().map(|d| d.message.clone()).collect();
@@ -188,7 +192,7 @@ fn mismatch_points_at_the_last_shortcut_layer_after_a_nested_block() {
         "res",
         block(
             0.5,
-            vec![Op::Relu, Op::Conv2d { out_channels: 16, kernel: 2, stride: 2, padding: 0, bias: true }],
+            vec![Op::Relu, Op::Conv2d { out_channels: 16, kernel: 2, stride: 2, padding: 0, bias: true, groups: 1 }],
             Some(vec![nested, conv(8, 1, 0)]),
         ),
     );

@@ -127,14 +127,29 @@ impl Context<'_> {
                         }
                     };
                     let (ty, constructor) = match (&step.op, mirror) {
-                        (StepOp::Declared { op: op @ Op::Conv2d { kernel, stride, padding, .. }, .. }, mirror) => {
+                        (
+                            StepOp::Declared {
+                                op: op @ Op::Conv2d { out_channels, kernel, stride, padding, groups, .. },
+                                ..
+                            },
+                            mirror,
+                        ) => {
                             let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
+                            // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
+                            let out_channels = int(*out_channels);
                             let constructor = match mirror {
                                 None => {
-                                    quote!(#sn::conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std)?)
+                                    quote!(#sn::conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std)?)
                                 }
                                 Some(mirror) => {
-                                    quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #fan_out, #kernel, #stride, #padding, #bias, #std, #mirror)?)
+                                    quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std, #mirror)?)
+                                }
+                            };
+                            let constructor = match *groups {
+                                1 => constructor,
+                                groups => {
+                                    let groups = int(groups);
+                                    quote!(#constructor.grouped(#groups))
                                 }
                             };
                             (field_type(op), constructor)

@@ -80,13 +80,14 @@ enum Layer {
         weight: Var,
         bias: Option<Var>,
     },
-    /// `weight` `[P, out, in, k, k]`, `bias` `[P, out]`: one grouped convolution over the copies'
-    /// channels stacked side by side.
+    /// `weight` `[P, out, in / groups, k, k]`, `bias` `[P, out]`: one grouped convolution over the
+    /// copies' channels stacked side by side (`P groups` groups: each copy's own `groups`).
     Conv {
         weight: Var,
         bias: Option<Var>,
         stride: usize,
         padding: usize,
+        groups: usize,
     },
     /// A learnable scalar `[P]` times its fixed factor.
     Scalar {
@@ -192,11 +193,12 @@ impl Ensemble {
                 (StepOp::Declared { op: Op::LeakyRelu { slope }, .. }, _) => Layer::LeakyRelu(*slope),
                 (StepOp::Declared { op: Op::Scale { factor }, .. }, _) => Layer::Scale(*factor),
                 (
-                    StepOp::Declared { op: Op::Conv2d { kernel, stride, padding, .. }, .. },
+                    StepOp::Declared { op: Op::Conv2d { out_channels, kernel, stride, padding, groups, .. }, .. },
                     Some(ParamInit::Weight(init)),
                 ) => {
-                    let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
-                    let (kernel, stride, padding) = (*kernel, *stride, *padding);
+                    // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
+                    let (fan_in, fan_out) = (init.geometry.fan_in, *out_channels);
+                    let (kernel, stride, padding, groups) = (*kernel, *stride, *padding, *groups);
                     let conv = |vb: &candle_nn::VarBuilder| {
                         let vb = vb.pp(&step.name);
                         crate::mirrored::conv2d_for(
@@ -216,7 +218,7 @@ impl Ensemble {
                         true => Some(stack(&|vb| Ok(conv(vb)?.bias().expect("declared with a bias").clone()))?),
                         false => None,
                     };
-                    Layer::Conv { weight, bias, stride, padding }
+                    Layer::Conv { weight, bias, stride, padding, groups }
                 }
                 (StepOp::Declared { op: Op::AvgPool2d { kernel, .. }, .. }, _) => Layer::AvgPool(*kernel),
                 (StepOp::Declared { op: Op::GlobalAvgPool, .. }, _) => Layer::GlobalAvgPool,
@@ -258,15 +260,16 @@ impl Ensemble {
                         None => ys,
                     }
                 }
-                Layer::Conv { weight, bias, stride, padding } => {
+                Layer::Conv { weight, bias, stride, padding, groups } => {
                     let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
                     let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
                     let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
-                    // Copies side by side along the channels: one convolution of `P` groups.
+                    // Copies side by side along the channels: one convolution of `P groups` groups
+                    // (copy p's group j is group p groups + j, over contiguous channels).
                     let stacked =
                         xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
                     let kernels = weight.as_tensor().reshape((population * out, inputs, kernel, kernel))?;
-                    let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population)?;
+                    let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population * groups)?;
                     let (_, _, out_height, out_width) = ys.dims4()?;
                     let ys =
                         ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;

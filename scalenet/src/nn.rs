@@ -9,22 +9,35 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-/// A 2-d convolution (dilation 1, one group) computed by [`crate::ops::conv2d_scaled`]: on the
-/// CPU one node of the graph with the bias fused, whose backward pass skips the input gradient
-/// where none is needed.
+/// A 2-d convolution (dilation 1) computed by [`crate::ops::conv2d_scaled`]: on the CPU one node
+/// of the graph with the bias fused, whose backward pass skips the input gradient where none is
+/// needed; with channel groups ([`Conv2d::grouped`]), one such node per group.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     padding: usize,
     stride: usize,
+    groups: usize,
     centred: bool,
 }
 
 impl Conv2d {
     /// A convolution of `weight` `(out, in, k, k)` with an optional `bias` `(out)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
-        Conv2d { weight, bias, stride, padding, centred: false }
+        Conv2d { weight, bias, stride, padding, groups: 1, centred: false }
+    }
+
+    /// The layer in `groups` channel groups: its weight is then `(out, in / groups, k, k)`, and
+    /// each group of `out / groups` outputs sees one group of `in / groups` inputs (`groups = in`:
+    /// depthwise). See [`crate::ops::grouped_conv2d_scaled`].
+    pub fn grouped(self, groups: usize) -> Self {
+        Conv2d { groups, ..self }
+    }
+
+    /// The number of channel groups (1 unless [`Self::grouped`]).
+    pub fn groups(&self) -> usize {
+        self.groups
     }
 
     /// The layer with centred rows: every forward pass uses `W - mean(W)`, the mean over each
@@ -44,7 +57,8 @@ impl Conv2d {
         Conv2d { centred: true, ..self }
     }
 
-    /// The weight the forward pass multiplies by: [`Self::weight`], minus its row means when
+    /// The weight the forward pass multiplies by: [`Self::weight`], minus its row means (over each
+    /// output's `in / groups x k x k` weights) when
     /// [`Self::centred`].
     pub fn used_weight(&self) -> Result<Tensor> {
         if self.centred {
@@ -56,7 +70,7 @@ impl Conv2d {
         }
     }
 
-    /// `(out, in, k, k)`.
+    /// `(out, in / groups, k, k)`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -68,7 +82,9 @@ impl Conv2d {
 
     /// The layer applied to `scale * xs`, the factor folded into the convolution.
     pub fn forward_scaled(&self, xs: &Tensor, scale: f64) -> Result<Tensor> {
-        crate::ops::conv2d_scaled(xs, &self.used_weight()?, self.bias.as_ref(), self.stride, self.padding, scale)
+        let weight = self.used_weight()?;
+        let (bias, stride, padding) = (self.bias.as_ref(), self.stride, self.padding);
+        crate::ops::grouped_conv2d_scaled(xs, &weight, bias, stride, padding, self.groups, scale)
     }
 }
 

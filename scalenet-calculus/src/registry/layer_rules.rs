@@ -93,10 +93,11 @@ pub fn check_positive_sizes(layer: &LayerSpec, diagnostics: &mut Diagnostics) {
         }
     };
     match layer.op {
-        Op::Conv2d { out_channels, kernel, stride, .. } => {
+        Op::Conv2d { out_channels, kernel, stride, groups, .. } => {
             require(out_channels, LayerField::Size, "the number of output channels");
             require(kernel, LayerField::Kernel, "the kernel size");
             require(stride, LayerField::Stride, "the stride");
+            require(groups, LayerField::Groups, "the number of groups");
         }
         Op::Linear { out_features, .. } => require(out_features, LayerField::Size, "the number of output features"),
         Op::Bottleneck { out_channels, stride, .. } => {

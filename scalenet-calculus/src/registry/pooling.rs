@@ -137,7 +137,7 @@ mod tests {
 
     fn head(input: Shape) -> NetworkSpec {
         NetworkSpec::new(input)
-            .named("conv", Op::Conv2d { out_channels: 8, kernel: 3, stride: 1, padding: 1, bias: true })
+            .named("conv", Op::Conv2d { out_channels: 8, kernel: 3, stride: 1, padding: 1, bias: true, groups: 1 })
             .layer(Op::Relu)
             .layer(Op::GlobalAvgPool)
             .named("fc", Op::Linear { out_features: 10, bias: true })

@@ -31,6 +31,7 @@ pub static CONV: OpDef = OpDef {
         Param::named("stride", ParamKind::Count, LayerField::Stride).default(count(1)),
         Param::named("padding", ParamKind::Count, LayerField::Padding).default(count(0)),
         Param::named("bias", ParamKind::Flag, LayerField::Kind).default(flag(true)),
+        Param::named("groups", ParamKind::Count, LayerField::Groups).default(count(1)),
     ]),
     branches: false,
     role: Role::Weight,
@@ -40,14 +41,16 @@ pub static CONV: OpDef = OpDef {
         stride: args.count(2),
         padding: args.count(3),
         bias: args.flag(4),
+        groups: args.count(5),
     },
     args: |op| match *op {
-        Op::Conv2d { out_channels, kernel, stride, padding, bias } => vec![
+        Op::Conv2d { out_channels, kernel, stride, padding, bias, groups } => vec![
             Some(ArgValue::Count(out_channels)),
             Some(ArgValue::Count(kernel)),
             Some(ArgValue::Count(stride)),
             Some(ArgValue::Count(padding)),
             Some(ArgValue::Flag(bias)),
+            Some(ArgValue::Count(groups)),
         ],
         _ => unreachable!(),
     },
@@ -56,8 +59,12 @@ pub static CONV: OpDef = OpDef {
     transfer: weight_transfer,
     gradient: weight_gradient,
     describe: |op, step| match (op, &step.params) {
-        (Op::Conv2d { kernel, stride, padding, .. }, Some(ParamInit::Weight(w))) => {
-            let mut text = format!("conv {}→{} k{kernel}", w.geometry.fan_in, w.geometry.fan_out);
+        (Op::Conv2d { kernel, stride, padding, groups, .. }, Some(ParamInit::Weight(w))) => {
+            let (fan_in, fan_out) = (w.geometry.fan_in * groups, w.geometry.fan_out * groups);
+            let mut text = format!("conv {fan_in}→{fan_out} k{kernel}");
+            if *groups != 1 {
+                text += &format!(" g{groups}");
+            }
             if *stride != 1 {
                 text += &format!(" s{stride}");
             }
@@ -76,12 +83,16 @@ pub static CONV: OpDef = OpDef {
 };
 
 fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics) -> Option<Shape> {
-    let Op::Conv2d { out_channels, kernel, stride, padding, .. } = *op else { unreachable!() };
-    let Shape::Image { height, width, .. } = input else {
+    let Op::Conv2d { out_channels, kernel, stride, padding, groups, .. } = *op else { unreachable!() };
+    let Shape::Image { channels, height, width } = input else {
         needs_image(op, input, id, diagnostics);
         return None;
     };
-    if out_channels == 0 || kernel == 0 || stride == 0 {
+    if out_channels == 0 || kernel == 0 || stride == 0 || groups == 0 {
+        return None;
+    }
+    if !channels.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
+        report_groups(channels, out_channels, groups, id, diagnostics);
         return None;
     }
     let mut report = |error: WindowError, size: usize| error.report(id, kernel, stride, padding, size, diagnostics);
@@ -92,6 +103,33 @@ fn conv_shape(op: &Op, input: Shape, id: LayerId, diagnostics: &mut Diagnostics)
         conv_window(width, kernel, stride, padding).map_err(|e| report(e, width)).ok()
     };
     Some(Shape::Image { channels: out_channels, height: h?, width: w? })
+}
+
+/// A grouped convolution splits its input channels into `groups` equal sets and its output
+/// channels likewise, each output set seeing one input set: both counts must be multiples of
+/// `groups`, or some channel would belong to a partial group (PyTorch and cuDNN reject it too).
+/// The message offers the groups that divide both, the depthwise case first when it applies.
+fn report_groups(channels: usize, out_channels: usize, groups: usize, id: LayerId, diagnostics: &mut Diagnostics) {
+    let common = gcd(channels, out_channels);
+    let nearest = (1..=common).filter(|g| common.is_multiple_of(*g)).min_by_key(|g| g.abs_diff(groups)).unwrap_or(1);
+    let (which, count) = if channels.is_multiple_of(groups) { ("output", out_channels) } else { ("input", channels) };
+    let depthwise =
+        if channels == out_channels { format!(" (`groups = {channels}` is depthwise)") } else { String::new() };
+    diagnostics.push(
+        Rule::GroupsDivideChannels,
+        Location::layer(id, LayerField::Groups),
+        format!(
+            "`groups = {groups}` does not divide the {count} {which} channels, so the groups cannot be equal; use a divisor of both {channels} and {out_channels}, such as `groups = {nearest}`{depthwise}"
+        ),
+    );
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Conv and linear: Appendix A, eqs. (9)-(10), with the padding coverage.
@@ -250,22 +288,25 @@ pub static BIAS: OpDef = OpDef {
 
 /// Geometry of a weight layer from its input and output shapes.
 pub(crate) fn weight_geometry(op: &Op, input: Shape, output: Shape) -> Option<moments::WeightGeometry> {
-    let (kernel, coverage) = match (op, input, output) {
+    let (kernel, coverage, groups) = match (op, input, output) {
         (
-            &Op::Conv2d { kernel, stride, padding, .. },
+            &Op::Conv2d { kernel, stride, padding, groups, .. },
             Shape::Image { height, width, .. },
             Shape::Image { height: out_h, width: out_w, .. },
         ) => (
             kernel,
             moments::coverage_1d(height, kernel, stride, padding, out_h)
                 * moments::coverage_1d(width, kernel, stride, padding, out_w),
+            groups.max(1),
         ),
-        (Op::Linear { .. }, _, _) => (1, 1.0),
+        (Op::Linear { .. }, _, _) => (1, 1.0, 1),
         _ => return None,
     };
+    // A grouped convolution is `groups` convolutions side by side: each output sees `in / groups`
+    // channels and each input feeds `out / groups`, the fans of eqs. (3)-(5) and Appendix A.
     Some(moments::WeightGeometry {
-        fan_in: input.channels(),
-        fan_out: output.channels(),
+        fan_in: input.channels() / groups,
+        fan_out: output.channels() / groups,
         kernel,
         area_in: input.area(),
         area_out: output.area(),

@@ -26,7 +26,7 @@ pub struct LayerInput {
 
 enum LayerKind {
     Linear { squared_norms: Tensor, features: usize },
-    Conv { chunks: Vec<Tensor>, patch_len: usize, centred: bool },
+    Conv { chunks: Vec<Tensor>, patch_len: usize, centred: bool, groups: usize },
 }
 
 impl LayerInput {
@@ -39,8 +39,8 @@ impl LayerInput {
         let centred = step.weight().is_some_and(|w| w.centred);
         let layer = match &step.op {
             StepOp::Declared { op: Op::Linear { .. }, .. } => Self::linear(input),
-            StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, .. }, .. } => {
-                Self::conv2d(input, *kernel, *stride, *padding)
+            StepOp::Declared { op: Op::Conv2d { kernel, padding, stride, groups, .. }, .. } => {
+                Self::conv2d(input, *kernel, *stride, *padding)?.grouped(*groups)
             }
             _ => candle_core::bail!("`{}` has no weight whose gradient to measure", step.name),
         }?;
@@ -62,9 +62,23 @@ impl LayerInput {
                 let squared_norms = (flat.sqr()?.sum(1)? - (sum.sqr()? / features as f64)?)?;
                 Ok(LayerInput { kind: LayerKind::Linear { squared_norms, features }, batch: self.batch })
             }
-            LayerKind::Conv { chunks, patch_len, .. } => {
-                Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: true }, batch: self.batch })
+            LayerKind::Conv { chunks, patch_len, groups, .. } => {
+                Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: true, groups }, batch: self.batch })
             }
+        }
+    }
+
+    /// The same input for a convolution in `groups` channel groups: each output's gradient is then
+    /// formed against its group's patches only.
+    fn grouped(self, groups: usize) -> Result<Self> {
+        match self.kind {
+            LayerKind::Conv { chunks, patch_len, centred, .. } => {
+                if groups == 0 || !patch_len.is_multiple_of(groups) {
+                    candle_core::bail!("per-sample conv gradient: {groups} groups do not divide the input channels")
+                }
+                Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred, groups }, batch: self.batch })
+            }
+            kind => Ok(LayerInput { kind, batch: self.batch }),
         }
     }
 
@@ -94,7 +108,7 @@ impl LayerInput {
                     .contiguous()
             })
             .collect::<Result<_>>()?;
-        Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: false }, batch })
+        Ok(LayerInput { kind: LayerKind::Conv { chunks, patch_len, centred: false, groups: 1 }, batch })
     }
 
     /// `E[dW^2]` over samples and weight entries, for the gradient `output_gradient` at the
@@ -115,22 +129,28 @@ impl LayerInput {
                 Ok((squared_norms * dy.sqr()?.sum(1)?)?.mean_all()?.to_scalar::<f64>()? / entries)
             }
             LayerKind::Conv { chunks, .. } if chunks.is_empty() => Ok(0.0),
-            LayerKind::Conv { chunks, patch_len, centred } => {
+            LayerKind::Conv { chunks, patch_len, centred, groups } => {
                 let out = output_gradient.dim(1)?;
                 let dy = output_gradient.flatten_from(2)?.to_dtype(chunks[0].dtype())?;
+                // A group's outputs see its channels' block of each patch (channel-major).
+                let (group_out, group_patch) = (out / groups, patch_len / groups);
                 let mut total = 0.0;
                 let mut start = 0;
                 for patches in chunks {
                     let len = patches.dim(0)?;
-                    // (len, out, L) x (len, L, in k^2): each sample's kernel gradient.
-                    let mut per_sample = dy.narrow(0, start, len)?.matmul(patches)?;
-                    if *centred {
-                        per_sample = per_sample.broadcast_sub(&per_sample.mean_keepdim(2)?)?;
+                    for group in 0..*groups {
+                        // (len, out, L) x (len, L, in k^2): each sample's kernel gradient.
+                        let dy = dy.narrow(0, start, len)?.narrow(1, group * group_out, group_out)?.contiguous()?;
+                        let patches = patches.narrow(2, group * group_patch, group_patch)?.contiguous()?;
+                        let mut per_sample = dy.matmul(&patches)?;
+                        if *centred {
+                            per_sample = per_sample.broadcast_sub(&per_sample.mean_keepdim(2)?)?;
+                        }
+                        total += per_sample.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
                     }
-                    total += per_sample.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
                     start += len;
                 }
-                Ok(total / (batch * out * patch_len) as f64)
+                Ok(total / (batch * out * group_patch) as f64)
             }
         }
     }

@@ -156,6 +156,62 @@ pub fn conv2d_scaled(
     }
 }
 
+/// [`conv2d_scaled`] in `groups` channel groups: `kernel` is `(out, in / groups, k, k)`, and
+/// output channels `j out / groups ..` see input channels `j in / groups ..` only (`groups = in`:
+/// depthwise). With one group it is `conv2d_scaled` itself; with more, each group is one
+/// `conv2d_scaled` over its slice of the channels (so each takes the CPU or cuDNN path as a
+/// whole convolution would) and the outputs are concatenated: gradients flow through the slices.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// // Depthwise: each of the 2 channels convolved with its own 1x1 kernel.
+/// let xs = Tensor::new(&[[[[1f32, 2.]], [[3., 4.]]]], &Device::Cpu)?;
+/// let kernel = Tensor::new(&[[[[10f32]]], [[[100.]]]], &Device::Cpu)?;
+/// let ys = scalenet::ops::grouped_conv2d_scaled(&xs, &kernel, None, 1, 0, 2, 1.0)?;
+/// assert_eq!(ys.flatten_all()?.to_vec1::<f32>()?, [10., 20., 300., 400.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn grouped_conv2d_scaled(
+    xs: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    if groups == 1 {
+        return conv2d_scaled(xs, kernel, bias, stride, padding, scale);
+    }
+    let (_, in_channels, _, _) = xs.dims4()?;
+    let (out_channels, kernel_in, _, _) = kernel.dims4()?;
+    if groups == 0 || !in_channels.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
+        candle_core::bail!(
+            "a convolution of {groups} groups needs channel counts that {groups} divides: the input has {in_channels}, the kernel {out_channels} outputs"
+        )
+    }
+    let (per_in, per_out) = (in_channels / groups, out_channels / groups);
+    if kernel_in != per_in {
+        candle_core::bail!(
+            "a convolution of {groups} groups over {in_channels} input channels needs a kernel of {per_in} input channels, not {kernel_in}"
+        )
+    }
+    let outputs = (0..groups)
+        .map(|group| {
+            let bias = bias.map(|b| b.narrow(0, group * per_out, per_out)).transpose()?;
+            conv2d_scaled(
+                &xs.narrow(1, group * per_in, per_in)?,
+                &kernel.narrow(0, group * per_out, per_out)?,
+                bias.as_ref(),
+                stride,
+                padding,
+                scale,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&outputs, 1)
+}
+
 /// Applies a convolution op (a [`CustomOp2`] without bias, a [`CustomOp3`] with) to contiguous
 /// operands.
 fn apply_conv<Op>(xs: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, op: Op) -> Result<Tensor>
