@@ -3,7 +3,7 @@
 //! border factors from them. Each kind's [`BorderRule`] says what it does to a profile.
 
 use crate::borders::{normalized, weight_factors, window_backward, window_forward, BorderFactors, Profile};
-use crate::coherence::Window;
+use crate::geometry::Window;
 use crate::plan::{child_path, Step, StepOp};
 use crate::registry::weight::window;
 use crate::registry::BorderRule;

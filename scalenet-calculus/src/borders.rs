@@ -25,7 +25,7 @@
 //! This module is the mathematics of one window; the pass that carries the profiles through a
 //! built plan is `border_pass`, above the registry.
 
-use crate::coherence::Window;
+use crate::geometry::Window;
 use crate::spec::Shape;
 
 /// A weight layer's border factors over the values for a uniform map (1 without borders).
@@ -83,19 +83,10 @@ pub(crate) fn normalized(values: Vec<f64>) -> Vec<f64> {
     }
 }
 
-/// The (output, tap) pairs of a window along one axis whose source is inside the input, with it.
-fn inside_pairs(window: Window, input: usize, output: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..output).flat_map(move |o| {
-        (0..window.kernel).filter_map(move |a| {
-            (o * window.stride + a).checked_sub(window.padding).filter(|&i| i < input).map(|i| (o, i))
-        })
-    })
-}
-
 /// The three factors along one axis, for input profile `v` and output gradient profile `u`.
 fn axis_factors(window: Window, v: &[f64], u: &[f64]) -> BorderFactors {
     let (mut count, mut forward, mut backward, mut gradient) = (0.0, 0.0, 0.0, 0.0);
-    for (o, i) in inside_pairs(window, v.len(), u.len()) {
+    for (o, i) in window.inside_pairs(v.len(), u.len()) {
         count += 1.0;
         forward += v[i];
         backward += u[o];
@@ -121,7 +112,7 @@ pub fn weight_factors(window: Window, input: &Profile, output_gradient: &Profile
 /// The output profile of a weight layer's window.
 pub(crate) fn window_forward(window: Window, input: &[f64], output: usize) -> Vec<f64> {
     let mut out = vec![0.0; output];
-    for (o, i) in inside_pairs(window, input.len(), output) {
+    for (o, i) in window.inside_pairs(input.len(), output) {
         out[o] += input[i];
     }
     out
@@ -130,7 +121,7 @@ pub(crate) fn window_forward(window: Window, input: &[f64], output: usize) -> Ve
 /// The input gradient's profile through a weight layer's window.
 pub(crate) fn window_backward(window: Window, output: &[f64], input: usize) -> Vec<f64> {
     let mut out = vec![0.0; input];
-    for (o, i) in inside_pairs(window, input, output.len()) {
+    for (o, i) in window.inside_pairs(input, output.len()) {
         out[i] += output[o];
     }
     out

@@ -3,9 +3,9 @@
 
 use super::common::{identity, keyword, needs_image, no_args, same_gradient, same_shape};
 use super::{ArgValue, BorderRule, OpDef, Param, ParamDefault, ParamKind, Params, Role, Runtime};
-use crate::coherence::{Covariance, Window};
+use crate::coherence::Covariance;
 use crate::diagnostic::{Diagnostics, LayerField, Location, Rule};
-use crate::geometry::{conv_window, WindowError};
+use crate::geometry::{conv_window, Window, WindowError};
 use crate::moments::{self, Moments, Transfer, WeightGeometry};
 use crate::plan::{centred_draw_factor, ParamInit, Step};
 use crate::registry::layer_rules as rules;
