@@ -138,6 +138,38 @@ struct Since {
     in_branch: bool,
 }
 
+/// Where pass 1 stands in a chain: what it carries from one node to the next.
+#[derive(Clone, Copy)]
+struct Walk {
+    /// The moments on the nominal chain.
+    nominal: Moments,
+    /// `sigma / sigma_0`: the scaling factor over the network input's.
+    relative_scaling: f64,
+    /// `E[dx^2] / E[dy^2]` from the chain's start to here.
+    backward_gain: f64,
+    since: Since,
+}
+
+impl Walk {
+    fn start(input: Moments) -> Self {
+        Walk { nominal: input, relative_scaling: 1.0, backward_gain: 1.0, since: Since::default() }
+    }
+
+    /// Through a node's transfer.
+    fn through(&mut self, transfer: &Transfer, node: &Node) {
+        let (numel_in, numel_out) = (node.input.numel(), node.output.numel());
+        self.relative_scaling *= moments::scaling_ratio(&self.nominal, numel_in, transfer, numel_out);
+        self.nominal = transfer.output;
+        self.backward_gain *= transfer.backward_gain;
+    }
+
+    /// Through an inserted fixed scalar.
+    fn scale(&mut self, factor: f64) {
+        self.nominal = self.nominal.scaled(factor);
+        self.backward_gain *= factor * factor;
+    }
+}
+
 /// What the correlations between positions and the image borders do to one weight layer's (or
 /// scalar's) moments and gammas, from a first plan; the planner's next build compensates them.
 #[derive(Clone, Copy, Debug)]
@@ -310,8 +342,8 @@ impl<'a> Planner<'a> {
         (ratio, moments)
     }
 
-    /// Pass 1, on the nominal chain: builds the steps of `nodes`, choosing each weight layer's init
-    /// and the fixed scalars. `relative_scaling` is `sigma / sigma_0` at the chain's input.
+    /// Pass 1, on the nominal chain: builds the steps of `nodes` from where `walk` stands, choosing
+    /// each weight layer's init and the fixed scalars, and leaves `walk` at the chain's end.
     ///
     /// One rule gives every fixed scalar. Biases are balanced against weights when, at every
     /// weight layer output, `n E[y^2]^2 = c_l^2` (eqs. 7-8 with gamma = sigma/c_l^2): so the
@@ -319,214 +351,225 @@ impl<'a> Planner<'a> {
     /// `E[y^2] = c_l / sqrt(n_out)`. Before the first layer this is the input scalar
     /// `1/(n0 k0^2)^(1/4)` of section 8.1; before a layer whose kernel is not `k*` it is
     /// `sqrt(k*/k)` of section 6.2; after average pooling it undoes the pooling (section 8).
-    fn build_chain(
-        &self,
-        prefix: &str,
-        nodes: &[Node],
-        nominal: &mut Moments,
-        relative_scaling: &mut f64,
-        since: &mut Since,
-    ) -> (Vec<Step>, f64) {
+    fn build_chain(&self, prefix: &str, nodes: &[Node], walk: &mut Walk) -> Vec<Step> {
         let mut steps: Vec<Step> = Vec::with_capacity(nodes.len());
-        let mut chain_gain = 1.0;
         for node in nodes {
             let name = node.name.clone().unwrap_or_default();
             let path = child_path(prefix, &name);
-            let mut block_transfer = None;
-            let step = match &node.kind {
-                NodeKind::Block { keyword, alpha, beta, main, shortcut } => {
-                    let entry = *nominal;
-                    let branch_path = |nodes: &[Node]| branch_path(&path, nodes, main);
-                    // sigma_B / sigma at the block input through each branch, a scale-free product
-                    // of op ratios (1 unless pooling follows a ReLU), from a moments-only pass
-                    // ([`Planner::branch_ratio`]), which also records the ratios of the blocks
-                    // nested in the branch: each branch is walked once, however deep the nesting.
-                    let ratio_through = |nodes: &[Node], which: Branch| {
-                        let known = self.branch_ratios.borrow().get(&(node.id, which)).copied();
-                        known.unwrap_or_else(|| {
-                            let ratio = self.branch_ratio(&branch_path(nodes), nodes, entry).0;
-                            self.branch_ratios.borrow_mut().insert((node.id, which), ratio);
-                            ratio
-                        })
-                    };
-                    let (main_ratio, shortcut_ratio) =
-                        (ratio_through(main, Branch::Main), ratio_through(shortcut, Branch::Shortcut));
-                    // sigma at the block output: the gradients of both branches add (Appendix B).
-                    let output_scaling =
-                        *relative_scaling / (alpha * alpha / shortcut_ratio + beta * beta / main_ratio);
-                    let mut branch = |nodes: &[Node], weight: f64, ratio: f64| {
-                        let mut moments = entry;
-                        // A branch carries the share weight^2 of sigma at the sum (section 11).
-                        let mut scaling = if self.spec.branch_scaling {
-                            output_scaling * weight * weight / ratio
-                        } else {
-                            *relative_scaling
-                        };
-                        let mut branch_since = Since { in_branch: true, ..*since };
-                        let (mut steps, mut gain) =
-                            self.build_chain(&branch_path(nodes), nodes, &mut moments, &mut scaling, &mut branch_since);
-                        if !nodes.is_empty() {
-                            let factor = (entry.second / moments.second).sqrt();
-                            let shape = nodes.last().expect("nonempty").output;
-                            if self.insert_scalar(&mut steps, factor, vec![ScaleReason::BranchEnd], shape, false) {
-                                let end = Transfer::scale(moments, factor);
-                                (moments, gain) = (end.output, gain * end.backward_gain);
-                            }
-                        }
-                        since.seen_weight_layer |= branch_since.seen_weight_layer;
-                        (steps, moments, gain)
-                    };
-                    let (main_steps, main_out, main_gain) = branch(main, *beta, main_ratio);
-                    let (shortcut_steps, shortcut_out, shortcut_gain) = branch(shortcut, *alpha, shortcut_ratio);
-                    // The block's nominal transfer from its branches as built: walking them again
-                    // would cost each level of nesting the size of everything inside it.
-                    block_transfer = Some(Transfer {
-                        output: combine(*alpha, shortcut_out, *beta, main_out),
-                        backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
-                    });
-                    Step::new(
-                        StepOp::Block {
-                            id: node.id,
-                            keyword,
-                            alpha: *alpha,
-                            beta: *beta,
-                            main: main_steps,
-                            shortcut: shortcut_steps,
-                        },
+            let (step, transfer) = match &node.kind {
+                NodeKind::Block { .. } => self.build_block(node, &path, name, walk),
+                NodeKind::Leaf(op) => {
+                    let params = self.plan_leaf(op, node, &path, &mut steps, walk);
+                    let step = Step::new(
+                        StepOp::Declared { id: node.id, op: op.clone() },
                         name,
                         node.input,
                         node.output,
-                        None,
-                    )
-                }
-                NodeKind::Leaf(op) => {
-                    let params = match (op.def().role, op) {
-                        (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
-                            let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
-                            let corrections = self.corrections.get(&path);
-                            let borders = corrections.map_or(BorderFactors::NONE, |c| c.borders);
-                            // gamma = (sigma_in / c_l^2) kappa g / b over the paper's, with the cross
-                            // terms' kappa and the borders' gradient and backward factors g and b.
-                            // Centred rows see their input without its common mean: the weight
-                            // gradient, a product with that input, shrinks by the same share.
-                            let centred = self.spec.centred_weights && centrable(&geometry);
-                            let seen = if centred { nominal.without_common_mean() } else { *nominal };
-                            let seen_share = if nominal.second > 0.0 { seen.second / nominal.second } else { 1.0 };
-                            let gamma_factor = corrections.map_or(1.0, |c| c.weight) * borders.gradient
-                                / borders.backward
-                                * seen_share;
-                            let numerator = self.c * relative_scaling.sqrt() * gamma_factor.sqrt();
-                            let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
-                            let second_moment = match self.spec.weights {
-                                WeightLaw::MirroredOrthogonal => orthogonal_second_moment(mirror, &geometry),
-                                _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
-                            };
-                            // Bias balance: `n E[y^2]^2 = c_l^2 kappa_b f / (kappa g)`, f the forward factor.
-                            let balance = corrections
-                                .and_then(|c| {
-                                    c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt())
-                                })
-                                .unwrap_or(1.0);
-                            let target = numerator * balance / (geometry.fan_out as f64).sqrt();
-                            let produced =
-                                weight_layer_moments(op, node.input, &geometry, second_moment, centred, *nominal)
-                                    .output
-                                    .second
-                                    * borders.forward;
-                            let mut reasons = Vec::new();
-                            if !since.seen_weight_layer {
-                                reasons.push(ScaleReason::Input);
-                            }
-                            if geometry.kernel != self.typical_kernel {
-                                reasons.push(ScaleReason::Kernel {
-                                    kernel: geometry.kernel,
-                                    typical: self.typical_kernel,
-                                });
-                            }
-                            for (flag, reason) in [
-                                (corrections.is_some_and(Corrections::coherent), ScaleReason::Coherence),
-                                (borders.matter(), ScaleReason::Borders),
-                                (since.pooled, ScaleReason::Pooling),
-                                (since.padded, ScaleReason::Padding),
-                                (since.activation_mismatch, ScaleReason::Activation),
-                                (since.in_branch, ScaleReason::Branch),
-                                (
-                                    (self.spec.init != InitScheme::Geometric
-                                        || self.spec.weights == WeightLaw::MirroredOrthogonal)
-                                        && since.seen_weight_layer,
-                                    ScaleReason::InitScheme,
-                                ),
-                            ] {
-                                if flag {
-                                    reasons.push(reason);
-                                }
-                            }
-                            let factor = (target / produced).sqrt();
-                            if self.insert_scalar(&mut steps, factor, reasons, node.input, true) {
-                                *nominal = nominal.scaled(factor);
-                                chain_gain *= factor * factor;
-                            }
-                            *since = Since {
-                                seen_weight_layer: true,
-                                padded: geometry.coverage < 1.0,
-                                in_branch: since.in_branch,
-                                ..Since::default()
-                            };
-                            Some(ParamInit::Weight(WeightInit {
-                                shape: match op {
-                                    Op::Conv2d { out_channels, kernel, .. } => {
-                                        vec![*out_channels, geometry.fan_in, *kernel, *kernel]
-                                    }
-                                    _ => vec![geometry.fan_out, geometry.fan_in],
-                                },
-                                geometry,
-                                numerator,
-                                second_moment,
-                                bias: *bias,
-                                mirror,
-                                borders,
-                                centred,
-                            }))
-                        }
-                        (Role::Scalar, _) => {
-                            let coherence = self.corrections.get(&path).map_or(1.0, |c| c.weight);
-                            let numerator = self.c * (*relative_scaling * coherence).sqrt();
-                            Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
-                        }
-                        (Role::Bias, _) => Some(ParamInit::Bias { channels: node.input.channels() }),
-                        (Role::Activation, _) => {
-                            since.activation_mismatch |= op.activation_slope() != Some(self.slope);
-                            None
-                        }
-                        // Kept with `#[allow(unscaled)]`, predicted as the identity: not the gain
-                        // `c` was chosen for.
-                        (Role::Unscaled, _) => {
-                            since.activation_mismatch = true;
-                            None
-                        }
-                        (Role::Pooling, _) => {
-                            since.pooled = true;
-                            None
-                        }
-                        _ => None,
-                    };
-                    Step::new(StepOp::Declared { id: node.id, op: op.clone() }, name, node.input, node.output, params)
+                        params,
+                    );
+                    let t = transfer(&step, walk.nominal, Mode::Nominal);
+                    (step, t)
                 }
             };
-            let t = block_transfer.unwrap_or_else(|| transfer(&step, *nominal, Mode::Nominal));
-            *relative_scaling *= moments::scaling_ratio(nominal, node.input.numel(), &t, node.output.numel());
-            *nominal = t.output;
-            chain_gain *= t.backward_gain;
+            walk.through(&transfer, node);
             steps.push(step);
         }
-        (steps, chain_gain)
+        steps
+    }
+
+    /// A residual block's step, its branches built, and its nominal transfer from `walk`.
+    fn build_block(&self, node: &Node, path: &str, name: String, walk: &mut Walk) -> (Step, Transfer) {
+        let NodeKind::Block { keyword, alpha, beta, main, shortcut } = &node.kind else { unreachable!("a block") };
+        let entry = walk.nominal;
+        let branch_path = |nodes: &[Node]| branch_path(path, nodes, main);
+        // sigma_B / sigma at the block input through each branch, a scale-free product of op
+        // ratios (1 unless pooling follows a ReLU), from a moments-only pass
+        // ([`Planner::branch_ratio`]), which also records the ratios of the blocks nested in the
+        // branch: each branch is walked once, however deep the nesting.
+        let ratio_through = |nodes: &[Node], which: Branch| {
+            let known = self.branch_ratios.borrow().get(&(node.id, which)).copied();
+            known.unwrap_or_else(|| {
+                let ratio = self.branch_ratio(&branch_path(nodes), nodes, entry).0;
+                self.branch_ratios.borrow_mut().insert((node.id, which), ratio);
+                ratio
+            })
+        };
+        let (main_ratio, shortcut_ratio) =
+            (ratio_through(main, Branch::Main), ratio_through(shortcut, Branch::Shortcut));
+        // sigma at the block output: the gradients of both branches add (Appendix B).
+        let output_scaling = walk.relative_scaling / (alpha * alpha / shortcut_ratio + beta * beta / main_ratio);
+        let mut branch = |nodes: &[Node], weight: f64, ratio: f64| {
+            // A branch carries the share weight^2 of sigma at the sum (section 11).
+            let scaling =
+                if self.spec.branch_scaling { output_scaling * weight * weight / ratio } else { walk.relative_scaling };
+            let mut inside = Walk {
+                nominal: entry,
+                relative_scaling: scaling,
+                backward_gain: 1.0,
+                since: Since { in_branch: true, ..walk.since },
+            };
+            let mut steps = self.build_chain(&branch_path(nodes), nodes, &mut inside);
+            if !nodes.is_empty() {
+                let factor = (entry.second / inside.nominal.second).sqrt();
+                let shape = nodes.last().expect("nonempty").output;
+                if self.insert_scalar(&mut steps, factor, vec![ScaleReason::BranchEnd], shape, false) {
+                    inside.scale(factor);
+                }
+            }
+            walk.since.seen_weight_layer |= inside.since.seen_weight_layer;
+            (steps, inside.nominal, inside.backward_gain)
+        };
+        let (main_steps, main_out, main_gain) = branch(main, *beta, main_ratio);
+        let (shortcut_steps, shortcut_out, shortcut_gain) = branch(shortcut, *alpha, shortcut_ratio);
+        // The block's nominal transfer from its branches as built: walking them again would cost
+        // each level of nesting the size of everything inside it.
+        let transfer = Transfer {
+            output: combine(*alpha, shortcut_out, *beta, main_out),
+            backward_gain: alpha * alpha * shortcut_gain + beta * beta * main_gain,
+        };
+        let op = StepOp::Block {
+            id: node.id,
+            keyword,
+            alpha: *alpha,
+            beta: *beta,
+            main: main_steps,
+            shortcut: shortcut_steps,
+        };
+        (Step::new(op, name, node.input, node.output, None), transfer)
+    }
+
+    /// A declared layer's parameters, if it has any; what it tells the scalars after it goes into
+    /// `walk.since`.
+    fn plan_leaf(&self, op: &Op, node: &Node, path: &str, steps: &mut Vec<Step>, walk: &mut Walk) -> Option<ParamInit> {
+        let since = &mut walk.since;
+        match (op.def().role, op) {
+            (Role::Weight, Op::Conv2d { bias, .. } | Op::Linear { bias, .. }) => {
+                Some(self.plan_weight_layer(op, node, path, *bias, steps, walk))
+            }
+            (Role::Scalar, _) => {
+                let coherence = self.corrections.get(path).map_or(1.0, |c| c.weight);
+                let numerator = self.c * (walk.relative_scaling * coherence).sqrt();
+                Some(ParamInit::Scalar { value: numerator.sqrt(), fixed: 1.0 / numerator.sqrt() })
+            }
+            (Role::Bias, _) => Some(ParamInit::Bias { channels: node.input.channels() }),
+            (Role::Activation, _) => {
+                since.activation_mismatch |= op.activation_slope() != Some(self.slope);
+                None
+            }
+            // Kept with `#[allow(unscaled)]`, predicted as the identity: not the gain `c` was
+            // chosen for.
+            (Role::Unscaled, _) => {
+                since.activation_mismatch = true;
+                None
+            }
+            (Role::Pooling, _) => {
+                since.pooled = true;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// A weight layer's init, and the fixed scalar before it (inserted into `steps`) that brings
+    /// its output to `E[y^2] = c_l / sqrt(n_out)`, corrected for the cross terms between
+    /// positions, the borders and centred rows.
+    fn plan_weight_layer(
+        &self,
+        op: &Op,
+        node: &Node,
+        path: &str,
+        bias: bool,
+        steps: &mut Vec<Step>,
+        walk: &mut Walk,
+    ) -> ParamInit {
+        let geometry = weight_geometry(op, node.input, node.output).expect("weight layer");
+        let corrections = self.corrections.get(path);
+        let borders = corrections.map_or(BorderFactors::NONE, |c| c.borders);
+        let nominal = walk.nominal;
+        // gamma = (sigma_in / c_l^2) kappa g / b over the paper's, with the cross terms' kappa and
+        // the borders' gradient and backward factors g and b. Centred rows see their input without
+        // its common mean: the weight gradient, a product with that input, shrinks by the same share.
+        let centred = self.spec.centred_weights && centrable(&geometry);
+        let seen = if centred { nominal.without_common_mean() } else { nominal };
+        let seen_share = if nominal.second > 0.0 { seen.second / nominal.second } else { 1.0 };
+        let gamma_factor = corrections.map_or(1.0, |c| c.weight) * borders.gradient / borders.backward * seen_share;
+        let numerator = self.c * walk.relative_scaling.sqrt() * gamma_factor.sqrt();
+        let mirror = self.mirror_roles.get(&node.id).copied().unwrap_or_default();
+        let second_moment = match self.spec.weights {
+            WeightLaw::MirroredOrthogonal => orthogonal_second_moment(mirror, &geometry),
+            _ => weight_second_moment(self.spec.init, &geometry, numerator, self.gain),
+        };
+        // Bias balance: `n E[y^2]^2 = c_l^2 kappa_b f / (kappa g)`, f the forward factor.
+        let balance = corrections
+            .and_then(|c| c.bias.map(|b| (b * borders.forward / (c.weight * borders.gradient)).sqrt()))
+            .unwrap_or(1.0);
+        let target = numerator * balance / (geometry.fan_out as f64).sqrt();
+        let produced = weight_layer_moments(op, node.input, &geometry, second_moment, centred, nominal).output.second
+            * borders.forward;
+        let reasons = self.scalar_reasons(&geometry, corrections, borders, &walk.since);
+        let factor = (target / produced).sqrt();
+        if self.insert_scalar(steps, factor, reasons, node.input, true) {
+            walk.scale(factor);
+        }
+        walk.since = Since {
+            seen_weight_layer: true,
+            padded: geometry.coverage < 1.0,
+            in_branch: walk.since.in_branch,
+            ..Since::default()
+        };
+        ParamInit::Weight(WeightInit {
+            shape: match op {
+                Op::Conv2d { out_channels, kernel, .. } => vec![*out_channels, geometry.fan_in, *kernel, *kernel],
+                _ => vec![geometry.fan_out, geometry.fan_in],
+            },
+            geometry,
+            numerator,
+            second_moment,
+            bias,
+            mirror,
+            borders,
+            centred,
+        })
+    }
+
+    /// Why the scalar before a weight layer is needed, in the report's words.
+    fn scalar_reasons(
+        &self,
+        geometry: &WeightGeometry,
+        corrections: Option<&Corrections>,
+        borders: BorderFactors,
+        since: &Since,
+    ) -> Vec<ScaleReason> {
+        let mut reasons = Vec::new();
+        if !since.seen_weight_layer {
+            reasons.push(ScaleReason::Input);
+        }
+        if geometry.kernel != self.typical_kernel {
+            reasons.push(ScaleReason::Kernel { kernel: geometry.kernel, typical: self.typical_kernel });
+        }
+        let other_init = self.spec.init != InitScheme::Geometric || self.spec.weights == WeightLaw::MirroredOrthogonal;
+        for (flag, reason) in [
+            (corrections.is_some_and(Corrections::coherent), ScaleReason::Coherence),
+            (borders.matter(), ScaleReason::Borders),
+            (since.pooled, ScaleReason::Pooling),
+            (since.padded, ScaleReason::Padding),
+            (since.activation_mismatch, ScaleReason::Activation),
+            (since.in_branch, ScaleReason::Branch),
+            (other_init && since.seen_weight_layer, ScaleReason::InitScheme),
+        ] {
+            if flag {
+                reasons.push(reason);
+            }
+        }
+        reasons
     }
 
     /// Pass 1 and 2 on `nodes`: the steps with their predictions.
     fn build(&self, nodes: &[Node], input_moments: Moments, output: Shape) -> Vec<Step> {
         self.branch_ratios.borrow_mut().clear();
-        let mut nominal = input_moments;
-        let (mut steps, _) = self.build_chain("", nodes, &mut nominal, &mut 1.0, &mut Since::default());
+        let mut walk = Walk::start(input_moments);
+        let mut steps = self.build_chain("", nodes, &mut walk);
+        let nominal = walk.nominal;
         // Section 7 sets the output's scale. What carries the input is the part that varies with
         // it: with `varying_output_std`, offsets the same for every input (ReLU means that a
         // global pool keeps, most of all) are left out.
@@ -707,16 +750,15 @@ mod tests {
                 for branch in [main, shortcut] {
                     let fast = planner.branch_ratio("", branch, entry).0;
                     planner.branch_ratios.borrow_mut().clear();
-                    let mut dry = 1.0;
-                    let mut since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
-                    planner.build_chain("", branch, &mut entry.clone(), &mut dry, &mut since);
+                    let mut walk = Walk::start(entry);
+                    walk.since = Since { in_branch: true, seen_weight_layer: true, ..Since::default() };
+                    planner.build_chain("", branch, &mut walk);
+                    let dry = walk.relative_scaling;
                     assert!((fast / dry - 1.0).abs() < 1e-9, "{fast} vs {dry}");
                     checked += usize::from((dry - 1.0).abs() > 1e-3);
                 }
             }
-            let step = &planner
-                .build_chain("", std::slice::from_ref(node), &mut entry.clone(), &mut 1.0, &mut Since::default())
-                .0[..];
+            let step = &planner.build_chain("", std::slice::from_ref(node), &mut Walk::start(entry))[..];
             entry = chain_transfer(step, entry, Mode::Nominal).0;
         }
         assert!(checked >= 3, "only {checked} branches change the scaling factor");
