@@ -6,7 +6,7 @@ use crate::lower::Spans;
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use scalenet_calculus::registry::{ArgValue, Runtime};
-use scalenet_calculus::{Mirror, Op, ParamInit, Step, StepOp};
+use scalenet_calculus::{Mirror, Op, ParamInit, Step, StepOp, WeightInit};
 
 /// Literals are unsuffixed: every place they land in has a declared type.
 pub fn float(value: f64) -> Literal {
@@ -105,68 +105,7 @@ impl Context<'_> {
         if let Some(params) = &step.params {
             let field = field();
             let (ty, constructor) = match params {
-                ParamInit::Weight(weight) => {
-                    let g = &weight.geometry;
-                    let (fan_in, fan_out, std, bias) =
-                        (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
-                    // Mirrored weights (`init: mirrored`) are drawn the same way, then replaced by
-                    // their mirrored orthogonal version before first use.
-                    let mirror = match weight.mirror {
-                        Mirror::Gaussian => None,
-                        mirror => {
-                            let variant = format_ident!(
-                                "{}",
-                                match mirror {
-                                    Mirror::Unmirrored => "Unmirrored",
-                                    Mirror::Outputs => "Outputs",
-                                    Mirror::Inputs => "Inputs",
-                                    _ => "Both",
-                                }
-                            );
-                            Some(quote!(#sn::Mirror::#variant))
-                        }
-                    };
-                    let (ty, constructor) = match (&step.op, mirror) {
-                        (
-                            StepOp::Declared {
-                                op: op @ Op::Conv2d { out_channels, kernel, stride, padding, groups, .. },
-                                ..
-                            },
-                            mirror,
-                        ) => {
-                            let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
-                            // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
-                            let out_channels = int(*out_channels);
-                            let constructor = match mirror {
-                                None => {
-                                    quote!(#sn::conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std)?)
-                                }
-                                Some(mirror) => {
-                                    quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std, #mirror)?)
-                                }
-                            };
-                            let constructor = match *groups {
-                                1 => constructor,
-                                groups => {
-                                    let groups = int(groups);
-                                    quote!(#constructor.grouped(#groups))
-                                }
-                            };
-                            (field_type(op), constructor)
-                        }
-                        (StepOp::Declared { op, .. }, None) => {
-                            (field_type(op), quote!(#sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
-                        }
-                        (StepOp::Declared { op, .. }, Some(mirror)) => (
-                            field_type(op),
-                            quote!(#sn::mirrored_linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std, #mirror)?),
-                        ),
-                        _ => unreachable!("a weight is declared"),
-                    };
-                    // Centred rows (`centred_weights`) subtract their mean at every forward pass.
-                    let constructor = if weight.centred { quote!(#constructor.centred()) } else { constructor };
-                    (ty, constructor)
-                }
+                ParamInit::Weight(weight) => self.weight_layer(step, weight, &path),
                 ParamInit::Scalar { value, fixed } => {
                     let (value, fixed) = (float(*value), float(*fixed));
                     (field_type(&Op::Scalar), quote!(#sn::Scalar::new(vb.pp(#path), #value, #fixed)?))
@@ -233,5 +172,67 @@ impl Context<'_> {
                 }
             },
         }
+    }
+
+    /// The field type and constructor of a convolution or linear layer's weight: drawn with the
+    /// plan's variance (the mirrored orthogonal version when `init: mirrored`), grouped or centred
+    /// as declared.
+    fn weight_layer(&self, step: &Step, weight: &WeightInit, path: &str) -> (Option<TokenStream>, TokenStream) {
+        let sn = self.sn;
+        let g = &weight.geometry;
+        let (fan_in, fan_out, std, bias) = (int(g.fan_in), int(g.fan_out), float(weight.std()), weight.bias);
+        // Mirrored weights (`init: mirrored`) are drawn the same way, then replaced by
+        // their mirrored orthogonal version before first use.
+        let mirror = match weight.mirror {
+            Mirror::Gaussian => None,
+            mirror => {
+                let variant = format_ident!(
+                    "{}",
+                    match mirror {
+                        Mirror::Unmirrored => "Unmirrored",
+                        Mirror::Outputs => "Outputs",
+                        Mirror::Inputs => "Inputs",
+                        _ => "Both",
+                    }
+                );
+                Some(quote!(#sn::Mirror::#variant))
+            }
+        };
+        let (ty, constructor) = match (&step.op, mirror) {
+            (
+                StepOp::Declared { op: op @ Op::Conv2d { out_channels, kernel, stride, padding, groups, .. }, .. },
+                mirror,
+            ) => {
+                let (kernel, stride, padding) = (int(*kernel), int(*stride), int(*padding));
+                // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
+                let out_channels = int(*out_channels);
+                let constructor = match mirror {
+                    None => {
+                        quote!(#sn::conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std)?)
+                    }
+                    Some(mirror) => {
+                        quote!(#sn::mirrored_conv2d(vb.pp(#path), #fan_in, #out_channels, #kernel, #stride, #padding, #bias, #std, #mirror)?)
+                    }
+                };
+                let constructor = match *groups {
+                    1 => constructor,
+                    groups => {
+                        let groups = int(groups);
+                        quote!(#constructor.grouped(#groups))
+                    }
+                };
+                (field_type(op), constructor)
+            }
+            (StepOp::Declared { op, .. }, None) => {
+                (field_type(op), quote!(#sn::linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std)?))
+            }
+            (StepOp::Declared { op, .. }, Some(mirror)) => {
+                (field_type(op), quote!(#sn::mirrored_linear(vb.pp(#path), #fan_in, #fan_out, #bias, #std, #mirror)?))
+            }
+            _ => unreachable!("a weight is declared"),
+        };
+        // Centred rows (`centred_weights`) subtract their mean at every forward pass.
+        let constructor = if weight.centred { quote!(#constructor.centred()) } else { constructor };
+        (ty, constructor)
     }
 }
