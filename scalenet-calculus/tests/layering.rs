@@ -32,6 +32,14 @@ const ORDER: &[&str] = &[
 /// The vocabulary's types whose registry-defined methods the lower modules may not call.
 const EXTENDED_TYPES: &[&str] = &["Op", "LayerSpec", "Step"];
 
+/// The crate's `src` folder and every Rust file under it.
+fn crate_sources() -> (PathBuf, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    (src, files)
+}
+
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -78,9 +86,7 @@ fn rank(module: &str) -> usize {
 
 #[test]
 fn every_module_imports_only_from_below() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    source_files(&src, &mut files);
+    let (src, files) = crate_sources();
     let mut violations = BTreeSet::new();
     let mut edges = 0;
     for path in &files {
@@ -108,9 +114,7 @@ fn every_module_imports_only_from_below() {
 
 #[test]
 fn the_modules_below_the_registry_do_not_call_its_methods() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    source_files(&src, &mut files);
+    let (src, files) = crate_sources();
     // The methods the registry's files add to the vocabulary's types.
     let mut methods = BTreeSet::new();
     for path in files.iter().filter(|p| module_of(&src, p).as_deref() == Some("registry")) {
