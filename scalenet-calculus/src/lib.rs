@@ -11,6 +11,13 @@
 //! This crate has no dependency on syn or candle: the `network!` macro runs it at compile time and
 //! `scalenet` at run time.
 //!
+//! Its modules form one-way layers, each using only those before it (`tests/layering.rs` checks
+//! the imports): the declaration (`spec`: [`NetworkSpec`], [`Op`]) and its diagnostics; the
+//! geometry of a window; the model ([`moments`], [`correlation`], [`coherence`], [`borders`]); the
+//! built steps ([`Step`], [`Plan`]); the [`registry`] of layer kinds, which says what each kind
+//! means; then the passes over a network (shapes, the moments' and the borders' passes, the
+//! [`rules`], the report) and the planner ([`analyze`]).
+//!
 //! ```
 //! use scalenet_calculus::{analyze, NetworkSpec, Op, Shape};
 //!
