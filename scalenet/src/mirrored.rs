@@ -179,7 +179,7 @@ mod tests {
             }
         }
         // W0 is 4 x 3: orthonormal columns times the scale.
-        let w0 = DMatrix::from_fn(4, 3, |o, i| at(o, i));
+        let w0 = DMatrix::from_fn(4, 3, at);
         let gram = w0.transpose() * &w0;
         let scale2 = 0.09 * 4.0;
         for a in 0..3 {

@@ -79,6 +79,8 @@ pub const CANDLE_SPIN_LIMIT_VARIABLE: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 ///     // ... build and train networks
 /// }
 /// ```
+// The example shows where the call belongs: first in `main`.
+#[allow(clippy::needless_doctest_main)]
 pub fn park_idle_candle_threads() -> String {
     match std::env::var(CANDLE_SPIN_LIMIT_VARIABLE) {
         Ok(value) => value,
