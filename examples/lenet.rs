@@ -5,6 +5,9 @@
 //! ```text
 //! cargo run --release --example lenet
 //! cargo run --release --example lenet -- --init fan-in --epochs 10 --lr 0.05
+//! # data-parallel over 2 processes (MPI), 32 examples per process and step:
+//! cargo build --release --features mpi --example lenet
+//! mpirun -np 2 target/release/examples/lenet --distributed
 //! ```
 
 use candle_nn::VarMap;
@@ -39,6 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Init::FanIn => seeded::<DigitsLeNetFanIn>(&varmap, &args.schedule)?,
         Init::GeometricIndependent => seeded::<DigitsLeNetIndependent>(&varmap, &args.schedule)?,
     };
-    println!("{report}\n");
+    if args.schedule.speaks()? {
+        println!("{report}\n");
+    }
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
 }

@@ -67,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Variant::PooledCentred => seeded::<DigitsResNetPooledCentred>(&varmap, &args.schedule)?,
         Variant::StridedCentred => seeded::<DigitsResNetCentred>(&varmap, &args.schedule)?,
     };
-    println!("{report}\n");
+    let speaks = args.schedule.speaks()?;
+    if speaks {
+        println!("{report}\n");
+    }
     // How much of the output at initialization is the same for every input (the mean over images
     // of each logit, squared, over the logits' second moment): what the calculus counts as signal
     // but training cannot use.
@@ -75,7 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let output = model.forward_t(&images, false)?;
     let common = output.mean_keepdim(0)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
     let total = output.sqr()?.mean_all()?.to_scalar::<f32>()?;
-    println!(
+    if speaks {
+        println!(
         "at initialization, {:.1}% of the output's second moment is the same for every input ({} training images); output std {:.4} (planned {:.4}), varying with the input {:.4} (planned {:.4})\n",
         100.0 * common / total,
         images.dim(0)?,
@@ -84,5 +88,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (total - common).max(0.0).sqrt(),
         report.plan.predicted_input_dependent_std()
     );
+    }
     fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/table2
 //! cargo run --release --bin scalenet-experiments -- table2 --data data/libsvm --out out/quick --quick
+//! mpirun -np 2 target/release/scalenet-experiments table2 --data data/libsvm --out out/t2 --distributed
 //! cargo run --release --bin scalenet-experiments -- mirrored --out docs/experiments/mirrored
 //! cargo run --release --bin scalenet-experiments -- triangle --out docs/experiments/triangle
 //! ```
@@ -77,6 +78,11 @@ struct Table2Args {
     /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Split the (dataset, init) ensembles over the processes of an `mpirun` launch (build with
+    /// `--features mpi`): each round, every rank trains one; rank 0 gathers them, writes the log
+    /// and the table.
+    #[arg(long)]
+    distributed: bool,
 }
 
 mod alexnet;
@@ -159,6 +165,10 @@ fn table2(args: Table2Args) -> Result<(), Error> {
     input_folder("--data", &args.data)?;
     output_folder("--out", &args.out)?;
     let device = args.device.open()?;
+    let collective = match args.distributed {
+        true => Some(scalenet::distributed::Launch::from_env()?.connect()?),
+        false => None,
+    };
     let log = args.out.join("results.jsonl");
     let files = table2::dataset_files(&args.data)
         .map_err(|error| format!("--data {}: cannot list the folder ({error})", args.data.display()))?;
@@ -177,15 +187,17 @@ fn table2(args: Table2Args) -> Result<(), Error> {
         )
         .into());
     }
-    // Announced only once it is known to run.
-    println!(
-        "table2: {} datasets; fixed scalars {} for every init; {} rates x {} seeds; results in {}",
-        datasets.len(),
-        if settings.fixed_scalars { "on" } else { "off" },
-        settings.learning_rates.len(),
-        settings.seeds,
-        log.display()
-    );
+    // Announced only once it is known to run, by one process.
+    if collective.as_ref().is_none_or(|c| c.rank() == 0) {
+        println!(
+            "table2: {} datasets; fixed scalars {} for every init; {} rates x {} seeds; results in {}",
+            datasets.len(),
+            if settings.fixed_scalars { "on" } else { "off" },
+            settings.learning_rates.len(),
+            settings.seeds,
+            log.display()
+        );
+    }
     let done: Vec<Runs> = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
@@ -199,28 +211,57 @@ fn table2(args: Table2Args) -> Result<(), Error> {
     let progress = ProgressBar::new(total);
     progress
         .set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")?);
-    let queue = Mutex::new(jobs.into_iter());
-    let finished = Mutex::new(done);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let Some((d, i)) = queue.lock().expect("queue").next() else { break };
-                let data = &datasets[d];
-                match table2::run(data, INITS[i], &settings, &device, &|n| progress.inc(n)) {
-                    Ok(runs) => {
-                        if let Err(error) = table2::append_line(&log, &table2::to_json_line(&runs, &settings)) {
-                            progress.suspend(|| eprintln!("cannot append to {}: {error}", log.display()));
-                        }
-                        progress.set_message(format!("{} {}", data.name, INITS[i].name()));
-                        finished.lock().expect("results").push(runs);
-                    }
-                    Err(error) => progress.suspend(|| eprintln!("{} {}: {error}", data.name, INITS[i].name())),
-                }
-            });
+    let finished = Mutex::new(done);
+    let run_job = |(d, i): (usize, usize)| -> Option<Runs> {
+        let data = &datasets[d];
+        match table2::run(data, INITS[i], &settings, &device, &|n| progress.inc(n)) {
+            Ok(runs) => {
+                progress.set_message(format!("{} {}", data.name, INITS[i].name()));
+                Some(runs)
+            }
+            Err(error) => {
+                progress.suspend(|| eprintln!("{} {}: {error}", data.name, INITS[i].name()));
+                None
+            }
         }
-    });
+    };
+    let record = |runs: Runs| {
+        if let Err(error) = table2::append_line(&log, &table2::to_json_line(&runs, &settings)) {
+            progress.suspend(|| eprintln!("cannot append to {}: {error}", log.display()));
+        }
+        finished.lock().expect("results").push(runs);
+    };
+    if let Some(collective) = &collective {
+        let rank = collective.rank();
+        if rank != 0 {
+            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        for round in jobs.chunks(collective.world_size()) {
+            let mine = round.get(rank).and_then(|&job| run_job(job));
+            for runs in gather_round(collective.as_ref(), round, mine, &datasets, &settings)? {
+                if rank == 0 {
+                    record(runs);
+                }
+            }
+        }
+        if rank != 0 {
+            return Ok(());
+        }
+    } else {
+        let queue = Mutex::new(jobs.into_iter());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let Some(job) = queue.lock().expect("queue").next() else { break };
+                    if let Some(runs) = run_job(job) {
+                        record(runs);
+                    }
+                });
+            }
+        });
+    }
     progress.finish_and_clear();
     let finished = finished.into_inner().expect("results");
     let table = Table::new(&finished, &settings.learning_rates);
@@ -242,6 +283,52 @@ fn table2(args: Table2Args) -> Result<(), Error> {
     );
     table2::figure3(&finished, &settings.learning_rates, &args.out.join("fig3.png"), &title)?;
     println!("{markdown}");
-    println!("{} datasets in {:.1} s on {threads} threads", table.datasets.len(), started.elapsed().as_secs_f64());
+    match &collective {
+        Some(c) => println!(
+            "{} datasets in {:.1} s on {} processes",
+            table.datasets.len(),
+            started.elapsed().as_secs_f64(),
+            c.world_size()
+        ),
+        None => println!(
+            "{} datasets in {:.1} s on {threads} threads",
+            table.datasets.len(),
+            started.elapsed().as_secs_f64()
+        ),
+    }
     Ok(())
+}
+
+/// Every rank's result of one round (`round[r]` is rank r's job, `mine` this rank's result), on
+/// every rank: the losses of each job in one buffer, summed over the ranks (zero where a rank has
+/// no part), with a flag per job for the ranks whose run failed.
+fn gather_round(
+    collective: &dyn scalenet::distributed::Collective,
+    round: &[(usize, usize)],
+    mine: Option<Runs>,
+    datasets: &[Dataset],
+    settings: &Settings,
+) -> Result<Vec<Runs>, Error> {
+    let (rates, seeds) = (settings.learning_rates.len(), settings.seeds as usize);
+    let slot = rates * seeds + 1;
+    let mut buffer = vec![0f64; round.len() * slot];
+    if let Some(runs) = &mine {
+        let start = collective.rank() * slot;
+        buffer[start] = 1.0;
+        for (k, loss) in runs.losses.iter().flatten().enumerate() {
+            buffer[start + 1 + k] = *loss;
+        }
+    }
+    let device = candle_core::Device::Cpu;
+    let buffer = collective.all_reduce_sum(&candle_core::Tensor::new(buffer, &device)?)?.to_vec1::<f64>()?;
+    Ok(round
+        .iter()
+        .enumerate()
+        .filter(|(r, _)| buffer[r * slot] == 1.0)
+        .map(|(r, &(d, i))| Runs {
+            dataset: datasets[d].name.clone(),
+            init: INITS[i],
+            losses: buffer[r * slot + 1..(r + 1) * slot].chunks(seeds).map(<[f64]>::to_vec).collect(),
+        })
+        .collect())
 }

@@ -177,6 +177,29 @@ impl ImageDataset {
         Ok((part(0, count)?, part(count, self.len() - count)?))
     }
 
+    /// Rank `rank`'s share of the examples among `world_size` processes, as PyTorch's
+    /// `DistributedSampler` deals them: the examples at positions `rank`, `rank + world_size`,
+    /// ..., after repeating the first ones so that every rank gets the same number,
+    /// `ceil(len / world_size)` (so every rank takes the same number of steps). Shuffle with the
+    /// same seed on every rank first; the ranks' batches `i` together are then the batch `i` of
+    /// one process with a batch `world_size` times larger.
+    pub fn shard(&self, rank: usize, world_size: usize) -> candle_core::Result<Self> {
+        if world_size == 0 || rank >= world_size {
+            candle_core::bail!("shard: rank {rank} in a group of {world_size} processes");
+        }
+        if self.is_empty() {
+            return Ok(self.clone());
+        }
+        let share = self.len().div_ceil(world_size);
+        let order: Vec<u32> = (0..share).map(|i| ((i * world_size + rank) % self.len()) as u32).collect();
+        let order = Tensor::new(order, self.images.device())?;
+        Ok(ImageDataset {
+            images: self.images.index_select(&order, 0)?,
+            labels: self.labels.index_select(&order, 0)?,
+            classes: self.classes,
+        })
+    }
+
     /// The same examples on `device`.
     pub fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
         Ok(ImageDataset {
@@ -215,6 +238,28 @@ mod tests {
         candle_core::safetensors::save(&std::collections::HashMap::from([("images".to_string(), images)]), &path)?;
         let error = ImageDataset::from_safetensors(&path).unwrap_err();
         assert!(matches!(error, DataError::Missing { name: "labels", .. }), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn shards_deal_every_example_and_pad_to_equal_shares() -> candle_core::Result<()> {
+        let dataset = ImageDataset {
+            images: Tensor::arange(0f32, 5., &Device::Cpu)?.reshape((5, 1, 1, 1))?,
+            labels: Tensor::arange(0u32, 5, &Device::Cpu)?,
+            classes: 5,
+        };
+        let labels = |rank| dataset.shard(rank, 2)?.labels.to_vec1::<u32>();
+        assert_eq!(labels(0)?, [0, 2, 4]);
+        assert_eq!(labels(1)?, [1, 3, 0]); // padded with the first example, as DistributedSampler
+                                           // Batch i of the ranks together is batch i of one process with twice the batch size.
+        let batches: Vec<Vec<u32>> = (0..2)
+            .map(|rank| Ok(dataset.shard(rank, 2)?.batches(2).next().unwrap()?.1.to_vec1::<u32>()?))
+            .collect::<candle_core::Result<_>>()?;
+        let mut union: Vec<u32> = batches.concat();
+        union.sort();
+        assert_eq!(union, [0, 1, 2, 3]);
+        assert_eq!(dataset.shard(0, 1)?.labels.to_vec1::<u32>()?, [0, 1, 2, 3, 4]);
+        assert!(dataset.shard(2, 2).is_err());
         Ok(())
     }
 }

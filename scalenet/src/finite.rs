@@ -3,6 +3,7 @@
 //! ([`TrainingWatch`], [`backward_step_checked`]), instead of in an all-NaN output many steps
 //! later. Positions are written as coordinates of the tensor (`[3, 17]`), not flat indices.
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use std::fmt;
@@ -74,12 +75,14 @@ pub enum Culprit {
 #[non_exhaustive]
 pub enum TrainingError {
     /// The loss is NaN or infinite; `culprit` is the first non-finite gradient, if any.
-    #[error("step {step}: the loss is {value}; {}", culprit_text(.culprit))]
+    #[error("step {step}: the loss is {value}{}; {}", ranks_text(.ranks), culprit_text(.culprit))]
     NonFiniteLoss {
         /// The step, counted from 0.
         step: usize,
-        /// The loss.
+        /// The loss (in data-parallel training, the mean over the ranks).
         value: f64,
+        /// In data-parallel training, the ranks whose own loss is not finite (empty otherwise).
+        ranks: Vec<usize>,
         /// The first non-finite gradient (by parameter name), if any.
         culprit: Option<(Culprit, String, NonFiniteValue)>,
     },
@@ -130,6 +133,14 @@ fn advice(culprit: Culprit) -> &'static str {
     match culprit {
         Culprit::Parameter => "; the learning rate is too large for this network",
         _ => "",
+    }
+}
+
+fn ranks_text(ranks: &[usize]) -> String {
+    match ranks {
+        [] => String::new(),
+        [rank] => format!(" (on rank {rank})"),
+        ranks => format!(" (on ranks {ranks:?})"),
     }
 }
 
@@ -206,8 +217,33 @@ impl TrainingWatch {
         varmap: &VarMap,
         loss: &Tensor,
     ) -> Result<f64, TrainingError> {
+        self.watched_step(optimizer, varmap, loss, None)
+    }
+
+    /// [`backward_step`](Self::backward_step) in data-parallel training: the gradients are
+    /// averaged over the ranks of `data_parallel` before the checks and the update, and the loss
+    /// checked and returned is the mean over the ranks. Every rank then sees the same numbers, so
+    /// all ranks stop at the same step with the same error (a non-finite loss names the ranks
+    /// whose own loss it was). Every rank must call it at every step.
+    pub fn backward_step_data_parallel<O: Optimizer>(
+        &mut self,
+        optimizer: &mut O,
+        varmap: &VarMap,
+        loss: &Tensor,
+        data_parallel: &crate::distributed::DataParallel,
+    ) -> Result<f64, TrainingError> {
+        self.watched_step(optimizer, varmap, loss, Some(data_parallel))
+    }
+
+    fn watched_step<O: Optimizer>(
+        &mut self,
+        optimizer: &mut O,
+        varmap: &VarMap,
+        loss: &Tensor,
+        data_parallel: Option<&crate::distributed::DataParallel>,
+    ) -> Result<f64, TrainingError> {
         let step = self.step;
-        let value = scalar(loss)?;
+        let (value, ranks, grads) = reduced_backward(loss, data_parallel)?;
         if value.is_finite() {
             match self.start {
                 None => self.start = Some((step, value)),
@@ -217,9 +253,26 @@ impl TrainingWatch {
                 Some(_) => {}
             }
         }
-        checked_step(optimizer, varmap, loss, value, step)?;
+        checked_step(optimizer, varmap, grads, value, ranks, step)?;
         self.step += 1;
         Ok(value)
+    }
+}
+
+/// The loss's value and gradients, averaged over the ranks in data-parallel training (with the
+/// ranks whose own loss is not finite).
+fn reduced_backward(
+    loss: &Tensor,
+    data_parallel: Option<&crate::distributed::DataParallel>,
+) -> Result<(f64, Vec<usize>, GradStore), TrainingError> {
+    let value = scalar(loss)?;
+    let mut grads = loss.backward()?;
+    match data_parallel {
+        None => Ok((value, Vec::new(), grads)),
+        Some(data_parallel) => {
+            let reduced = data_parallel.reduce(&mut grads, value).map_err(candle_core::Error::from)?;
+            Ok((reduced.mean, reduced.non_finite_ranks(), grads))
+        }
     }
 }
 
@@ -245,20 +298,20 @@ pub fn backward_step_checked<O: Optimizer>(
     loss: &Tensor,
     step: usize,
 ) -> Result<f64, TrainingError> {
-    let value = scalar(loss)?;
-    checked_step(optimizer, varmap, loss, value, step)?;
+    let (value, ranks, grads) = reduced_backward(loss, None)?;
+    checked_step(optimizer, varmap, grads, value, ranks, step)?;
     Ok(value)
 }
 
-/// The step of [`backward_step_checked`] for a loss already read as `value`.
+/// The step of [`backward_step_checked`] for a loss whose value and gradients are computed.
 fn checked_step<O: Optimizer>(
     optimizer: &mut O,
     varmap: &VarMap,
-    loss: &Tensor,
+    grads: GradStore,
     value: f64,
+    ranks: Vec<usize>,
     step: usize,
 ) -> Result<(), TrainingError> {
-    let grads = loss.backward()?;
     let vars = variables(varmap);
     // Every parameter is finite before the step (a network handed in broken is named as such).
     check_parameters(&vars, step)?;
@@ -274,7 +327,7 @@ fn checked_step<O: Optimizer>(
     }
     if !value.is_finite() {
         let culprit = first_gradient.map(|(name, found)| (Culprit::Gradient, name, found));
-        return Err(TrainingError::NonFiniteLoss { step, value, culprit });
+        return Err(TrainingError::NonFiniteLoss { step, value, ranks, culprit });
     }
     if let Some((name, found)) = first_gradient {
         return Err(TrainingError::NonFinite { step, culprit: Culprit::Gradient, name, found });

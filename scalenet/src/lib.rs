@@ -118,7 +118,9 @@
 //! The core ([`network!`], [`Network`], the layers in [`nn`], [`Report`], [`data`]) needs none.
 //! `diagnostics` adds `scalenet::diagnostics` (measured moments and gammas against the plan,
 //! Gauss-Newton blocks, coordinate checks, JSON); `plot` adds their figures as PNG. `cuda`,
-//! `cudnn`, `metal`, `mkl` and `accelerate` pass through to candle.
+//! `cudnn`, `metal`, `mkl` and `accelerate` pass through to candle. `mpi` and `nccl` add the
+//! engines of [`distributed`] data-parallel training (MPI needs an MPI library and libclang to
+//! build: `apt-get install libopenmpi-dev openmpi-bin libclang-dev` on Debian).
 
 #![warn(missing_docs)]
 
@@ -136,6 +138,7 @@ pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
+pub mod distributed;
 pub mod ensemble;
 pub mod finite;
 mod init;
