@@ -179,7 +179,8 @@ fn lenet_trains_on_the_gpu() -> std::result::Result<(), Box<dyn std::error::Erro
     let mut watch = scalenet::finite::TrainingWatch::new();
     for epoch in 0..3 {
         let epoch_data = train.shuffled(epoch)?;
-        losses.push(fixtures::train::train_epoch(&net, &mut sgd, &varmap, &epoch_data, 32, &mut watch, None, |_| ())?);
+        let step = |loss: &Tensor| watch.backward_step(&mut sgd, &varmap, loss);
+        losses.push(fixtures::train::train_epoch(&net, &epoch_data, 32, step, |_| ())?);
     }
     println!("DigitsLeNet on the GPU, training loss per epoch: {losses:?}");
     assert!(losses[2] < 0.5 * losses[0], "the loss fell only from {} to {}", losses[0], losses[2]);

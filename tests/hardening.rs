@@ -168,8 +168,8 @@ fn training_stops_at_the_first_non_finite_step_and_names_it() -> candle_core::Re
     // Without the jump check, the run is named at its first NaN or infinity.
     let mut sgd = SGD::new(varmap.all_vars(), 1e6)?;
     let mut watch = TrainingWatch::new().jump_factor(f64::INFINITY);
-    let error =
-        fixtures::train::train_epoch(&Flat(&net), &mut sgd, &varmap, &data, 8, &mut watch, None, |_| {}).unwrap_err();
+    let step = |loss: &Tensor| watch.backward_step(&mut sgd, &varmap, loss);
+    let error = fixtures::train::train_epoch(&Flat(&net), &data, 8, step, |_| {}).unwrap_err();
     match &error {
         TrainingError::NonFinite { step, culprit, name, found }
         | TrainingError::NonFiniteLoss { step, culprit: Some((culprit, name, found)), .. } => {

@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(labels(1)?, [1, 3, 0]); // padded with the first example, as DistributedSampler
                                            // Batch i of the ranks together is batch i of one process with twice the batch size.
         let batches: Vec<Vec<u32>> = (0..2)
-            .map(|rank| Ok(dataset.shard(rank, 2)?.batches(2).next().unwrap()?.1.to_vec1::<u32>()?))
+            .map(|rank| dataset.shard(rank, 2)?.batches(2).next().unwrap()?.1.to_vec1::<u32>())
             .collect::<candle_core::Result<_>>()?;
         let mut union: Vec<u32> = batches.concat();
         union.sort();

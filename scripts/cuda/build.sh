@@ -7,6 +7,8 @@
 #   scripts/cuda/build.sh --features cuda    # candle's CUDA backend without cuDNN
 #   scripts/cuda/build.sh --check            # cargo check only (no nvcc kernels linked; faster)
 #
+# Then it type-checks scalenet with `--features nccl` (data-parallel training over NCCL).
+#
 # What it does, once per machine (idempotent; later runs take seconds):
 # - nvcc and the CUDA 13.0 libraries from PyPI wheels, in a virtual environment under
 #   $SCALENET_CUDA_HOME (default ~/.cache/scalenet/cuda). 13.0 matches the GPU machines' driver
@@ -41,3 +43,7 @@ esac
 
 echo "scripts/cuda/build.sh: cargo $mode --release --features $features (target $CARGO_TARGET_DIR)" >&2
 cargo "$mode" --release --locked --workspace --features "$features" --tests --examples --bins --benches
+# The NCCL engine of data-parallel training, type-checked (linking it needs libnccl, which only
+# the GPU machines have; the binaries above do not include it).
+echo "scripts/cuda/build.sh: cargo check --release -p scalenet --features nccl" >&2
+cargo check --release --locked -p scalenet --features nccl

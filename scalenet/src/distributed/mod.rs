@@ -173,11 +173,15 @@ impl Collective for SingleProcess {
         Engine::SingleProcess
     }
 
+    // The buffers are checked as the other engines check them, so code that runs alone runs
+    // under a launcher.
     fn all_reduce_sum(&self, buffer: &Tensor) -> Result<Tensor, DistributedError> {
+        check_buffer(buffer, "all-reduce")?;
         Ok(buffer.clone())
     }
 
     fn broadcast(&self, buffer: &Tensor, root: usize) -> Result<Tensor, DistributedError> {
+        check_buffer(buffer, "broadcast")?;
         if root != 0 {
             return Err(DistributedError::Mismatch(format!("broadcast from rank {root} in a group of one process")));
         }

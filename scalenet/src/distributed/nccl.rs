@@ -7,7 +7,8 @@
 
 use super::{check_buffer, Collective, DistributedError, Engine, Launch};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::nccl::{Comm, Id, ReduceOp};
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use std::path::Path;
@@ -118,7 +119,7 @@ struct NcclOp {
 }
 
 impl NcclOp {
-    fn run<T: CudaDType + candle_core::cuda_backend::cudarc::nccl::NcclType>(
+    fn run<T: CudaDType + NcclType + DeviceRepr + ValidAsZeroBits>(
         &self,
         storage: &CudaStorage,
         layout: &Layout,
