@@ -109,7 +109,7 @@
 //!   checksummed), [`finite`] (NaNs and divergence named where they start), [`data`] (safetensors,
 //!   LIBSVM, IDX and CIFAR batches);
 //! - [`ops::park_idle_candle_threads`] and `docs/performance.md` for CPU speed, `docs/gpu.md` for
-//!   CUDA;
+//!   CUDA, [`distributed`] for data-parallel training over MPI or NCCL;
 //! - [`calculus`]: the scaling calculus itself, as plain numbers ([`calculus::Plan`],
 //!   [`calculus::NetworkSpec`]).
 //!

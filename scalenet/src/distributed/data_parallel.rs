@@ -85,6 +85,11 @@ impl DataParallel {
         &self.collective
     }
 
+    /// The number of parameter values averaged at every step.
+    pub fn value_count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
     /// The number of buckets (collectives per step, besides the loss's).
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
