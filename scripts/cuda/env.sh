@@ -42,6 +42,15 @@ if [ ! -e "$stubs/libcudnn.so" ]; then
     rm -rf "$stubs" && mv "$stubs.tmp" "$stubs"
 fi
 
+# libnccl for the NCCL engine (`--features nccl`), apart so that machines with the stubs above
+# get it without rebuilding them.
+if [ ! -e "$stubs/libnccl.so" ]; then
+    grep -ho 'pub unsafe fn [A-Za-z_][A-Za-z0-9_]*' "$cudarc"/src/nccl/sys/*.rs | awk '{print $4}' | sort -u |
+        sed 's/.*/void &(void) {}/' > "$stubs/libnccl.c"
+    gcc -shared -fPIC -o "$stubs/libnccl.so.tmp" "$stubs/libnccl.c" -Wl,-soname,libnccl.so.2
+    mv "$stubs/libnccl.so.tmp" "$stubs/libnccl.so"
+fi
+
 export PATH="$cuda_root/bin:$PATH"
 export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root" CUDA_HOME="$cuda_root"
 # sm_90 (H100, H200): the machines this project is lent. Set CUDA_COMPUTE_CAP=80 for A100s too.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU checks here (no GPU needed) and packs them small for a GPU machine, which has no
 # Rust toolchain: the GPU tests (tests/gpu.rs), the training-step bench, the lenet and resnet50
-# examples and the experiments tool, stripped and xz-compressed (about 50 MB to 5-7 MB each), into
+# examples, the experiments tool and the lenet example with the NCCL engine (`lenet-nccl`),
+# stripped and xz-compressed (about 50 MB to 5-7 MB each), into
 # gpu-pack/ (ignored by git; about 30 MB in all).
 #
 #   scripts/cuda/pack.sh [--features cuda|cudnn]     # default cudnn
@@ -48,6 +49,28 @@ for line in open(os.path.join(pack, "artifacts.json")):
     os.remove(plain)
     print(f"{name}: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
 PY
+# The lenet example again with the NCCL engine (data-parallel training), linked against the stub
+# libnccl; the GPU machine loads the real one (PyTorch's nvidia-nccl wheel). Optional: a failure
+# here packs the rest.
+if cargo build --release --locked --features "$features,nccl" --example lenet \
+    --message-format=json-render-diagnostics > "$pack.tmp/artifacts.json"; then
+python3 - "$pack.tmp" <<'PY'
+import json, lzma, os, shutil, subprocess, sys
+pack = sys.argv[1]
+for line in open(os.path.join(pack, "artifacts.json")):
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "lenet" and message.get("executable"):
+        plain = os.path.join(pack, "lenet-nccl")
+        shutil.copyfile(message["executable"], plain)
+        subprocess.run(["strip", plain], check=True)
+        with open(plain, "rb") as src, lzma.open(plain + ".xz", "wb", preset=6) as dst:
+            shutil.copyfileobj(src, dst)
+        os.remove(plain)
+        print(f"lenet-nccl: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
+PY
+else
+    echo "scripts/cuda/pack.sh: the NCCL build of lenet failed; packing without it" >&2
+fi
 rm "$pack.tmp/artifacts.json"
 echo "$features" > "$pack.tmp/features"
 git rev-parse HEAD > "$pack.tmp/commit"

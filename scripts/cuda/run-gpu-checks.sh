@@ -2,7 +2,8 @@
 # Runs the GPU checks that scripts/cuda/pack.sh packed into gpu-pack/, on a GPU machine without
 # Rust: unpacks them, finds the CUDA libraries (PyTorch's `nvidia` wheels, the driver's libcuda),
 # then runs the GPU tests, the lenet example on the GPU, the training-step bench on the GPU and,
-# when PyTorch is installed, the same networks in PyTorch with the ratios. Logs go to OUT
+# when PyTorch is installed, the same networks in PyTorch with the ratios; then data-parallel
+# training over NCCL (one process, and two when there are two GPUs) against the plain run. Logs go to OUT
 # (default gpu-out/), one file per check, and a summary to stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,4 +47,31 @@ torch=$(python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null 
 # TF32 allowed on both sides (PyTorch's default for convolutions): the ResNet-50 only.
 SCALENET_BENCH_DEVICE=cuda SCALENET_TF32=1 run bench-tf32 "$bin/training_step" --bench 'training step, tf32/ResNet-50'
 [ -n "$torch" ] && run torch-tf32 python3 scripts/bench_torch.py --device cuda --tf32 --criterion "$out/target/criterion"
+# Data-parallel training over NCCL: one process (the collectives run all the same) must end 20
+# steps with the parameters of the plain run; two processes of 32 (when there are two
+# GPUs) with those of one process of 64, within 1e-5.
+if [ -x "$bin/lenet-nccl" ]; then
+    ckpt="$out/checkpoints"
+    mkdir -p "$ckpt" && rm -f "$ckpt"/*
+    run nccl-plain "$bin/lenet" --device cuda --max-steps 20 --batch-size 32 --save "$ckpt/plain-32.safetensors"
+    run nccl-world1 env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 "$bin/lenet-nccl" --distributed --device cuda \
+        --max-steps 20 --batch-size 32 --save "$ckpt/nccl-1x32.safetensors"
+    # cuDNN's backward convolutions may sum in any order: within 1e-5, not bit for bit.
+    run nccl-world1-compare python3 scripts/compare_checkpoints.py \
+        "$ckpt/plain-32.safetensors" "$ckpt/nccl-1x32.safetensors"
+    if [ "$(nvidia-smi --list-gpus 2>/dev/null | wc -l)" -ge 2 ]; then
+        run nccl-plain-64 "$bin/lenet" --device cuda --max-steps 20 --batch-size 64 --save "$ckpt/plain-64.safetensors"
+        id="$ckpt/nccl-id"
+        world2() {
+            for r in 0 1; do
+                RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 SCALENET_NCCL_ID_FILE="$id" "$bin/lenet-nccl" --distributed \
+                    --device cuda --max-steps 20 --batch-size 32 --save "$ckpt/nccl-2x32.safetensors" &
+            done
+            wait
+        }
+        run nccl-world2 world2
+        run nccl-world2-compare python3 scripts/compare_checkpoints.py \
+            "$ckpt/plain-64.safetensors" "$ckpt/nccl-2x32.safetensors"
+    fi
+fi
 exit $status
