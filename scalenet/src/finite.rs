@@ -220,30 +220,17 @@ impl TrainingWatch {
         self.watched_step(optimizer, varmap, loss, None)
     }
 
-    /// [`backward_step`](Self::backward_step) in data-parallel training: the gradients are
-    /// averaged over the ranks of `data_parallel` before the checks and the update, and the loss
-    /// checked and returned is the mean over the ranks. Every rank then sees the same numbers, so
-    /// all ranks stop at the same step with the same error (a non-finite loss names the ranks
-    /// whose own loss it was). Every rank must call it at every step.
-    pub fn backward_step_data_parallel<O: Optimizer>(
+    /// A checked step whose gradients `reduce` may replace first (data-parallel training:
+    /// `crate::distributed` averages them over the ranks).
+    pub(crate) fn watched_step<O: Optimizer>(
         &mut self,
         optimizer: &mut O,
         varmap: &VarMap,
         loss: &Tensor,
-        data_parallel: &crate::distributed::DataParallel,
-    ) -> Result<f64, TrainingError> {
-        self.watched_step(optimizer, varmap, loss, Some(data_parallel))
-    }
-
-    fn watched_step<O: Optimizer>(
-        &mut self,
-        optimizer: &mut O,
-        varmap: &VarMap,
-        loss: &Tensor,
-        data_parallel: Option<&crate::distributed::DataParallel>,
+        reduce: Option<Reduce<'_>>,
     ) -> Result<f64, TrainingError> {
         let step = self.step;
-        let (value, ranks, grads) = reduced_backward(loss, data_parallel)?;
+        let (value, ranks, grads) = reduced_backward(loss, reduce)?;
         if value.is_finite() {
             match self.start {
                 None => self.start = Some((step, value)),
@@ -259,19 +246,20 @@ impl TrainingWatch {
     }
 }
 
-/// The loss's value and gradients, averaged over the ranks in data-parallel training (with the
-/// ranks whose own loss is not finite).
-fn reduced_backward(
-    loss: &Tensor,
-    data_parallel: Option<&crate::distributed::DataParallel>,
-) -> Result<(f64, Vec<usize>, GradStore), TrainingError> {
+/// What a data-parallel step does to the gradients of this rank's loss (given with its value):
+/// replaces them by their mean over the ranks, and returns the mean loss with the ranks whose own
+/// loss is not finite.
+pub(crate) type Reduce<'a> = &'a dyn Fn(&mut GradStore, f64) -> candle_core::Result<(f64, Vec<usize>)>;
+
+/// The loss's value and gradients, reduced by `reduce` if given.
+fn reduced_backward(loss: &Tensor, reduce: Option<Reduce<'_>>) -> Result<(f64, Vec<usize>, GradStore), TrainingError> {
     let value = scalar(loss)?;
     let mut grads = loss.backward()?;
-    match data_parallel {
+    match reduce {
         None => Ok((value, Vec::new(), grads)),
-        Some(data_parallel) => {
-            let reduced = data_parallel.reduce(&mut grads, value).map_err(candle_core::Error::from)?;
-            Ok((reduced.mean, reduced.non_finite_ranks(), grads))
+        Some(reduce) => {
+            let (mean, ranks) = reduce(&mut grads, value)?;
+            Ok((mean, ranks, grads))
         }
     }
 }

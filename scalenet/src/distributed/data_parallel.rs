@@ -3,6 +3,7 @@
 
 use super::{Collective, DistributedError, Engine};
 use crate::checkpoint::save_atomically;
+use crate::finite::{TrainingError, TrainingWatch};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
@@ -202,6 +203,27 @@ impl DataParallel {
         let reduced = self.reduce(&mut grads, value)?;
         optimizer.step(&grads)?;
         Ok(reduced.mean)
+    }
+}
+
+impl TrainingWatch {
+    /// [`backward_step`](Self::backward_step) in data-parallel training: the gradients are
+    /// averaged over the ranks of `data_parallel` before the checks and the update, and the loss
+    /// checked and returned is the mean over the ranks. Every rank then sees the same numbers, so
+    /// all ranks stop at the same step with the same error (a non-finite loss names the ranks
+    /// whose own loss it was). Every rank must call it at every step.
+    pub fn backward_step_data_parallel<O: Optimizer>(
+        &mut self,
+        optimizer: &mut O,
+        varmap: &VarMap,
+        loss: &Tensor,
+        data_parallel: &DataParallel,
+    ) -> Result<f64, TrainingError> {
+        let reduce = |grads: &mut GradStore, loss: f64| -> candle_core::Result<(f64, Vec<usize>)> {
+            let reduced = data_parallel.reduce(grads, loss)?;
+            Ok((reduced.mean, reduced.non_finite_ranks()))
+        };
+        self.watched_step(optimizer, varmap, loss, Some(&reduce))
     }
 }
 
