@@ -29,10 +29,12 @@ mkdir -p "$pack.tmp"
 # unifies dependency features differently and rebuilds half of them).
 cargo build --release --locked --workspace --features "$features" --tests --examples --bins --benches \
     --message-format=json-render-diagnostics > "$pack.tmp/artifacts.json"
-python3 - "$pack.tmp" <<'PY'
+# pack_artifacts SUFFIX NAME...: the executables NAME of cargo's messages in artifacts.json,
+# stripped and xz-compressed into the pack as NAME+SUFFIX.xz.
+pack_artifacts() {
+    python3 - "$pack.tmp" "$@" <<'PY'
 import json, lzma, os, shutil, subprocess, sys
-pack = sys.argv[1]
-wanted = {"gpu", "training_step", "lenet", "resnet50", "scalenet-experiments"}
+pack, suffix, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3:])
 for line in open(os.path.join(pack, "artifacts.json")):
     message = json.loads(line)
     if message.get("reason") != "compiler-artifact" or not message.get("executable"):
@@ -41,33 +43,22 @@ for line in open(os.path.join(pack, "artifacts.json")):
     # A binary's own unit-test harness has the binary's name: leave it out.
     if name not in wanted or ("bin" in message["target"]["kind"] and message["profile"]["test"]):
         continue
-    plain = os.path.join(pack, name)
+    plain = os.path.join(pack, name + suffix)
     shutil.copyfile(message["executable"], plain)
     subprocess.run(["strip", plain], check=True)
     with open(plain, "rb") as src, lzma.open(plain + ".xz", "wb", preset=6) as dst:
         shutil.copyfileobj(src, dst)
     os.remove(plain)
-    print(f"{name}: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
+    print(f"{name + suffix}: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
 PY
+}
+pack_artifacts "" gpu training_step lenet resnet50 scalenet-experiments
 # The lenet example again with the NCCL engine (data-parallel training), linked against the stub
 # libnccl; the GPU machine loads the real one (PyTorch's nvidia-nccl wheel). Optional: a failure
 # here packs the rest.
 if cargo build --release --locked --features "$features,nccl" --example lenet \
     --message-format=json-render-diagnostics > "$pack.tmp/artifacts.json"; then
-python3 - "$pack.tmp" <<'PY'
-import json, lzma, os, shutil, subprocess, sys
-pack = sys.argv[1]
-for line in open(os.path.join(pack, "artifacts.json")):
-    message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "lenet" and message.get("executable"):
-        plain = os.path.join(pack, "lenet-nccl")
-        shutil.copyfile(message["executable"], plain)
-        subprocess.run(["strip", plain], check=True)
-        with open(plain, "rb") as src, lzma.open(plain + ".xz", "wb", preset=6) as dst:
-            shutil.copyfileobj(src, dst)
-        os.remove(plain)
-        print(f"lenet-nccl: {os.path.getsize(plain + '.xz') / 1e6:.1f} MB packed", file=sys.stderr)
-PY
+    pack_artifacts -nccl lenet
 else
     echo "scripts/cuda/pack.sh: the NCCL build of lenet failed; packing without it" >&2
 fi

@@ -181,10 +181,7 @@ impl Collective for SingleProcess {
     }
 
     fn broadcast(&self, buffer: &Tensor, root: usize) -> Result<Tensor, DistributedError> {
-        check_buffer(buffer, "broadcast")?;
-        if root != 0 {
-            return Err(DistributedError::Mismatch(format!("broadcast from rank {root} in a group of one process")));
-        }
+        check_broadcast(buffer, root, 1)?;
         Ok(buffer.clone())
     }
 
@@ -205,6 +202,17 @@ fn check_buffer(buffer: &Tensor, what: &str) -> Result<(), DistributedError> {
         return Err(DistributedError::Mismatch(format!(
             "{what}: f32 or f64 buffers are reduced, not {:?} (convert it first)",
             buffer.dtype()
+        )));
+    }
+    Ok(())
+}
+
+/// A buffer [`check_buffer`] accepts, broadcast from a rank of the group.
+fn check_broadcast(buffer: &Tensor, root: usize, world_size: usize) -> Result<(), DistributedError> {
+    check_buffer(buffer, "broadcast")?;
+    if root >= world_size {
+        return Err(DistributedError::Mismatch(format!(
+            "broadcast from rank {root} in a group of {world_size} process(es)"
         )));
     }
     Ok(())

@@ -5,7 +5,7 @@
 //! (through a temporary file and a rename, so no rank reads half of it); the others wait for the
 //! file up to the launch's timeout.
 
-use super::{check_buffer, Collective, DistributedError, Engine, Launch};
+use super::{check_broadcast, check_buffer, Collective, DistributedError, Engine, Launch};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
@@ -184,13 +184,7 @@ impl Collective for NcclCollective {
     }
 
     fn broadcast(&self, buffer: &Tensor, root: usize) -> Result<Tensor, DistributedError> {
-        check_buffer(buffer, "broadcast")?;
-        if root >= self.world_size {
-            return Err(DistributedError::Mismatch(format!(
-                "broadcast from rank {root} in a group of {} processes",
-                self.world_size
-            )));
-        }
+        check_broadcast(buffer, root, self.world_size)?;
         let on_device = buffer.to_device(&self.device)?;
         Ok(self.apply(&on_device, Operation::Broadcast { root })?.to_device(buffer.device())?)
     }
