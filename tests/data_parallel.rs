@@ -3,8 +3,9 @@
 //! naming it, never a hang; an anomaly on one rank stops every rank with the same message.
 //!
 //! Needs `--features mpi` and `mpirun` on the PATH (`.ci/run` installs Debian's Open MPI). Each
-//! test runs this very binary under `mpirun -np 2`, selecting one of the `#[ignore]`d `rank_*`
-//! functions below, which are the programs the ranks run.
+//! test runs this very binary under `mpirun -np 2`, selecting the `#[ignore]`d `rank_program`
+//! below, the program every rank runs (ignored when the suite runs by itself: it needs `mpirun`'s
+//! environment).
 #![cfg(feature = "mpi")]
 
 use candle_core::DType;

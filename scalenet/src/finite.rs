@@ -269,7 +269,7 @@ fn scalar(loss: &Tensor) -> candle_core::Result<f64> {
 }
 
 /// The variables of `varmap` in name order, so a report names the same one every time.
-fn variables(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+pub(crate) fn variables(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let data = varmap.data().lock().expect("varmap lock poisoned");
     let mut vars: Vec<(String, candle_core::Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));

@@ -68,12 +68,7 @@ impl DataParallel {
         varmap: &VarMap,
         bucket_bytes: usize,
     ) -> Result<Self, DistributedError> {
-        let vars = {
-            let data = varmap.data().lock().expect("varmap lock poisoned");
-            let mut vars: Vec<(String, Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-            vars.sort_by(|a, b| a.0.cmp(&b.0));
-            vars
-        };
+        let vars = crate::finite::variables(varmap);
         let buckets = buckets(&vars, bucket_bytes);
         let data_parallel = DataParallel { collective, vars, buckets, reducing: Default::default() };
         data_parallel.check_same_parameters()?;
