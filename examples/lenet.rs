@@ -45,5 +45,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.schedule.speaks()? {
         println!("{report}\n");
     }
-    fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
+    fit(model.as_ref(), report, &varmap, &train, &test, &args.schedule)
 }

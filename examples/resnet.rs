@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // of each logit, squared, over the logits' second moment): what the calculus counts as signal
     // but training cannot use.
     let images = train.images.narrow(0, 0, train.len().min(256))?;
-    let output = model.forward_t(&images, false)?;
+    let output = model.forward_t(&images, false)?.to_dtype(candle_core::DType::F32)?;
     let common = output.mean_keepdim(0)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
     let total = output.sqr()?.mean_all()?.to_scalar::<f32>()?;
     if speaks {
@@ -89,5 +89,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.plan.predicted_input_dependent_std()
     );
     }
-    fit(model.as_ref(), &varmap, &train, &test, &args.schedule)
+    fit(model.as_ref(), report, &varmap, &train, &test, &args.schedule)
 }

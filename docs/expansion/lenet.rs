@@ -70,7 +70,7 @@ const _: () = {
         /// The fingerprint of the plan this code was generated from, computed at compile time:
         /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
         #[doc(hidden)]
-        pub const PLAN_FINGERPRINT: u64 = 11607410234758683901u64;
+        pub const PLAN_FINGERPRINT: u64 = 18206463557907265895u64;
         /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
         /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
         /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
@@ -133,7 +133,8 @@ const _: () = {
                 .with_branch_scaling(true)
                 .with_spatial_coherence(true)
                 .with_centred_weights(false)
-                .with_varying_output_std(false);
+                .with_varying_output_std(false)
+                .with_precision(None);
             spec.typical_kernel = Some(5);
             spec.layers = ::std::vec::Vec::from([
                 layer(

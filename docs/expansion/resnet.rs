@@ -109,7 +109,7 @@ const _: () = {
         /// The fingerprint of the plan this code was generated from, computed at compile time:
         /// `Self::plan().fingerprint()` must equal it (the tests check every fixture).
         #[doc(hidden)]
-        pub const PLAN_FINGERPRINT: u64 = 16323047473005577158u64;
+        pub const PLAN_FINGERPRINT: u64 = 17948048299233856756u64;
         /// Creates the parameters through `vb` (`<layer>.weight`, `<layer>.bias`, candle-nn layout),
         /// drawn with the variances the calculus chose; biases start at zero. With a `VarMap`
         /// backend the draws come from candle's RNG, which cannot be seeded on CPU: use
@@ -210,7 +210,8 @@ const _: () = {
                 .with_branch_scaling(true)
                 .with_spatial_coherence(true)
                 .with_centred_weights(false)
-                .with_varying_output_std(false);
+                .with_varying_output_std(false)
+                .with_precision(None);
             spec.typical_kernel = None;
             spec.layers = ::std::vec::Vec::from([
                 layer(

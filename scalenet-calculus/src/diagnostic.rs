@@ -94,6 +94,9 @@ pub enum Rule {
     /// A warning: a map too large for the planner to tabulate the correlations between its
     /// positions ([`crate::coherence::MAX_OFFSETS`]), so the plan leaves them and the borders out.
     PositionsNotModelled,
+    /// [`crate::precision::check_format`]: predicted gradients that no single loss scale fits into
+    /// f16 (an error with `precision: f16`, a warning without a `precision`).
+    PrecisionRange,
 }
 
 /// A fix that depends on the front end's syntax: the calculus says what to do, each front end

@@ -43,6 +43,7 @@ mod geometry;
 pub mod moments;
 mod plan;
 mod planner;
+pub mod precision;
 mod propagate;
 pub mod registry;
 mod report;
@@ -56,6 +57,7 @@ pub use plan::{ParamInit, Plan, ScaleReason, Step, StepOp, StepRef, WeightInit};
 pub use planner::{analyze, most_common_kernel, weight_second_moment};
 pub use report::{global_pool_offset_share, number, OFFSET_DOMINATED_POOL};
 pub use spec::{
-    InitScheme, LayerId, LayerSpec, Mirror, NetworkSpec, Residual, Shape, WeightLaw, DEFAULT_OUTPUT_STD, MAX_ELEMENTS,
+    Format, InitScheme, LayerId, LayerSpec, Mirror, NetworkSpec, Residual, Shape, WeightLaw, DEFAULT_OUTPUT_STD,
+    MAX_ELEMENTS,
 };
 pub use spec::{Normalization, Op, UnscaledActivation};

@@ -299,6 +299,8 @@ pub struct Plan {
     pub centred_weights: bool,
     /// `output_std` is that of what varies with the input (see [`crate::NetworkSpec`]).
     pub varying_output_std: bool,
+    /// The format the network is declared to train in, if any (`precision`).
+    pub precision: Option<crate::spec::Format>,
     /// Network input moments the predictions assume.
     pub input_moments: Moments,
     /// The top-level steps, blocks holding their branches.

@@ -36,6 +36,9 @@ pub fn analyze(spec: &NetworkSpec) -> Result<Plan, Diagnostics> {
             let plan = Planner::new(&spec, &nodes).plan(&nodes);
             rules::check_unique_fields(&plan, &mut diagnostics);
             rules::check_finite_plan(&plan, &mut diagnostics);
+            if diagnostics.is_empty() && spec.precision.is_some() {
+                diagnostics.0.extend(crate::precision::check_format(&plan, spec.precision).0);
+            }
             if diagnostics.is_empty() {
                 Ok(plan)
             } else {
@@ -629,6 +632,7 @@ impl<'a> Planner<'a> {
             positions_modelled: self.positions_modelled,
             centred_weights: self.spec.centred_weights,
             varying_output_std: self.spec.varying_output_std,
+            precision: self.spec.precision,
             input_moments,
             steps,
             unscaled_layers,

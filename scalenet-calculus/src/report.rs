@@ -161,7 +161,7 @@ impl Plan {
     }
 }
 
-fn describe(step: &Step) -> String {
+pub(crate) fn describe(step: &Step) -> String {
     match &step.op {
         StepOp::FixedScale { factor, reasons } => {
             let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();

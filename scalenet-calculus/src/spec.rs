@@ -303,6 +303,9 @@ pub struct NetworkSpec {
     /// and a global pool keeps; see [`crate::moments::Moments::fixed`]). Off by default: the
     /// paper's section 7 calibrates the whole output.
     pub varying_output_std: bool,
+    /// The format the network is declared to train in (`precision: f16`): the plan must fit it
+    /// ([`crate::precision::check_format`]). `None` checks f16 and warns.
+    pub precision: Option<Format>,
     /// The layers in network order.
     pub layers: Vec<LayerSpec>,
 }
@@ -321,6 +324,7 @@ impl NetworkSpec {
             spatial_coherence: true,
             centred_weights: false,
             varying_output_std: false,
+            precision: None,
             layers: Vec::new(),
         }
     }
@@ -449,6 +453,12 @@ impl NetworkSpec {
     /// Sets [`Self::varying_output_std`].
     pub fn with_varying_output_std(mut self, on: bool) -> Self {
         self.varying_output_std = on;
+        self
+    }
+
+    /// Sets [`Self::precision`].
+    pub fn with_precision(mut self, precision: Option<Format>) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -597,4 +607,69 @@ pub enum Op {
         /// The main branch's weight.
         beta: f64,
     },
+}
+
+/// A number format a network computes in: what the `precision` option declares, and what the
+/// range analysis of [`crate::precision`] checks the predicted signals against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// IEEE single precision: 8 exponent bits, 23 mantissa bits.
+    F32,
+    /// bfloat16: f32's 8 exponent bits (its range), 7 mantissa bits.
+    Bf16,
+    /// IEEE half precision: 5 exponent bits (largest 65504, smallest normal 2^-14), 10 mantissa bits.
+    F16,
+}
+
+impl Format {
+    /// Every format, widest first.
+    pub const ALL: [Format; 3] = [Format::F32, Format::Bf16, Format::F16];
+
+    /// The name the `precision` option and the command lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::F32 => "f32",
+            Format::Bf16 => "bf16",
+            Format::F16 => "f16",
+        }
+    }
+
+    /// The format called `name` (`f32`, `bf16`, `f16`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|format| format.name() == name)
+    }
+
+    /// The largest finite value.
+    pub fn max(self) -> f64 {
+        match self {
+            Format::F32 => f32::MAX as f64,
+            // (2 - 2^-7) 2^127
+            Format::Bf16 => 3.389_531_389_251_535_5e38,
+            Format::F16 => 65504.0,
+        }
+    }
+
+    /// The smallest positive normal value: below it, values lose precision (subnormals) and then
+    /// flush to zero.
+    pub fn min_normal(self) -> f64 {
+        match self {
+            Format::F32 | Format::Bf16 => f32::MIN_POSITIVE as f64,
+            Format::F16 => 2f64.powi(-14),
+        }
+    }
+
+    /// The bits of the stored mantissa.
+    pub fn mantissa_bits(self) -> u32 {
+        match self {
+            Format::F32 => 23,
+            Format::Bf16 => 7,
+            Format::F16 => 10,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -26,6 +26,7 @@ const ORDER: &[&str] = &[
     "border_pass",
     "rules",
     "report",
+    "precision",
     "planner",
 ];
 

@@ -73,6 +73,7 @@ pub struct Options {
     pub spatial_coherence: Option<Spanned<bool>>,
     pub centred_weights: Option<Spanned<bool>>,
     pub varying_output_std: Option<Spanned<bool>>,
+    pub precision: Option<Spanned<String>>,
 }
 
 pub struct Network {

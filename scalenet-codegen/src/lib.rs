@@ -106,9 +106,16 @@ fn check_and_expand(
     })?;
     // What the calculus predicts will train poorly is said where the user reads: at the layer,
     // as a rustc warning (`#[allow(deprecated)]` on the struct silences it).
+    // A network that declares no precision is checked against f16 too (with one, `analyze`
+    // already made a misfit an error).
+    let precision_warnings = match spec.precision {
+        None => scalenet_calculus::precision::check_format(&plan, None),
+        Some(_) => Diagnostics::default(),
+    };
     let warnings = plan
         .warnings()
         .iter()
+        .chain(precision_warnings.iter())
         .enumerate()
         .map(|(index, warning)| {
             let name = format!("scalenet_warning_{index}");

@@ -7,7 +7,7 @@ use crate::errors::{did_you_mean, suggestion, Errors};
 use proc_macro2::Span;
 use scalenet_calculus::registry::{self, ArgValue, Args, OpDef, Param, ParamKind, Params};
 use scalenet_calculus::{
-    InitScheme, LayerField, LayerId, LayerSpec, Location, NetworkField, NetworkSpec, Op, Shape, WeightLaw,
+    Format, InitScheme, LayerField, LayerId, LayerSpec, Location, NetworkField, NetworkSpec, Op, Shape, WeightLaw,
     DEFAULT_OUTPUT_STD,
 };
 use std::collections::HashMap;
@@ -127,6 +127,17 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         spans.network.insert(NetworkField::CentredWeights, centred.span);
     }
 
+    let precision = options.precision.as_ref().and_then(|precision| {
+        let format = Format::from_name(&precision.value);
+        if format.is_none() {
+            let names = Format::ALL.map(Format::name);
+            let hint = suggestion(&precision.value, names);
+            let hint = if hint.is_empty() { "; expected f32, bf16 or f16".to_string() } else { hint };
+            errors.error(precision.span, format!("unknown precision `{}`{hint}", precision.value));
+        }
+        format
+    });
+
     let mut layer_spans = Vec::new();
     let layers = lower_chain(&network.layers, &mut layer_spans, errors, &mut spans.exact);
     let mut spec = NetworkSpec {
@@ -140,6 +151,7 @@ pub fn lower(network: &Network, errors: &mut Errors) -> (NetworkSpec, Spans) {
         spatial_coherence: options.spatial_coherence.as_ref().is_none_or(|f| f.value),
         centred_weights: options.centred_weights.as_ref().is_some_and(|f| f.value),
         varying_output_std: options.varying_output_std.as_ref().is_some_and(|f| f.value),
+        precision,
         layers,
     };
     // Lowering visits layers in pre-order, the order the calculus numbers them in.

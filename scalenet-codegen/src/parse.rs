@@ -17,6 +17,7 @@ enum OptionKind {
     Init,
     TypicalKernel,
     OutputStd,
+    Precision,
     Flag(Flag),
 }
 
@@ -39,7 +40,7 @@ pub struct NetworkOption {
 
 /// Every network option, in the order the documentation lists them: what the parser, its
 /// did-you-mean hints and its messages read.
-pub const OPTIONS: [NetworkOption; 9] = [
+pub const OPTIONS: [NetworkOption; 10] = [
     NetworkOption { name: "input", example: "input: [3, 32, 32]", kind: OptionKind::Input },
     NetworkOption { name: "init", example: "init: geometric", kind: OptionKind::Init },
     NetworkOption { name: "typical_kernel", example: "typical_kernel: 3", kind: OptionKind::TypicalKernel },
@@ -65,6 +66,7 @@ pub const OPTIONS: [NetworkOption; 9] = [
         example: "varying_output_std: true",
         kind: OptionKind::Flag(Flag::VaryingOutputStd),
     },
+    NetworkOption { name: "precision", example: "precision: f16", kind: OptionKind::Precision },
 ];
 
 /// The option called `name`.
@@ -94,6 +96,7 @@ impl Options {
             OptionKind::Init => self.init.is_some(),
             OptionKind::TypicalKernel => self.typical_kernel.is_some(),
             OptionKind::OutputStd => self.output_std.is_some(),
+            OptionKind::Precision => self.precision.is_some(),
             OptionKind::Flag(flag) => self.flag(flag).is_some(),
         }
     }
@@ -434,6 +437,10 @@ fn parse_option(
             let std =
                 value.as_f64().ok_or_else(|| syn::Error::new(value.span, "`output_std` is a number such as 0.05"))?;
             options.output_std = Some(Spanned { value: std, span: value.span });
+        }
+        OptionKind::Precision => {
+            let format: Ident = input.parse()?;
+            options.precision = Some(Spanned { value: format.to_string(), span: format.span() });
         }
         OptionKind::Flag(flag) => {
             let value = parse_value(input)?;

@@ -31,6 +31,13 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
     let (fixed_scalars, branch_scaling, spatial_coherence) =
         (spec.fixed_scalars, spec.branch_scaling, spec.spatial_coherence);
     let (centred_weights, varying_output_std) = (spec.centred_weights, spec.varying_output_std);
+    let precision = match spec.precision {
+        Some(format) => {
+            let name = format.name();
+            quote!(Some(#sn::calculus::Format::from_name(#name).expect("a known format")))
+        }
+        None => quote!(None),
+    };
     let layers = layers(&spec.layers);
     quote! {
         use ::core::option::Option::{None, Some};
@@ -43,7 +50,8 @@ pub fn spec_tokens(spec: &NetworkSpec, sn: &proc_macro2::Ident) -> TokenStream {
             .with_branch_scaling(#branch_scaling)
             .with_spatial_coherence(#spatial_coherence)
             .with_centred_weights(#centred_weights)
-            .with_varying_output_std(#varying_output_std);
+            .with_varying_output_std(#varying_output_std)
+            .with_precision(#precision);
         spec.typical_kernel = #typical;
         spec.layers = #layers;
         spec.assign_layer_ids();

@@ -209,6 +209,11 @@ impl ImageDataset {
         })
     }
 
+    /// The same examples with images in `dtype` (the type a network computes in: `bf16`, `f16`).
+    pub fn to_dtype(&self, dtype: candle_core::DType) -> candle_core::Result<Self> {
+        Ok(ImageDataset { images: self.images.to_dtype(dtype)?, labels: self.labels.clone(), classes: self.classes })
+    }
+
     /// Consecutive `(images, labels)` batches; the last one may be smaller.
     pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = candle_core::Result<(Tensor, Tensor)>> + '_ {
         let batch_size = batch_size.max(1);

@@ -148,6 +148,7 @@ pub mod ops;
 pub mod optim;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod precision;
 pub mod regions;
 mod report;
 pub mod triangle;

@@ -7,6 +7,11 @@
 //! the first layer of a network), and a fixed multiplier of the input is folded into the matrix
 //! products for free ([`conv2d_scaled`]).
 //!
+//! For bf16 and f16 on the CPU (mixed precision, [`crate::precision`]), the convolution, the
+//! matrix product and the pooling widen their operands to f32, run the f32 path and round the
+//! result once, so products accumulate in f32 and every signal between two ops is stored in the
+//! half type, as on a GPU with an f32 accumulator.
+//!
 //! On other devices and dtypes candle's `conv2d` computes the value, and the backward pass avoids
 //! two costs of candle's:
 //!
@@ -29,10 +34,32 @@ mod cudnn;
 mod device;
 mod host;
 
-use candle_core::{CustomOp2, CustomOp3, Result, Tensor};
+use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 use cpu::ConvGeometry;
 use host::on_host;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether `xs` is a half-precision tensor on the CPU: the CPU path widens its operands to f32,
+/// computes there (products accumulate in f32) and rounds the result once, as a GPU kernel with
+/// an f32 accumulator does; gradients flow back through the same conversions, so every signal
+/// between two ops is stored in the half type.
+fn widened_on_host(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && matches!(xs.dtype(), DType::F16 | DType::BF16)
+}
+
+/// `f` on the f32 widening of `tensors`, its result rounded back to `like`'s dtype.
+fn widened<const N: usize>(
+    like: &Tensor,
+    tensors: [Option<&Tensor>; N],
+    f: impl FnOnce([Option<Tensor>; N]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let wide = tensors.map(|t| t.map(|t| t.to_dtype(DType::F32)));
+    let mut converted: [Option<Tensor>; N] = std::array::from_fn(|_| None);
+    for (slot, tensor) in converted.iter_mut().zip(wide) {
+        *slot = tensor.transpose()?;
+    }
+    f(converted)?.to_dtype(like.dtype())
+}
 
 static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
 
@@ -136,6 +163,12 @@ pub fn conv2d_scaled(
     if well_formed && same_dtype && on_host(xs) && kernel.device().is_cpu() {
         return apply_conv(xs, kernel, bias, host::Conv2d { geometry, scale });
     }
+    if well_formed && same_dtype && widened_on_host(xs) && kernel.device().is_cpu() {
+        return widened(xs, [Some(xs), Some(kernel), bias], |[xs, kernel, bias]| {
+            let (xs, kernel) = (xs.expect("given"), kernel.expect("given"));
+            conv2d_scaled(&xs, &kernel, bias.as_ref(), stride, padding, scale)
+        });
+    }
     #[cfg(feature = "cudnn")]
     if well_formed
         && same_dtype
@@ -235,6 +268,11 @@ pub fn linear_scaled(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, scale:
     let dims = xs.dims().to_vec();
     let well_formed = dims.last() == Some(&inputs) && bias.is_none_or(|b| b.dims() == [outputs]);
     let same_dtype = weight.dtype() == xs.dtype() && bias.is_none_or(|b| b.dtype() == xs.dtype());
+    if well_formed && same_dtype && widened_on_host(xs) && weight.device().is_cpu() {
+        return widened(xs, [Some(xs), Some(weight), bias], |[xs, weight, bias]| {
+            linear_scaled(&xs.expect("given"), &weight.expect("given"), bias.as_ref(), scale)
+        });
+    }
     if !(well_formed && same_dtype && on_host(xs) && weight.device().is_cpu()) {
         let weight = if scale == 1.0 { weight.clone() } else { (weight * scale)? };
         let ys = xs.broadcast_matmul(&weight.t()?)?;
@@ -287,6 +325,9 @@ pub fn avg_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
         let op = host::AvgPool { planes: batch * channels, height, width, kernel };
         return xs.contiguous()?.apply_op1(op);
     }
+    if widened_on_host(xs) {
+        return widened(xs, [Some(xs)], |[xs]| avg_pool(&xs.expect("given"), kernel));
+    }
     let (rows, cols) = (height / kernel * kernel, width / kernel * kernel);
     let seen = if rows != height || cols != width { xs.narrow(2, 0, rows)?.narrow(3, 0, cols)? } else { xs.clone() };
     seen.avg_pool2d(kernel)
@@ -296,7 +337,7 @@ pub fn avg_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
 /// the one-pass average pooling above with a window of the whole image (when it is square).
 pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
     let (_, _, height, width) = xs.dims4()?;
-    if on_host(xs) && height == width && height > 0 {
+    if (on_host(xs) || widened_on_host(xs)) && height == width && height > 0 {
         avg_pool(xs, height)?.flatten_from(1)
     } else {
         xs.flatten_from(2)?.mean(2)
