@@ -1,5 +1,5 @@
-//! One f32 training step (forward, cross-entropy, backward, SGD) on the CPU, and the ops it is made
-//! of. `cargo bench --bench training_step`; then `python3 scripts/bench_torch.py` times the same
+//! One f32 training step (forward, cross-entropy, backward, SGD) on the CPU, the same step in bf16
+//! and f16 with f32 master weights, and the ops it is made of. `cargo bench --bench training_step`; then `python3 scripts/bench_torch.py` times the same
 //! networks in PyTorch and prints the ratios (docs/performance.md).
 //!
 //! `SCALENET_BENCH_DEVICE=cuda` runs it on the first GPU (a build with `--features cuda` or
@@ -16,6 +16,7 @@
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{loss, Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
+use fixtures::candle_nn_net::{candle_nn_layers, forward};
 use fixtures::networks::{Mlp, ResNet50, StridedLeNet, StridedResNet, WideConvNet};
 use scalenet::calculus::{Op, Plan, Step, StepOp};
 use scalenet::optim::{AdamW, ParamsAdamW, ParamsSgd, Sgd};
@@ -42,97 +43,6 @@ fn networks(device: &Device) -> Vec<(&'static str, Plan, usize)> {
         networks.push(("ResNet-50 3x224x224", ResNet50::plan().clone(), 32));
     }
     networks
-}
-
-/// A network written with candle-nn's layers and ops, the way a user would by hand.
-enum Layer {
-    Conv(candle_nn::Conv2d),
-    Linear(candle_nn::Linear),
-    Scale(f64),
-    /// A learnable scalar (starts at 1) and a learnable per-channel bias (starts at 0).
-    Scalar(Tensor),
-    Bias(Tensor),
-    Relu,
-    AvgPool(usize),
-    GlobalAvgPool,
-    Flatten,
-    Block {
-        alpha: f64,
-        beta: f64,
-        main: Vec<Layer>,
-        shortcut: Vec<Layer>,
-    },
-}
-
-fn candle_nn_layers(steps: &[Step], vb: &VarBuilder, prefix: &str) -> Vec<Layer> {
-    let mut layers = Vec::new();
-    for (index, step) in steps.iter().enumerate() {
-        let vb = vb.pp(format!("{prefix}{index}"));
-        let layer = match &step.op {
-            StepOp::FixedScale { factor, .. } => Layer::Scale(*factor),
-            StepOp::Block { alpha, beta, main, shortcut, .. } => Layer::Block {
-                alpha: *alpha,
-                beta: *beta,
-                main: candle_nn_layers(main, &vb, "main"),
-                shortcut: candle_nn_layers(shortcut, &vb, "shortcut"),
-            },
-            StepOp::Declared { op, .. } => match op {
-                Op::Conv2d { out_channels, kernel, stride, padding, bias, groups } => {
-                    let config = candle_nn::Conv2dConfig {
-                        padding: *padding,
-                        stride: *stride,
-                        groups: *groups,
-                        ..Default::default()
-                    };
-                    let inputs = step.input_shape.channels();
-                    Layer::Conv(if *bias {
-                        candle_nn::conv2d(inputs, *out_channels, *kernel, config, vb).unwrap()
-                    } else {
-                        candle_nn::conv2d_no_bias(inputs, *out_channels, *kernel, config, vb).unwrap()
-                    })
-                }
-                Op::Linear { out_features, bias } => {
-                    let inputs = step.input_shape.channels();
-                    Layer::Linear(candle_nn::linear_b(inputs, *out_features, *bias, vb).unwrap())
-                }
-                Op::Relu => Layer::Relu,
-                Op::Scale { factor, .. } => Layer::Scale(*factor),
-                Op::Scalar => Layer::Scalar(vb.get_with_hints(1, "scalar", candle_nn::Init::Const(1.0)).unwrap()),
-                Op::Bias => {
-                    let channels = step.input_shape.channels();
-                    Layer::Bias(vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0)).unwrap())
-                }
-                Op::AvgPool2d { kernel, .. } => Layer::AvgPool(*kernel),
-                Op::GlobalAvgPool => Layer::GlobalAvgPool,
-                Op::Flatten => Layer::Flatten,
-                other => panic!("the bench has no candle-nn equivalent of `{}`", other.keyword()),
-            },
-        };
-        layers.push(layer);
-    }
-    layers
-}
-
-fn forward(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
-    let mut xs = xs.clone();
-    for layer in layers {
-        xs = match layer {
-            Layer::Conv(conv) => conv.forward(&xs)?,
-            Layer::Linear(linear) => linear.forward(&xs)?,
-            Layer::Scale(factor) => (xs * *factor)?,
-            Layer::Scalar(scalar) => xs.broadcast_mul(scalar)?,
-            Layer::Bias(bias) if xs.rank() == 4 => xs.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?)?,
-            Layer::Bias(bias) => xs.broadcast_add(bias)?,
-            Layer::Relu => xs.relu()?,
-            Layer::AvgPool(kernel) => xs.avg_pool2d(*kernel)?,
-            Layer::GlobalAvgPool => xs.flatten_from(2)?.mean(2)?,
-            Layer::Flatten => xs.flatten_from(1)?,
-            Layer::Block { alpha, beta, main, shortcut } => {
-                ((forward(shortcut, &xs)? * *alpha)? + (forward(main, &xs)? * *beta)?)?
-            }
-        };
-    }
-    Ok(xs)
 }
 
 /// The plan's steps as the PyTorch script reads them.
@@ -212,7 +122,7 @@ fn training_steps(c: &mut Criterion) {
         // The same network in candle-nn's layers and optimizer.
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let layers = candle_nn_layers(&plan.steps, &vb, "");
+        let layers = candle_nn_layers(&plan.steps, &vb, "", true).unwrap();
         let (xs, _) = input_and_labels(&plan, batch, device);
         let mut sgd = candle_nn::SGD::new(varmap.all_vars(), 0.01).unwrap();
         group.bench_function("candle-nn", |b| {
@@ -236,6 +146,55 @@ fn training_steps(c: &mut Criterion) {
     let path = std::path::Path::new(&target).join("criterion/training-step-networks.json");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+/// A network's forward pass in training mode.
+type Forward = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+
+/// A training step in f32, bf16 and f16 (f32 master weights, the calculus's loss scale:
+/// `scalenet::precision`), the same network and batch. On the CPU the half types are expected
+/// slower (every product widens its operands to f32 and rounds back); the figure is what it costs,
+/// not a target. On a GPU (`SCALENET_BENCH_DEVICE=cuda`) the ResNet-50 is added.
+fn mixed_precision_steps(c: &mut Criterion) {
+    use scalenet::calculus::precision::OutputGradient;
+    use scalenet::calculus::Format;
+    use scalenet::precision::{dtype, LossScaler, MixedPrecision};
+    use scalenet::Network;
+    scalenet::ops::park_idle_candle_threads();
+    let device = &device();
+    fn step_of<N: Network + ModuleT + 'static>(varmap: &VarMap, format: Format, device: &Device) -> Forward {
+        let net = N::new_seeded(varmap, dtype(format), device, 0).unwrap();
+        Box::new(move |xs: &Tensor| net.forward_t(xs, true))
+    }
+    let mut networks = vec![("strided LeNet 3x32x32", StridedLeNet::plan(), 64)];
+    networks.push(("strided pre-activation ResNet 3x16x16", StridedResNet::plan(), 128));
+    if device.is_cuda() {
+        networks.push(("ResNet-50 3x224x224", ResNet50::plan(), 32));
+    }
+    for (name, plan, batch) in networks {
+        let mut group = c.benchmark_group(format!("mixed precision step/{name}, batch {batch}"));
+        for format in Format::ALL {
+            let varmap = VarMap::new();
+            let forward = match name {
+                n if n.starts_with("strided LeNet") => step_of::<StridedLeNet>(&varmap, format, device),
+                n if n.starts_with("strided pre-activation") => step_of::<StridedResNet>(&varmap, format, device),
+                _ => step_of::<ResNet50>(&varmap, format, device),
+            };
+            let (xs, ys) = input_and_labels(plan, batch, device);
+            let xs = xs.to_dtype(dtype(format)).unwrap();
+            let classes = plan.output.channels();
+            let scaler = LossScaler::for_plan(plan, format, OutputGradient::cross_entropy(classes, batch));
+            let mut training = MixedPrecision::<Sgd>::new(&varmap, scaler, ParamsSgd::new(0.01)).unwrap();
+            group.bench_function(format.name(), |b| {
+                b.iter(|| {
+                    let logits = forward(&xs).unwrap().to_dtype(DType::F32).unwrap();
+                    training.backward_step(&loss::cross_entropy(&logits, &ys).unwrap()).unwrap();
+                    device.synchronize().unwrap()
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 fn random_var(dims: &[usize]) -> Var {
@@ -304,6 +263,6 @@ fn optimizers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(3));
-    targets = training_steps, ops, optimizers
+    targets = training_steps, mixed_precision_steps, ops, optimizers
 }
 criterion_main!(benches);

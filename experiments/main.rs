@@ -6,6 +6,7 @@
 //! mpirun -np 2 target/release/scalenet-experiments table2 --data data/libsvm --out out/t2 --distributed
 //! cargo run --release --bin scalenet-experiments -- mirrored --out docs/experiments/mirrored
 //! cargo run --release --bin scalenet-experiments -- triangle --out docs/experiments/triangle
+//! cargo run --release --bin scalenet-experiments -- precision --out docs/experiments/precision
 //! ```
 //!
 //! `table2` reads every regular file of `--data` as a LIBSVM dataset (a file that does not parse
@@ -40,6 +41,9 @@ enum Command {
     Triangle(triangle::TriangleArgs),
     /// The strided AlexNet of section 10 (Fig. 4) on CIFAR-10 binary batches or IDX files.
     Alexnet(alexnet::AlexNetArgs),
+    /// Mixed precision: the calculus's f16 loss scale against measured signals, and the weight
+    /// gradients f16 loses to zero with and without it (scalenet::precision).
+    Precision(precision::PrecisionArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +91,7 @@ struct Table2Args {
 
 mod alexnet;
 mod mirrored;
+mod precision;
 mod triangle;
 
 /// Writes `text` to a temporary file beside `path`, then renames it over `path`: an interrupted
@@ -143,6 +148,7 @@ fn main() -> std::process::ExitCode {
         Command::Mirrored(args) => mirrored::run(args),
         Command::Triangle(args) => triangle::run(args),
         Command::Alexnet(args) => alexnet::run(args),
+        Command::Precision(args) => precision::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

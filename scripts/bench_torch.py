@@ -12,6 +12,11 @@ medians Criterion recorded for scalenet and for the candle-nn version of each ne
 
 Run both with the same thread count (all cores by default for both; RAYON_NUM_THREADS for the
 bench, --threads here).
+
+With --amp it times the mixed-precision steps instead (`cargo bench --bench training_step --
+'mixed precision step'`): PyTorch in f32, in bf16 under autocast, and in f16 under autocast with
+`torch.amp.GradScaler`, beside scalenet's f32, bf16 and f16 steps (f32 master weights, the
+calculus's static loss scale).
 """
 
 import argparse
@@ -102,18 +107,28 @@ def build(steps):
     return nn.Sequential(*layers)
 
 
-def time_step(model, input_shape, batch, repeats, device):
+def time_step(model, input_shape, batch, repeats, device, amp=None):
+    """Median ms of one step; `amp` "bf16" runs it under autocast, "f16" under autocast with a GradScaler."""
     model = model.to(device)
     x = torch.randn(batch, *input_shape, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
+    dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(device.type) if amp == "f16" else None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = loss_fn(model(x), y)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     for _ in range(10):
         step()
@@ -146,6 +161,7 @@ def main():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: the bench must have run with SCALENET_BENCH_DEVICE=cuda")
     parser.add_argument("--tf32", action="store_true", help="cuda: allow TF32 (PyTorch's default for convolutions)")
+    parser.add_argument("--amp", action="store_true", help="time the mixed-precision steps (f32, bf16, f16)")
     args = parser.parse_args()
     device = torch.device(args.device)
     # f32 exact unless --tf32, and cuDNN's algorithms measured per shape, as scalenet's cudnn path does.
@@ -161,6 +177,9 @@ def main():
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
     tf32 = f", TF32 {'on' if args.tf32 else 'off'}, cudnn.benchmark" if args.device == "cuda" else ""
     print(f"pytorch {torch.__version__}, {where}{tf32}, ms per training step (medians)")
+    if args.amp:
+        amp_table(manifest, medians, args, device)
+        return
     print("| network | scalenet | candle-nn | PyTorch | scalenet / PyTorch | scalenet / candle-nn |")
     print("| --- | --- | --- | --- | --- | --- |")
     for network in json.loads(manifest.read_text()):
@@ -175,6 +194,29 @@ def main():
             f"| {network['name']}, batch {network['batch']} | {fmt(ours)} | {fmt(candle)} | {torch_ms:.2f} "
             f"| {ratio(ours, torch_ms)} | {ratio(ours, candle)} |"
         )
+
+
+def amp_table(manifest, medians, args, device):
+    """scalenet's f32 / bf16 / f16 steps beside PyTorch's f32, autocast bf16 and autocast f16 + GradScaler."""
+    print("| network | precision | scalenet | PyTorch | scalenet / PyTorch | scalenet vs its f32 | PyTorch vs its f32 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for network in json.loads(manifest.read_text()):
+        group = f"mixed precision step/{network['name']}, batch {network['batch']}"
+        if f"{group}/f32" not in medians:
+            continue
+        ours, theirs = {}, {}
+        for precision in ["f32", "bf16", "f16"]:
+            ours[precision] = medians.get(f"{group}/{precision}")
+            model = build(network["steps"])
+            amp = None if precision == "f32" else precision
+            theirs[precision] = time_step(model, network["input"], network["batch"], args.repeats, device, amp)
+        for precision in ["f32", "bf16", "f16"]:
+            a, b = ours[precision], theirs[precision]
+            speed = lambda t, base: "-" if t is None or base is None else f"{base / t:.2f}x"
+            print(
+                f"| {network['name']}, batch {network['batch']} | {precision} | {'-' if a is None else f'{a:.2f}'} "
+                f"| {b:.2f} | {'-' if a is None else f'{a / b:.2f}x'} | {speed(a, ours['f32'])} | {speed(b, theirs['f32'])} |"
+            )
 
 
 if __name__ == "__main__":

@@ -243,6 +243,14 @@ impl<'a> ScalePlan<'a> {
     }
 }
 
+/// What a step does, in a few words: the report's op, a fixed scalar without its reasons.
+pub fn describe_step(step: &Step) -> String {
+    match &step.op {
+        crate::plan::StepOp::FixedScale { factor, .. } => format!("fixed ×{}", number(*factor)),
+        _ => describe(step),
+    }
+}
+
 /// The lowest and highest `log2` of positive values (0, 0 for none).
 fn octave_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values
@@ -272,10 +280,7 @@ impl fmt::Display for ScalePlan<'_> {
             let at = self.signals[index].signal.at;
             let mut row: [String; 11] = Default::default();
             row[0] = if at.path.is_empty() { "·".to_string() } else { at.path.to_string() };
-            row[1] = match &at.step.op {
-                crate::plan::StepOp::FixedScale { factor, .. } => format!("fixed ×{}", number(*factor)),
-                _ => describe(at.step),
-            };
+            row[1] = describe_step(at.step);
             while index < self.signals.len() && std::ptr::eq(self.signals[index].signal.at.step, at.step) {
                 let s = &self.signals[index];
                 let column = match s.signal.kind {

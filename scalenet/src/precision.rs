@@ -284,6 +284,69 @@ fn first_non_finite_gradient<'a>(
     candle_core::bail!("a gradient was not finite, and then every gradient was")
 }
 
+/// What one top-level step of a network measured in its own type on one batch, with the loss
+/// scaled: the standard deviations a [`ScalePlan`] predicts, and how much of the weight gradient
+/// was lost to zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredStep {
+    /// The step's output.
+    pub output: f64,
+    /// The (scaled) gradient reaching the step's output.
+    pub gradient: f64,
+    /// The (scaled) gradient of the step's weight, for a weight step.
+    pub weight_gradient: Option<f64>,
+    /// The fraction of the weight gradient's entries that are exactly zero.
+    pub weight_gradient_zeros: Option<f64>,
+}
+
+/// Measures every top-level step of `net` (built in the type it computes in, its variables in
+/// `varmap`) on `input` with the softmax cross-entropy of `labels` averaged over the batch and
+/// multiplied by `scale`, the way [`MixedPrecision`] trains it: the output of every step, the
+/// gradient reaching it (zero "probe" variables of the step's type added after every step read
+/// it, as [`crate::diagnostics::measure`] does) and the weight gradients, each as the root mean
+/// square of the values in the network's type. Dropout is off.
+pub fn measure_signals<N: crate::Network>(
+    net: &N,
+    varmap: &VarMap,
+    input: &Tensor,
+    labels: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Vec<MeasuredStep>> {
+    let plan = N::plan();
+    let (mut outputs, mut probes) = (Vec::new(), Vec::new());
+    let mut hook = |_: usize, xs: Tensor| -> candle_core::Result<Tensor> {
+        let probe = Var::zeros(xs.shape(), xs.dtype(), xs.device())?;
+        let probed = (&xs + probe.as_tensor())?;
+        outputs.push(xs);
+        probes.push(probe);
+        Ok(probed)
+    };
+    let logits = net.forward_hooked(input, false, Some(&mut hook))?.to_dtype(DType::F32)?;
+    let grads = candle_nn::loss::cross_entropy(&logits, labels)?.affine(scale, 0.0)?.backward()?;
+    let rms = |t: &Tensor| -> candle_core::Result<f64> {
+        t.to_dtype(DType::F64)?.sqr()?.mean_all()?.to_scalar::<f64>().map(f64::sqrt)
+    };
+    let zeros =
+        |g: &Tensor| -> candle_core::Result<f64> { g.eq(0.0)?.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>() };
+    let vars: std::collections::BTreeMap<String, Var> = variables(varmap).into_iter().collect();
+    let mut measured = Vec::with_capacity(plan.steps.len());
+    for (index, step) in plan.steps.iter().enumerate() {
+        let gradient = match grads.get(probes[index].as_tensor()) {
+            Some(gradient) => rms(gradient)?,
+            None => 0.0,
+        };
+        let weight = step.weight().and_then(|_| vars.get(&format!("{}.weight", step.name)));
+        let weight_gradient = weight.and_then(|var| grads.get(var.as_tensor()));
+        measured.push(MeasuredStep {
+            output: rms(&outputs[index])?,
+            gradient,
+            weight_gradient: weight_gradient.map(rms).transpose()?,
+            weight_gradient_zeros: weight_gradient.map(zeros).transpose()?,
+        });
+    }
+    Ok(measured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

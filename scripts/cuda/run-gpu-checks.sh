@@ -47,6 +47,13 @@ torch=$(python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null 
 # TF32 allowed on both sides (PyTorch's default for convolutions): the ResNet-50 only.
 SCALENET_BENCH_DEVICE=cuda SCALENET_TF32=1 run bench-tf32 "$bin/training_step" --bench 'training step, tf32/ResNet-50'
 [ -n "$torch" ] && run torch-tf32 python3 scripts/bench_torch.py --device cuda --tf32 --criterion "$out/target/criterion"
+# Mixed precision: the f32, bf16 and f16 steps (f32 masters, the calculus's loss scale), the
+# ResNet-50 among them, against PyTorch's autocast (bf16) and autocast + GradScaler (f16); then the
+# digits LeNet trained in f16 on the GPU.
+SCALENET_BENCH_DEVICE=cuda run bench-mixed "$bin/training_step" --bench 'mixed precision step'
+[ -n "$torch" ] && run torch-amp python3 scripts/bench_torch.py --device cuda --amp --criterion "$out/target/criterion"
+run lenet-f16 "$bin/lenet" --device cuda --epochs 8 --precision f16
+run lenet-bf16 "$bin/lenet" --device cuda --epochs 8 --precision bf16
 # Data-parallel training over NCCL: one process (the collectives run all the same) must end 20
 # steps with the parameters of the plain run; two processes of 32 (when there are two
 # GPUs) with those of one process of 64, within 1e-5.
