@@ -47,9 +47,14 @@ pub struct PrecisionArgs {
     /// Examples per batch (the examples train at 32).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Epochs of the training before the trained networks' zeros are counted (0 leaves that
+    /// table out).
+    #[arg(long, default_value_t = 8)]
+    trained_epochs: u64,
 }
 
 pub fn run(args: PrecisionArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    crate::output_folder("--out", &args.out)?;
     let mut text = String::new();
     writeln!(
         text,
@@ -72,20 +77,26 @@ pub fn run(args: PrecisionArgs) -> Result<(), Box<dyn std::error::Error + Send +
     compare::<DigitsLeNet>("digits LeNet", &args, &mut text, &mut zeros)?;
     compare::<DigitsResNet>("digits strided ResNet", &args, &mut text, &mut zeros)?;
     text.push_str(&zeros);
+    if args.trained_epochs > 0 {
+        trained_tables(&args, &mut text)?;
+    }
+    crate::write_atomically(&args.out.join("precision.md"), &text)?;
+    print!("{text}");
+    Ok(())
+}
+
+fn trained_tables(args: &PrecisionArgs, text: &mut String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     writeln!(
         text,
-        "\n## The same after training\n\nTrained in f32 (SGD at 0.1, 8 epochs of 1500 digits in batches of 32, seed 0), \
+        "\n## The same after training\n\nTrained in f32 (SGD at 0.1, {} epochs of 1500 digits in batches of 32, seed 0), \
          then the gradients of the first {TRAINED_BATCHES} training batches in each type; the scale is the calculus's \
          static one, as at initialization. candle-nn's network trained the same way from its own init.\n\n| network | \
          loss | scalenet f32 | scalenet f16, scale 2^k | scalenet f16, unscaled | candle-nn loss | candle-nn f32 | \
-         candle-nn f16, unscaled |\n|---|---|---|---|---|---|---|---|"
+         candle-nn f16, unscaled |\n|---|---|---|---|---|---|---|---|",
+        args.trained_epochs
     )?;
-    trained::<DigitsLeNet>("digits LeNet", 4, &args, &mut text)?;
-    trained::<DigitsResNet>("digits strided ResNet", 2, &args, &mut text)?;
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("precision.md"), &text)?;
-    print!("{text}");
-    Ok(())
+    trained::<DigitsLeNet>("digits LeNet", 4, args, text)?;
+    trained::<DigitsResNet>("digits strided ResNet", 2, args, text)
 }
 
 /// Training batches whose gradients the trained networks are measured on.
@@ -97,14 +108,15 @@ fn digits(factor: usize) -> Result<ImageDataset, Box<dyn std::error::Error + Sen
     Ok(ImageDataset::from_safetensors(path)?.standardized()?.upsampled(factor)?.shuffled(0)?.split(1500)?.0)
 }
 
-/// Eight epochs of SGD at 0.1 in batches of 32, the examples' schedule, through `step`; the last
+/// `epochs` of SGD at 0.1 in batches of 32, the examples' schedule, through `step`; the last
 /// epoch's mean loss.
 fn train(
     data: &ImageDataset,
+    epochs: u64,
     mut step: impl FnMut(&Tensor, &Tensor) -> candle_core::Result<f64>,
 ) -> candle_core::Result<f64> {
     let mut last = f64::NAN;
-    for epoch in 1..=8u64 {
+    for epoch in 1..=epochs {
         let (mut total, mut steps) = (0.0, 0);
         for batch in data.shuffled(epoch)?.batches(32) {
             let (images, labels) = batch?;
@@ -139,7 +151,7 @@ fn trained<N: Network>(
     let varmap = VarMap::new();
     let net = N::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
     let mut sgd = Sgd::new(varmap.all_vars(), ParamsSgd::new(0.1))?;
-    let loss = train(&data, |images, labels| {
+    let loss = train(&data, args.trained_epochs, |images, labels| {
         let loss = candle_nn::loss::cross_entropy(&net.forward_hooked(images, true, None)?, labels)?;
         sgd.backward_step(&loss)?;
         loss.to_scalar::<f32>().map(f64::from)
@@ -167,7 +179,7 @@ fn trained<N: Network>(
     let layers =
         candle_nn_layers(&plan.steps, &VarBuilder::from_varmap(&candle_map, DType::F32, &Device::Cpu), "", false)?;
     let mut candle_sgd = Sgd::new(candle_map.all_vars(), ParamsSgd::new(0.1))?;
-    let candle_loss = train(&data, |images, labels| {
+    let candle_loss = train(&data, args.trained_epochs, |images, labels| {
         let loss = candle_nn::loss::cross_entropy(&forward(&layers, images)?, labels)?;
         candle_sgd.backward_step(&loss)?;
         loss.to_scalar::<f32>().map(f64::from)

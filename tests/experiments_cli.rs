@@ -78,6 +78,34 @@ fn every_subcommand_checks_its_paths_first() {
 }
 
 #[test]
+fn precision_measures_both_networks_against_their_plans() {
+    let dir = scratch("precision");
+    let file = dir.join("taken");
+    std::fs::write(&file, "").unwrap();
+    expect_failure(&["precision", "--out", file.to_str().unwrap()], &["error: --out", "this is a file"]);
+    let out = dir.join("out");
+    let (ok, stdout, stderr) = run(&[
+        "precision",
+        "--out",
+        out.to_str().unwrap(),
+        "--seeds",
+        "2",
+        "--batch-size",
+        "8",
+        "--trained-epochs",
+        "0",
+    ]);
+    assert!(ok, "{stderr}");
+    let written = std::fs::read_to_string(out.join("precision.md")).unwrap();
+    assert_eq!(written, stdout);
+    for part in ["## digits LeNet: loss scale 2^", "## digits strided ResNet: loss scale 2^", "| conv1 |", "| stem |"] {
+        assert!(written.contains(part), "{part}: {written}");
+    }
+    // Every measured ratio is a number (no NaN from a signal lost in f16).
+    assert!(!written.contains("NaN") && !written.contains("| not finite"), "{written}");
+}
+
+#[test]
 fn help_shows_every_flag_with_its_default() {
     let (ok, stdout, _) = run(&["table2", "--help"]);
     assert!(ok);
