@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release --example lenet
 //! cargo run --release --example lenet -- --init fan-in --epochs 10 --lr 0.05
+//! # in f16 with f32 master weights and the loss scale the calculus chooses (bf16 likewise):
+//! cargo run --release --example lenet -- --precision f16
 //! # data-parallel over 2 processes (MPI), 32 examples per process and step:
 //! cargo build --release --features mpi --example lenet
 //! mpirun -np 2 target/release/examples/lenet --distributed

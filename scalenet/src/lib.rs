@@ -109,7 +109,8 @@
 //!   checksummed), [`finite`] (NaNs and divergence named where they start), [`data`] (safetensors,
 //!   LIBSVM, IDX and CIFAR batches);
 //! - [`ops::park_idle_candle_threads`] and `docs/performance.md` for CPU speed, `docs/gpu.md` for
-//!   CUDA, [`distributed`] for data-parallel training over MPI or NCCL;
+//!   CUDA, [`distributed`] for data-parallel training over MPI or NCCL, [`precision`] for bf16 and
+//!   f16 with f32 master weights and the loss scale the calculus chooses;
 //! - [`calculus`]: the scaling calculus itself, as plain numbers ([`calculus::Plan`],
 //!   [`calculus::NetworkSpec`]).
 //!
