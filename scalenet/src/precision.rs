@@ -231,21 +231,44 @@ impl<O: Optimizer> MixedPrecision<O> {
     /// finite. A non-finite loss is an error (no scale reaches the forward pass), as is a step
     /// that overflows at a scale below 2^-24.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<StepOutcome, TrainingError> {
+        self.reduced_step(loss, None)
+    }
+
+    /// [`Self::backward_step`] whose unscaled f32 gradients (keyed by the masters) `reduce` may
+    /// replace before the checks and the update, returning the loss to report and the ranks whose
+    /// own loss is not finite (data-parallel training: `crate::distributed` averages them over
+    /// the ranks, so every rank skips, errs or applies together).
+    pub(crate) fn reduced_step(
+        &mut self,
+        loss: &Tensor,
+        reduce: Option<crate::finite::Reduce<'_>>,
+    ) -> Result<StepOutcome, TrainingError> {
         let step = self.scaler.steps();
         let value = loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        if !value.is_finite() {
+        if !value.is_finite() && reduce.is_none() {
             return Err(TrainingError::NonFiniteLoss { step, value, ranks: Vec::new(), culprit: None });
         }
         let scale = self.scaler.scale();
         let scaled = if scale == 1.0 { loss.clone() } else { loss.affine(scale, 0.0)? };
         let mut grads = scaled.backward()?;
-        let mut unscaled = Vec::with_capacity(self.pairs.len());
         for pair in &self.pairs {
             let Some(grad) = grads.remove(pair.model.as_tensor()) else { continue };
             let grad = grad.to_dtype(DType::F32)?;
             let grad = if scale == 1.0 { grad } else { grad.affine(1.0 / scale, 0.0)? };
-            unscaled.push((pair, grad));
+            grads.insert(pair.master.as_tensor(), grad);
         }
+        let (value, ranks) = match reduce {
+            Some(reduce) => reduce(&mut grads, value)?,
+            None => (value, Vec::new()),
+        };
+        if !value.is_finite() {
+            return Err(TrainingError::NonFiniteLoss { step, value, ranks, culprit: None });
+        }
+        let unscaled: Vec<(&Pair, Tensor)> = self
+            .pairs
+            .iter()
+            .filter_map(|pair| grads.get(pair.master.as_tensor()).map(|grad| (pair, grad.clone())))
+            .collect();
         // One reduction per gradient and one transfer: a NaN or an infinity anywhere makes the sum
         // of its tensor's absolute values non-finite.
         let sums: Vec<Tensor> =
@@ -263,9 +286,6 @@ impl<O: Optimizer> MixedPrecision<O> {
                 });
             }
             return Ok(StepOutcome::Skipped { loss: value, scale });
-        }
-        for (pair, grad) in unscaled {
-            grads.insert(pair.master.as_tensor(), grad);
         }
         self.optimizer.step(&grads)?;
         self.copy_masters_to_model()?;

@@ -4,6 +4,7 @@
 use super::{Collective, DistributedError, Engine};
 use crate::checkpoint::save_atomically;
 use crate::finite::{TrainingError, TrainingWatch};
+use crate::precision::{MixedPrecision, StepOutcome};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
@@ -219,6 +220,34 @@ impl TrainingWatch {
             Ok((reduced.mean, reduced.non_finite_ranks()))
         };
         self.watched_step(optimizer, varmap, loss, Some(&reduce))
+    }
+}
+
+impl<O: Optimizer> MixedPrecision<O> {
+    /// Data-parallel training in mixed precision: `collective`'s [`DataParallel`] over the f32
+    /// masters (every rank takes rank 0's, then writes them into its half network), so that the
+    /// gradients averaged over the ranks are the unscaled f32 ones.
+    pub fn data_parallel(&self, collective: Arc<dyn Collective>) -> Result<DataParallel, DistributedError> {
+        let data_parallel = DataParallel::new(collective, self.masters())?;
+        self.copy_masters_to_model()?;
+        Ok(data_parallel)
+    }
+
+    /// [`backward_step`](Self::backward_step) in data-parallel training, with `data_parallel`
+    /// made by [`Self::data_parallel`]: the unscaled gradients are averaged over the ranks before
+    /// the finiteness check and the update, and the loss is the mean over the ranks, so every rank
+    /// applies, skips (halving its scale) or fails at the same step; a non-finite loss names the
+    /// ranks whose own loss it was. Every rank must call it at every step.
+    pub fn backward_step_data_parallel(
+        &mut self,
+        loss: &Tensor,
+        data_parallel: &DataParallel,
+    ) -> Result<StepOutcome, TrainingError> {
+        let reduce = |grads: &mut GradStore, loss: f64| -> candle_core::Result<(f64, Vec<usize>)> {
+            let reduced = data_parallel.reduce(grads, loss)?;
+            Ok((reduced.mean, reduced.non_finite_ranks()))
+        };
+        self.reduced_step(loss, Some(&reduce))
     }
 }
 
