@@ -270,18 +270,17 @@ fn percent(fraction: f64) -> String {
 /// init, no fixed scalars), in `format`, unscaled.
 fn candle_nn_zeros<N: Network>(format: Format, seed: u64, args: &PrecisionArgs) -> candle_core::Result<f64> {
     let plan = N::plan();
-    let varmap = VarMap::new();
-    let layers = candle_nn_layers(&plan.steps, &VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), "", false)?;
-    if format != Format::F32 {
-        // The same weights rounded: candle-nn's init draws in the VarMap's type.
-        for var in varmap.data().lock().expect("varmap lock poisoned").values_mut() {
-            *var = candle_core::Var::from_tensor(&var.as_tensor().to_dtype(dtype(format))?)?;
+    let full = VarMap::new();
+    let layers = candle_nn_layers(&plan.steps, &VarBuilder::from_varmap(&full, DType::F32, &Device::Cpu), "", false)?;
+    // The same weights rounded: candle-nn's init draws in the VarMap's type.
+    let (varmap, layers) = match format {
+        Format::F32 => (full, layers),
+        format => {
+            let varmap = rounded(&full, format)?;
+            let vb = VarBuilder::from_varmap(&varmap, dtype(format), &Device::Cpu);
+            let layers = candle_nn_layers(&plan.steps, &vb, "", false)?;
+            (varmap, layers)
         }
-    }
-    let layers = if format == Format::F32 {
-        layers
-    } else {
-        candle_nn_layers(&plan.steps, &VarBuilder::from_varmap(&varmap, dtype(format), &Device::Cpu), "", false)?
     };
     let (input, labels) = batch(plan, args.batch_size, seed)?;
     let logits = forward(&layers, &input.to_dtype(dtype(format))?)?.to_dtype(DType::F32)?;

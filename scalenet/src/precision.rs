@@ -59,16 +59,6 @@ pub fn dtype(format: Format) -> DType {
     }
 }
 
-/// The format of a floating dtype that mixed precision trains in (`None` for f64 and integers).
-pub fn format_of(dtype: DType) -> Option<Format> {
-    match dtype {
-        DType::F32 => Some(Format::F32),
-        DType::BF16 => Some(Format::Bf16),
-        DType::F16 => Some(Format::F16),
-        _ => None,
-    }
-}
-
 /// The loss scale and its dynamic fallback (`torch.amp.GradScaler`'s rule from a chosen start).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossScaler {
