@@ -1,11 +1,13 @@
 //! An ensemble of P copies trains each copy exactly as the copy trained alone: the paper's MLP
-//! (784-384-64-10) and two conv nets (one with flatten, one with a standalone bias, a learnable
-//! scalar and global average pooling), four seeds, four learning rates, each copy its own
-//! minibatch order, SGD with weight decay; losses agree within 1e-5 relative over 20 steps.
+//! (784-384-64-10), two conv nets (one with flatten, one with a standalone bias, a learnable
+//! scalar and global average pooling), grouped convolutions and two residual networks (strided
+//! projection shortcuts; pooled shortcuts, a bottleneck and centred weights), four seeds, four
+//! learning rates, each copy its own minibatch order, SGD with weight decay; losses agree within
+//! 1e-5 relative over 20 steps.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
-use fixtures::networks::{GroupedConvNet, Mlp, PooledLeNet};
+use fixtures::networks::{GroupedConvNet, Mlp, PooledLeNet, PooledResNetCentred, StridedResNet};
 use scalenet::diagnostics::seeded_normal;
 use scalenet::ensemble::{Ensemble, EnsembleError, EnsembleSgd};
 use scalenet::{network, Network};
@@ -105,10 +107,16 @@ fn check<N: Network + Module>(input: &[usize]) -> Result<(), EnsembleError> {
     Ok(())
 }
 
+/// Residual blocks (each branch's parameters named as the generated code names them), the
+/// bottleneck, pooled shortcuts and centred weight rows.
 #[test]
-fn plans_an_ensemble_cannot_run_are_typed_errors() {
-    let error = Ensemble::new(fixtures::networks::StridedResNet::plan(), &[0], DType::F32, &Device::Cpu).unwrap_err();
-    assert!(error.to_string().contains("not supported by ensembles yet"), "{error}");
+fn residual_copies_follow_their_trajectories() -> Result<(), EnsembleError> {
+    check::<StridedResNet>(&[3, 16, 16])?;
+    check::<PooledResNetCentred>(&[3, 16, 16])
+}
+
+#[test]
+fn an_empty_population_is_a_typed_error() {
     assert!(matches!(Ensemble::new(Mlp::plan(), &[], DType::F32, &Device::Cpu), Err(EnsembleError::Empty)));
 }
 

@@ -9,11 +9,12 @@
 //! [`Plan`], so it serves networks declared with `network!` (`Net::plan()`) and networks built
 //! at run time (`analyze(&spec)`, e.g. for a dataset's own input width).
 //!
-//! Supported: sequential networks of vectors and images (linear layers and convolutions, Gaussian
-//! or mirrored (`init: mirrored`) weights, ReLU-family activations, average and global average
-//! pooling, fixed and declared scalars, standalone biases, flatten, dropout in evaluation mode).
-//! A convolution runs the copies as the groups of one grouped convolution. A plan with residual
-//! blocks (or a layer outside this list) is a typed error naming the step.
+//! Supported: networks of vectors and images (linear layers and convolutions, Gaussian or
+//! mirrored (`init: mirrored`) weights, centred or not, ReLU-family activations, average and
+//! global average pooling, fixed and declared scalars, standalone biases, flatten, dropout in
+//! evaluation mode) and residual blocks and bottlenecks of them. A convolution runs the copies as
+//! the groups of one grouped convolution. A layer outside this list is a typed error naming the
+//! top-level step it is in.
 //!
 //! ```
 //! use scalenet::candle_core::{DType, Device, Tensor};
@@ -45,10 +46,11 @@ use candle_nn::VarMap;
 /// Why a plan cannot run as an ensemble, or a candle error.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsembleError {
-    #[error("step {step} (`{op}`) is not supported by ensembles yet; they run sequential networks (linear, conv, activations, pooling, scalars, biases, flatten), not residual blocks")]
+    #[error("step {step} (`{op}`) is not supported by ensembles yet; they run linear and conv layers, activations, pooling, scalars, biases, flatten, dropout and residual blocks of them")]
     /// The plan has a step ensembles do not run.
     Unsupported {
-        /// The top-level step at fault, as in `plan().steps`.
+        /// The top-level step at fault (or holding it, for a step inside a block), as in
+        /// `plan().steps`.
         step: usize,
         /// The step's op.
         op: String,
@@ -79,6 +81,8 @@ enum Layer {
     Linear {
         weight: Var,
         bias: Option<Var>,
+        /// `centred_weights`: every forward pass uses each output's weights minus their mean.
+        centred: bool,
     },
     /// `weight` `[P, out, in / groups, k, k]`, `bias` `[P, out]`: one grouped convolution over the
     /// copies' channels stacked side by side (`P groups` groups: each copy's own `groups`).
@@ -88,6 +92,15 @@ enum Layer {
         stride: usize,
         padding: usize,
         groups: usize,
+        centred: bool,
+    },
+    /// `alpha S(x) + beta F(x)`: a residual block's main branch `F` and shortcut `S` (empty for
+    /// the identity).
+    Block {
+        alpha: f64,
+        beta: f64,
+        main: Vec<Layer>,
+        shortcut: Vec<Layer>,
     },
     /// A learnable scalar `[P]` times its fixed factor.
     Scalar {
@@ -148,85 +161,9 @@ impl Ensemble {
             .zip(seeds)
             .map(|(varmap, &seed)| crate::init::seeded_var_builder(varmap, seed, dtype, device))
             .collect();
-        // Each copy's parameter `name`, drawn as the generated code draws it, stacked over copies.
-        let stack = |make: &dyn Fn(&candle_nn::VarBuilder) -> candle_core::Result<Tensor>| -> candle_core::Result<Var> {
-            let tensors = builders.iter().map(make).collect::<candle_core::Result<Vec<_>>>()?;
-            Var::from_tensor(&Tensor::stack(&tensors, 0)?)
-        };
         let mut layers = Vec::new();
         for (index, step) in plan.steps.iter().enumerate() {
-            let unsupported = || EnsembleError::Unsupported { step: index, op: describe(step) };
-            // The stacked layers multiply by the weights as drawn; centred rows are not built here.
-            if step.weight().is_some_and(|w| w.centred) {
-                return Err(unsupported());
-            }
-            let layer = match (&step.op, &step.params) {
-                (StepOp::FixedScale { factor, .. }, _) => Layer::Scale(*factor),
-                (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
-                    let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
-                    let linear = |vb: &candle_nn::VarBuilder| {
-                        crate::mirrored::linear_for(
-                            vb.pp(&step.name),
-                            fan_in,
-                            fan_out,
-                            init.bias,
-                            init.std(),
-                            init.mirror,
-                        )
-                    };
-                    let weight = stack(&|vb| linear(vb)?.weight().t()?.contiguous())?;
-                    let bias = match init.bias {
-                        true => Some(stack(&|vb| linear(vb)?.bias().expect("declared with a bias").unsqueeze(0))?),
-                        false => None,
-                    };
-                    Layer::Linear { weight, bias }
-                }
-                (StepOp::Declared { op: Op::Scalar, .. }, Some(ParamInit::Scalar { value, fixed })) => {
-                    let weight =
-                        stack(&|vb| Ok(crate::nn::Scalar::new(vb.pp(&step.name), *value, *fixed)?.weight().clone()))?;
-                    Layer::Scalar { weight, fixed: *fixed }
-                }
-                (StepOp::Declared { op: Op::Bias, .. }, Some(ParamInit::Bias { channels })) => {
-                    Layer::Bias(stack(&|vb| Ok(crate::nn::Bias::new(vb.pp(&step.name), *channels)?.bias().clone()))?)
-                }
-                (StepOp::Declared { op: Op::Relu, .. }, _) => Layer::Relu,
-                (StepOp::Declared { op: Op::LeakyRelu { slope }, .. }, _) => Layer::LeakyRelu(*slope),
-                (StepOp::Declared { op: Op::Scale { factor }, .. }, _) => Layer::Scale(*factor),
-                (
-                    StepOp::Declared { op: Op::Conv2d { out_channels, kernel, stride, padding, groups, .. }, .. },
-                    Some(ParamInit::Weight(init)),
-                ) => {
-                    // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
-                    let (fan_in, fan_out) = (init.geometry.fan_in, *out_channels);
-                    let (kernel, stride, padding, groups) = (*kernel, *stride, *padding, *groups);
-                    let conv = |vb: &candle_nn::VarBuilder| {
-                        let vb = vb.pp(&step.name);
-                        crate::mirrored::conv2d_for(
-                            vb,
-                            fan_in,
-                            fan_out,
-                            kernel,
-                            stride,
-                            padding,
-                            init.bias,
-                            init.std(),
-                            init.mirror,
-                        )
-                    };
-                    let weight = stack(&|vb| Ok(conv(vb)?.weight().clone()))?;
-                    let bias = match init.bias {
-                        true => Some(stack(&|vb| Ok(conv(vb)?.bias().expect("declared with a bias").clone()))?),
-                        false => None,
-                    };
-                    Layer::Conv { weight, bias, stride, padding, groups }
-                }
-                (StepOp::Declared { op: Op::AvgPool2d { kernel, .. }, .. }, _) => Layer::AvgPool(*kernel),
-                (StepOp::Declared { op: Op::GlobalAvgPool, .. }, _) => Layer::GlobalAvgPool,
-                (StepOp::Declared { op: Op::Flatten, .. }, _) if step.input_shape.area() > 1 => Layer::Flatten,
-                (StepOp::Declared { op: Op::Flatten | Op::Dropout { .. }, .. }, _) => Layer::Identity,
-                _ => return Err(unsupported()),
-            };
-            layers.push(layer);
+            layers.push(stacked_layer(&builders, step, "", index)?);
         }
         let calibration = Var::ones((seeds.len(), 1, 1), dtype, device)?;
         Ok(Ensemble { layers, calibration, population: seeds.len(), input: plan.input })
@@ -250,47 +187,7 @@ impl Ensemble {
             );
             return Err(EnsembleError::Shape { what: "ensemble input", expected, got: dims.to_vec() });
         }
-        let mut xs = xs.clone();
-        for layer in &self.layers {
-            xs = match layer {
-                Layer::Linear { weight, bias } => {
-                    let ys = xs.matmul(weight.as_tensor())?;
-                    match bias {
-                        Some(bias) => ys.broadcast_add(bias.as_tensor())?,
-                        None => ys,
-                    }
-                }
-                Layer::Conv { weight, bias, stride, padding, groups } => {
-                    let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
-                    let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
-                    let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
-                    // Copies side by side along the channels: one convolution of `P groups` groups
-                    // (copy p's group j is group p groups + j, over contiguous channels).
-                    let stacked =
-                        xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
-                    let kernels = weight.as_tensor().reshape((population * out, inputs, kernel, kernel))?;
-                    let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population * groups)?;
-                    let (_, _, out_height, out_width) = ys.dims4()?;
-                    let ys =
-                        ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
-                    match bias {
-                        Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
-                        None => ys,
-                    }
-                }
-                Layer::Scalar { weight, fixed } => {
-                    xs.broadcast_mul(&per_copy(&(weight.as_tensor() * *fixed)?, xs.rank())?)?
-                }
-                Layer::Bias(bias) => xs.broadcast_add(&per_copy(bias.as_tensor(), xs.rank())?)?,
-                Layer::Scale(factor) => (xs * *factor)?,
-                Layer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&xs, *slope)?,
-                Layer::Relu => xs.relu()?,
-                Layer::AvgPool(kernel) => merged(&xs, |x| crate::__private::ops::avg_pool(x, *kernel, *kernel))?,
-                Layer::GlobalAvgPool => merged(&xs, crate::__private::ops::global_avg_pool)?,
-                Layer::Flatten => xs.flatten_from(2)?,
-                Layer::Identity => xs,
-            };
-        }
+        let xs = run(&self.layers, xs.clone())?;
         Ok(xs.broadcast_mul(&self.calibration.as_tensor().detach())?)
     }
 
@@ -333,19 +230,184 @@ impl Ensemble {
 
     /// Every trainable parameter, each `[P, ...]` (the calibration is not one).
     pub fn vars(&self) -> Vec<Var> {
-        let mut vars = Vec::new();
-        for layer in &self.layers {
-            match layer {
-                Layer::Linear { weight, bias } | Layer::Conv { weight, bias, .. } => {
-                    vars.push(weight.clone());
-                    vars.extend(bias.clone());
+        fn collect(layers: &[Layer], vars: &mut Vec<Var>) {
+            for layer in layers {
+                match layer {
+                    Layer::Linear { weight, bias, .. } | Layer::Conv { weight, bias, .. } => {
+                        vars.push(weight.clone());
+                        vars.extend(bias.clone());
+                    }
+                    Layer::Scalar { weight, .. } | Layer::Bias(weight) => vars.push(weight.clone()),
+                    Layer::Block { main, shortcut, .. } => {
+                        collect(main, vars);
+                        collect(shortcut, vars);
+                    }
+                    _ => {}
                 }
-                Layer::Scalar { weight, .. } | Layer::Bias(weight) => vars.push(weight.clone()),
-                _ => {}
             }
         }
+        let mut vars = Vec::new();
+        collect(&self.layers, &mut vars);
         vars
     }
+}
+
+/// `layers` applied in turn to `xs` (`[P, B, ...]`).
+fn run(layers: &[Layer], xs: Tensor) -> candle_core::Result<Tensor> {
+    let mut xs = xs;
+    for layer in layers {
+        xs = match layer {
+            Layer::Linear { weight, bias, centred } => {
+                // `[P, in, out]`: each output's weights are a column.
+                let ys = xs.matmul(&used_weight(weight, *centred, &[1])?)?;
+                match bias {
+                    Some(bias) => ys.broadcast_add(bias.as_tensor())?,
+                    None => ys,
+                }
+            }
+            Layer::Conv { weight, bias, stride, padding, groups, centred } => {
+                let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
+                let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
+                let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
+                // Copies side by side along the channels: one convolution of `P groups` groups
+                // (copy p's group j is group p groups + j, over contiguous channels).
+                let stacked =
+                    xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
+                let kernels =
+                    used_weight(weight, *centred, &[2, 3, 4])?.reshape((population * out, inputs, kernel, kernel))?;
+                let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population * groups)?;
+                let (_, _, out_height, out_width) = ys.dims4()?;
+                let ys = ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
+                match bias {
+                    Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
+                    None => ys,
+                }
+            }
+            Layer::Scalar { weight, fixed } => {
+                xs.broadcast_mul(&per_copy(&(weight.as_tensor() * *fixed)?, xs.rank())?)?
+            }
+            Layer::Bias(bias) => xs.broadcast_add(&per_copy(bias.as_tensor(), xs.rank())?)?,
+            Layer::Scale(factor) => (xs * *factor)?,
+            Layer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&xs, *slope)?,
+            Layer::Relu => xs.relu()?,
+            Layer::AvgPool(kernel) => merged(&xs, |x| crate::__private::ops::avg_pool(x, *kernel, *kernel))?,
+            Layer::GlobalAvgPool => merged(&xs, crate::__private::ops::global_avg_pool)?,
+            Layer::Block { alpha, beta, main, shortcut } => {
+                let main = run(main, xs.clone())?;
+                let shortcut = run(shortcut, xs)?;
+                ((main * *beta)? + (shortcut * *alpha)?)?
+            }
+            Layer::Flatten => xs.flatten_from(2)?,
+            Layer::Identity => xs,
+        };
+    }
+    Ok(xs)
+}
+
+/// Each copy's parameter drawn by `make` (as the generated code draws it), stacked over copies.
+fn stacked(
+    builders: &[candle_nn::VarBuilder],
+    make: &dyn Fn(&candle_nn::VarBuilder) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Var> {
+    let tensors = builders.iter().map(make).collect::<candle_core::Result<Vec<_>>>()?;
+    Var::from_tensor(&Tensor::stack(&tensors, 0)?)
+}
+
+/// The population's version of `step`, its parameters at `prefix.name` as the generated code
+/// names them (`block.main.name` inside a block's branch); `top` is the top-level step holding it.
+fn stacked_layer(
+    builders: &[candle_nn::VarBuilder],
+    step: &Step,
+    prefix: &str,
+    top: usize,
+) -> Result<Layer, EnsembleError> {
+    let unsupported = || EnsembleError::Unsupported { step: top, op: describe(step) };
+    let path = if prefix.is_empty() { step.name.clone() } else { format!("{prefix}.{}", step.name) };
+    let stack = |make: &dyn Fn(&candle_nn::VarBuilder) -> candle_core::Result<Tensor>| stacked(builders, make);
+    Ok(match (&step.op, &step.params) {
+        (StepOp::FixedScale { factor, .. }, _) => Layer::Scale(*factor),
+        (StepOp::Block { alpha, beta, main, shortcut, .. }, _) => {
+            let branch = |steps: &[Step], name: &str| -> Result<Vec<Layer>, EnsembleError> {
+                let prefix = format!("{path}.{name}");
+                steps.iter().map(|step| stacked_layer(builders, step, &prefix, top)).collect()
+            };
+            Layer::Block {
+                alpha: *alpha,
+                beta: *beta,
+                main: branch(main, "main")?,
+                shortcut: branch(shortcut, "shortcut")?,
+            }
+        }
+        (StepOp::Declared { op: Op::Linear { .. }, .. }, Some(ParamInit::Weight(init))) => {
+            let (fan_in, fan_out) = (init.geometry.fan_in, init.geometry.fan_out);
+            let linear = |vb: &candle_nn::VarBuilder| {
+                crate::mirrored::linear_for(vb.pp(&path), fan_in, fan_out, init.bias, init.std(), init.mirror)
+            };
+            let weight = stack(&|vb| linear(vb)?.weight().t()?.contiguous())?;
+            let bias = match init.bias {
+                true => Some(stack(&|vb| linear(vb)?.bias().expect("declared with a bias").unsqueeze(0))?),
+                false => None,
+            };
+            Layer::Linear { weight, bias, centred: init.centred }
+        }
+        (StepOp::Declared { op: Op::Scalar, .. }, Some(ParamInit::Scalar { value, fixed })) => {
+            let weight = stack(&|vb| Ok(crate::nn::Scalar::new(vb.pp(&path), *value, *fixed)?.weight().clone()))?;
+            Layer::Scalar { weight, fixed: *fixed }
+        }
+        (StepOp::Declared { op: Op::Bias, .. }, Some(ParamInit::Bias { channels })) => {
+            Layer::Bias(stack(&|vb| Ok(crate::nn::Bias::new(vb.pp(&path), *channels)?.bias().clone()))?)
+        }
+        (StepOp::Declared { op: Op::Relu, .. }, _) => Layer::Relu,
+        (StepOp::Declared { op: Op::LeakyRelu { slope }, .. }, _) => Layer::LeakyRelu(*slope),
+        (StepOp::Declared { op: Op::Scale { factor }, .. }, _) => Layer::Scale(*factor),
+        (
+            StepOp::Declared { op: Op::Conv2d { out_channels, kernel, stride, padding, groups, .. }, .. },
+            Some(ParamInit::Weight(init)),
+        ) => {
+            // The weight is `(out, in / groups, k, k)`: the fan-in is per group.
+            let (fan_in, fan_out) = (init.geometry.fan_in, *out_channels);
+            let (kernel, stride, padding, groups) = (*kernel, *stride, *padding, *groups);
+            let conv = |vb: &candle_nn::VarBuilder| {
+                let vb = vb.pp(&path);
+                crate::mirrored::conv2d_for(
+                    vb,
+                    fan_in,
+                    fan_out,
+                    kernel,
+                    stride,
+                    padding,
+                    init.bias,
+                    init.std(),
+                    init.mirror,
+                )
+            };
+            let weight = stack(&|vb| Ok(conv(vb)?.weight().clone()))?;
+            let bias = match init.bias {
+                true => Some(stack(&|vb| Ok(conv(vb)?.bias().expect("declared with a bias").clone()))?),
+                false => None,
+            };
+            Layer::Conv { weight, bias, stride, padding, groups, centred: init.centred }
+        }
+        (StepOp::Declared { op: Op::AvgPool2d { kernel, .. }, .. }, _) => Layer::AvgPool(*kernel),
+        (StepOp::Declared { op: Op::GlobalAvgPool, .. }, _) => Layer::GlobalAvgPool,
+        (StepOp::Declared { op: Op::Flatten, .. }, _) if step.input_shape.dims().len() > 1 => Layer::Flatten,
+        (StepOp::Declared { op: Op::Flatten | Op::Dropout { .. }, .. }, _) => Layer::Identity,
+        _ => return Err(unsupported()),
+    })
+}
+
+/// The weight a forward pass multiplies by: `weight` (`[P, ...]`), minus each output's mean over
+/// the dimensions `inputs` when `centred`.
+fn used_weight(weight: &Var, centred: bool, inputs: &[usize]) -> candle_core::Result<Tensor> {
+    let weight = weight.as_tensor();
+    if !centred {
+        return Ok(weight.clone());
+    }
+    let mut mean = weight.clone();
+    for &dim in inputs.iter().rev() {
+        mean = mean.mean_keepdim(dim)?;
+    }
+    weight.broadcast_sub(&mean)
 }
 
 fn describe(step: &Step) -> String {

@@ -66,7 +66,10 @@ impl HostEnsemble {
         }
         for (index, layer) in ensemble.layers.iter().enumerate() {
             layers.push(match layer {
-                Layer::Linear { weight, bias } => {
+                Layer::Linear { centred: true, .. } => {
+                    return Err(EnsembleError::Unsupported { step: index, op: "a centred linear layer".into() })
+                }
+                Layer::Linear { weight, bias, centred: false } => {
                     // The ensemble stores `[P, in, out]`; rows of `[out, in]` make the products contiguous.
                     let (_, inputs, outputs) = weight.as_tensor().dims3()?;
                     let weight = append(&weight.as_tensor().transpose(1, 2)?.contiguous()?)?;
