@@ -41,6 +41,9 @@ enum Command {
     Triangle(triangle::TriangleArgs),
     /// The strided AlexNet of section 10 (Fig. 4) on CIFAR-10 binary batches or IDX files.
     Alexnet(alexnet::AlexNetArgs),
+    /// scalenet's unnormalized networks against BatchNorm, no normalization and Fixup on
+    /// Fashion-MNIST: test accuracy per learning rate (scripts/compare_torch.py adds PyTorch's).
+    Compare(compare::CompareArgs),
     /// Mixed precision: the calculus's f16 loss scale against measured signals, and the weight
     /// gradients f16 loses to zero with and without it (scalenet::precision).
     Precision(precision::PrecisionArgs),
@@ -90,6 +93,7 @@ struct Table2Args {
 }
 
 mod alexnet;
+mod compare;
 mod mirrored;
 mod precision;
 mod triangle;
@@ -149,6 +153,7 @@ fn main() -> std::process::ExitCode {
         Command::Triangle(args) => triangle::run(args),
         Command::Alexnet(args) => alexnet::run(args),
         Command::Precision(args) => precision::run(args),
+        Command::Compare(args) => compare::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -140,10 +140,22 @@ impl ImageDataset {
 
     /// Centred, unit-variance pixels (over the whole set): the input the calculus assumes.
     pub fn standardized(&self) -> candle_core::Result<Self> {
+        let (mean, std) = self.pixel_moments()?;
+        self.standardized_with(mean, std)
+    }
+
+    /// The mean and standard deviation of all pixels: what [`Self::standardized`] removes, to
+    /// apply to a held-out set through [`Self::standardized_with`].
+    pub fn pixel_moments(&self) -> candle_core::Result<(f64, f64)> {
         let mean = self.images.mean_all()?.to_scalar::<f32>()? as f64;
-        let centred = (&self.images - mean)?;
-        let std = centred.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64;
-        Ok(ImageDataset { images: (centred / std.max(1e-12))?, ..self.clone() })
+        let std = (&self.images - mean)?.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64;
+        Ok((mean, std))
+    }
+
+    /// `(pixels - mean) / std`, with another set's moments (a test set standardized as its
+    /// training set was).
+    pub fn standardized_with(&self, mean: f64, std: f64) -> candle_core::Result<Self> {
+        Ok(ImageDataset { images: ((&self.images - mean)? / std.max(1e-12))?, ..self.clone() })
     }
 
     /// Each pixel repeated `factor x factor` times (nearest-neighbour upsampling).

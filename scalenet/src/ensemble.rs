@@ -12,8 +12,9 @@
 //! Supported: networks of vectors and images (linear layers and convolutions, Gaussian or
 //! mirrored (`init: mirrored`) weights, centred or not, ReLU-family activations, average and
 //! global average pooling, fixed and declared scalars, standalone biases, flatten, dropout in
-//! evaluation mode) and residual blocks and bottlenecks of them. A convolution runs the copies as
-//! the groups of one grouped convolution. A layer outside this list is a typed error naming the
+//! evaluation mode) and residual blocks and bottlenecks of them. A convolution runs each copy's own
+//! convolution on the CPU (scalenet's kernels) and the copies as the groups of one grouped
+//! convolution elsewhere. A layer outside this list is a typed error naming the
 //! top-level step it is in.
 //!
 //! ```
@@ -266,21 +267,42 @@ fn run(layers: &[Layer], xs: Tensor) -> candle_core::Result<Tensor> {
                 }
             }
             Layer::Conv { weight, bias, stride, padding, groups, centred } => {
-                let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
-                let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
-                let (_, out, inputs, kernel, _) = weight.as_tensor().dims5()?;
-                // Copies side by side along the channels: one convolution of `P groups` groups
-                // (copy p's group j is group p groups + j, over contiguous channels).
-                let stacked =
-                    xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
-                let kernels =
-                    used_weight(weight, *centred, &[2, 3, 4])?.reshape((population * out, inputs, kernel, kernel))?;
-                let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population * groups)?;
-                let (_, _, out_height, out_width) = ys.dims4()?;
-                let ys = ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
-                match bias {
-                    Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
-                    None => ys,
+                let weight = used_weight(weight, *centred, &[2, 3, 4])?;
+                if xs.device().is_cpu() {
+                    // On the CPU, scalenet's own convolution per copy (a grouped convolution of
+                    // the copies would fall back to candle's kernels, several times slower).
+                    let copies = (0..xs.dim(0)?)
+                        .map(|p| {
+                            let bias = bias.as_ref().map(|b| b.as_tensor().get(p)).transpose()?;
+                            crate::ops::grouped_conv2d_scaled(
+                                &xs.get(p)?,
+                                &weight.get(p)?,
+                                bias.as_ref(),
+                                *stride,
+                                *padding,
+                                *groups,
+                                1.0,
+                            )
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Tensor::stack(&copies, 0)?
+                } else {
+                    let (population, batch) = (xs.dim(0)?, xs.dim(1)?);
+                    let (_, channels, height, width) = xs.dims5().map(|(_, b, c, h, w)| (b, c, h, w))?;
+                    let (_, out, inputs, kernel, _) = weight.dims5()?;
+                    // Copies side by side along the channels: one convolution of `P groups`
+                    // groups (copy p's group j is group p groups + j, over contiguous channels).
+                    let stacked =
+                        xs.transpose(0, 1)?.contiguous()?.reshape((batch, population * channels, height, width))?;
+                    let kernels = weight.reshape((population * out, inputs, kernel, kernel))?;
+                    let ys = stacked.conv2d(&kernels, *padding, *stride, 1, population * groups)?;
+                    let (_, _, out_height, out_width) = ys.dims4()?;
+                    let ys =
+                        ys.reshape((batch, population, out, out_height, out_width))?.transpose(0, 1)?.contiguous()?;
+                    match bias {
+                        Some(bias) => ys.broadcast_add(&per_copy(bias.as_tensor(), 5)?)?,
+                        None => ys,
+                    }
                 }
             }
             Layer::Scalar { weight, fixed } => {
