@@ -40,6 +40,16 @@ enum Which {
     Grouped,
     /// The same network with every convolution in one group: the table only.
     Ungrouped,
+    /// The comparison's pre-activation ResNet for 1x28x28 images (fixtures::compare): the table only.
+    CompareResnet,
+    /// The comparison's VGG-style network for 1x28x28 images: the table only.
+    CompareVgg,
+    /// The comparison's ResNet with a global-average-pool head: the table only.
+    CompareResnetPooledHead,
+    /// The same on 3x28x28 images: the table only.
+    CompareResnetPooledHeadRgb,
+    /// The same on 1x28x28 images with centred weight rows: the table only.
+    CompareResnetPooledHeadCentred,
 }
 
 #[derive(Parser)]
@@ -270,6 +280,28 @@ fn main() -> Result<(), Error> {
         }
         Which::Grouped => ("GroupedConvNet", Variant::of::<networks::GroupedConvNet>("x1", 8), vec![], vec![]),
         Which::Ungrouped => ("UngroupedConvNet", Variant::of::<networks::UngroupedConvNet>("x1", 8), vec![], vec![]),
+        Which::CompareResnet => {
+            ("CompareResNet", Variant::of::<fixtures::compare::CompareResNet>("x1", 8), vec![], vec![])
+        }
+        Which::CompareVgg => ("CompareVgg", Variant::of::<fixtures::compare::CompareVgg>("x1", 8), vec![], vec![]),
+        Which::CompareResnetPooledHead => (
+            "CompareResNetPooledHead",
+            Variant::of::<fixtures::compare::CompareResNetPooledHead>("x1", 8),
+            vec![],
+            vec![],
+        ),
+        Which::CompareResnetPooledHeadRgb => (
+            "CompareResNetPooledHeadRgb",
+            Variant::of::<fixtures::compare::CompareResNetPooledHeadRgb>("x1", 8),
+            vec![],
+            vec![],
+        ),
+        Which::CompareResnetPooledHeadCentred => (
+            "CompareResNetPooledHeadCentred",
+            Variant::of::<fixtures::compare::CompareResNetPooledHeadCentred>("x1", 8),
+            vec![],
+            vec![],
+        ),
     };
     let diagnosis = table(&base, &args, threads)?;
     println!("{diagnosis}");
