@@ -46,6 +46,8 @@ enum Which {
     CompareVgg,
     /// The comparison's ResNet with a global-average-pool head: the table only.
     CompareResnetPooledHead,
+    /// The same with a 5x5 stem: the table only.
+    CompareResnetPooledHead5x5,
     /// The same on 3x28x28 images: the table only.
     CompareResnetPooledHeadRgb,
     /// The same on 1x28x28 images with centred weight rows: the table only.
@@ -287,6 +289,12 @@ fn main() -> Result<(), Error> {
         Which::CompareResnetPooledHead => (
             "CompareResNetPooledHead",
             Variant::of::<fixtures::compare::CompareResNetPooledHead>("x1", 8),
+            vec![],
+            vec![],
+        ),
+        Which::CompareResnetPooledHead5x5 => (
+            "CompareResNetPooledHead5x5",
+            Variant::of::<fixtures::compare::CompareResNetPooledHead5x5>("x1", 8),
             vec![],
             vec![],
         ),
