@@ -55,6 +55,9 @@ pub struct CompareArgs {
     /// Measure on the first this many test examples (all by default).
     #[arg(long)]
     test_examples: Option<usize>,
+    /// The output's std after the first minibatch (section 7: 0.05); 0 leaves it as initialized.
+    #[arg(long, default_value_t = compare::PAPER_OUTPUT_STD)]
+    output_std: f64,
     /// At most this many copies per ensemble (memory grows with it); a sweep larger than this
     /// runs as several ensembles.
     #[arg(long, default_value_t = 18)]
@@ -105,6 +108,11 @@ pub fn run(mut args: CompareArgs) -> Result<(), Error> {
             _ => Err(format!("--inits {name}: the comparison declares `geometric` and `fan_in`")),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let output_std = match args.output_std {
+        0.0 => None,
+        std if std.is_finite() && std > 0.0 => Some(std),
+        std => return Err(format!("--output-std {std}: give a positive std, or 0 for no calibration").into()),
+    };
     crate::input_folder("--data", &args.data)?;
     crate::output_folder("--out", &args.out)?;
     let started = Instant::now();
@@ -126,7 +134,7 @@ pub fn run(mut args: CompareArgs) -> Result<(), Error> {
         );
         for &arch in &args.arch {
             for &init in &inits {
-                let method = compare::method_name(init);
+                let method = compare::method_name(init, output_std);
                 let todo: Vec<(f64, u64)> = args
                     .lr_grid
                     .iter()
@@ -144,7 +152,7 @@ pub fn run(mut args: CompareArgs) -> Result<(), Error> {
                         copies: copies.to_vec(),
                         epochs: args.epochs,
                         batch_size: args.batch_size,
-                        output_std: 0.05,
+                        output_std,
                     };
                     let progress = ProgressBar::new(0);
                     progress.set_style(ProgressStyle::with_template(

@@ -119,6 +119,9 @@ fn a_folder_without_the_test_files_names_them() {
         experiments(&["compare", "--data", data.to_str().unwrap(), "--out", data.join("out").to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("t10k-images-idx3-ubyte[.gz]") && stderr.contains("dataset-fashion-mnist"), "{stderr}");
+    let (ok, _, stderr) = experiments(&["compare", "--out", data.join("out").to_str().unwrap(), "--output-std=-1"]);
+    assert!(!ok);
+    assert!(stderr.contains("--output-std -1: give a positive std, or 0 for no calibration"), "{stderr}");
 }
 
 /// PyTorch's methods (BatchNorm, no normalization, Fixup) train a few steps on the same files and
