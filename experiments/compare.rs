@@ -187,11 +187,7 @@ pub fn run(mut args: CompareArgs) -> Result<(), Error> {
 /// training examples' pixel mean and std.
 fn load(dir: &Path, train: Option<usize>, test: Option<usize>) -> Result<(ImageDataset, ImageDataset), Error> {
     let find = |stem: &str| -> Result<PathBuf, Error> {
-        [stem.to_string(), format!("{stem}.gz")]
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("{} has no {stem}[.gz]; the comparison reads Fashion-MNIST's four IDX files (Debian: apt install dataset-fashion-mnist)", dir.display()).into())
+        fixtures::alexnet::idx_file(dir, stem).ok_or_else(|| format!("{} has no {stem}[.gz]; the comparison reads Fashion-MNIST's four IDX files (Debian: apt install dataset-fashion-mnist)", dir.display()).into())
     };
     let first = |data: ImageDataset, count: Option<usize>| -> Result<ImageDataset, Error> {
         Ok(match count {
