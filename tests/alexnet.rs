@@ -10,10 +10,8 @@ use std::io::Write;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn dir(name: &str) -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("scalenet-alexnet-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+fn dir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix(&format!("scalenet-alexnet-{name}-")).tempdir()?)
 }
 
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
@@ -38,29 +36,31 @@ fn check_training(dir: &std::path::Path, channels: usize) -> Result<()> {
 
 #[test]
 fn trains_on_a_cifar10_batch_file() -> Result<()> {
-    let dir = dir("cifar")?;
+    let folder = dir("cifar")?;
+    let dir = folder.path();
     let mut bytes = Vec::new();
     for record in 0..12u8 {
         bytes.push(record % 10);
         bytes.extend((0..3072).map(|i| ((i * 7 + record as usize * 13) % 256) as u8));
     }
     std::fs::write(dir.join("data_batch_1.bin"), bytes)?;
-    check_training(&dir, 3)
+    check_training(dir, 3)
 }
 
 #[test]
 fn trains_on_gzipped_idx_files_padded_to_32() -> Result<()> {
-    let dir = dir("idx")?;
+    let folder = dir("idx")?;
+    let dir = folder.path();
     let pixels: Vec<u8> = (0..12 * 28 * 28).map(|i| (i * 31 % 256) as u8).collect();
     std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&idx_bytes(&[12, 28, 28], &pixels))?)?;
     let labels: Vec<u8> = (0..12).map(|i| i % 10).collect();
     std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[12], &labels))?)?;
-    check_training(&dir, 1)
+    check_training(dir, 1)
 }
 
 #[test]
 fn a_folder_without_either_format_says_what_it_looked_for() -> Result<()> {
-    let error = load(&dir("empty")?).unwrap_err().to_string();
+    let error = load(dir("empty")?.path()).unwrap_err().to_string();
     assert!(error.contains("data_batch_") && error.contains("train-images-idx3-ubyte"), "{error}");
     Ok(())
 }

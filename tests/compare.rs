@@ -4,15 +4,14 @@
 //! runs in an ignored test, `.ci/run` runs it with Debian's python3-torch).
 
 use scalenet::data::binary::idx_bytes;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A folder with Fashion-MNIST's four file names: `train` and `test` 28x28 images whose class
 /// decides which row band is bright, plus deterministic noise.
-fn dataset(name: &str, train: u32, test: u32) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scalenet-compare-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn dataset(name: &str, train: u32, test: u32) -> tempfile::TempDir {
+    let folder = tempfile::Builder::new().prefix(&format!("scalenet-compare-{name}-")).tempdir().unwrap();
+    let dir = folder.path();
     for (stem, count) in [("train", train), ("t10k", test)] {
         let labels: Vec<u8> = (0..count).map(|i| (i * 7 % 10) as u8).collect();
         let mut pixels = Vec::with_capacity(count as usize * 784);
@@ -26,7 +25,7 @@ fn dataset(name: &str, train: u32, test: u32) -> PathBuf {
         std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), idx_bytes(&[count, 28, 28], &pixels)).unwrap();
         std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), idx_bytes(&[count], &labels)).unwrap();
     }
-    dir
+    folder
 }
 
 fn experiments(args: &[&str]) -> (bool, String, String) {
@@ -48,7 +47,8 @@ fn records(out: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn every_scalenet_method_trains_on_both_architectures_and_resumes() {
-    let data = dataset("rust", 64, 40);
+    let folder = dataset("rust", 64, 40);
+    let data = folder.path();
     let out = data.join("out");
     let args = ["compare", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quick"];
     let (ok, stdout, stderr) = experiments(&args);
@@ -83,7 +83,8 @@ fn every_scalenet_method_trains_on_both_architectures_and_resumes() {
 
 #[test]
 fn records_of_other_tools_join_the_table_and_bad_lines_name_their_place() {
-    let data = dataset("report", 64, 40);
+    let folder = dataset("report", 64, 40);
+    let data = folder.path();
     let out = data.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let protocol = r#""epochs": 1, "batch": 16, "train_examples": 64, "test_examples": 40"#;
@@ -113,7 +114,8 @@ fn records_of_other_tools_join_the_table_and_bad_lines_name_their_place() {
 
 #[test]
 fn a_folder_without_the_test_files_names_them() {
-    let data = dataset("missing", 16, 8);
+    let folder = dataset("missing", 16, 8);
+    let data = folder.path();
     std::fs::remove_file(data.join("t10k-images-idx3-ubyte")).unwrap();
     let (ok, _, stderr) =
         experiments(&["compare", "--data", data.to_str().unwrap(), "--out", data.join("out").to_str().unwrap()]);
@@ -130,7 +132,8 @@ fn a_folder_without_the_test_files_names_them() {
 #[test]
 #[ignore = "needs PyTorch (apt install python3-torch); .ci/run runs it"]
 fn the_pytorch_methods_train_on_the_same_files() {
-    let data = dataset("torch", 64, 40);
+    let folder = dataset("torch", 64, 40);
+    let data = folder.path();
     let out = data.join("out");
     let python = std::env::var("SCALENET_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare_torch.py");

@@ -30,11 +30,8 @@ const LR: f64 = 0.1;
 /// process the sum over 64: they differ by f16's rounding, about 1e-3 of a gradient.
 const TOLERANCE_F16: f64 = 1e-3;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scalenet-data-parallel-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("scalenet-data-parallel-{name}-")).tempdir().unwrap()
 }
 
 /// The bundled digits as the examples prepare them (upsampled by `factor`), first epoch's order.
@@ -205,7 +202,8 @@ fn largest_difference(a: &VarMap, b: &VarMap) -> (f64, f64) {
 }
 
 fn two_ranks_of_32_step_as_one_of_64(name: &str, tolerance: f64) {
-    let out = scratch(name);
+    let folder = scratch(name);
+    let out = folder.path();
     let steps = STEPS.to_string();
     let (ok, text, _) = mpirun(
         &out,
@@ -253,7 +251,8 @@ fn lenet_in_f16_two_ranks_of_32_step_as_one_of_64() {
 
 #[test]
 fn a_killed_rank_ends_the_job_and_the_checkpoint_before_it_loads() {
-    let out = scratch("killed");
+    let folder = scratch("killed");
+    let out = folder.path();
     let (ok, text, seconds) = mpirun(
         &out,
         &[
@@ -276,7 +275,8 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_before_it_loads() {
 
 #[test]
 fn a_rank_that_stops_answering_fails_the_others_after_the_timeout() {
-    let out = scratch("stuck");
+    let folder = scratch("stuck");
+    let out = folder.path();
     let (ok, text, seconds) = mpirun(
         &out,
         &[
@@ -297,7 +297,8 @@ fn a_rank_that_stops_answering_fails_the_others_after_the_timeout() {
 
 #[test]
 fn a_non_finite_loss_on_one_rank_stops_every_rank_with_the_same_error() {
-    let out = scratch("nan");
+    let folder = scratch("nan");
+    let out = folder.path();
     let (_, text, _) = mpirun(
         &out,
         &[
@@ -316,7 +317,8 @@ fn a_non_finite_loss_on_one_rank_stops_every_rank_with_the_same_error() {
 
 #[test]
 fn table2_split_over_two_ranks_gives_the_table_of_one_process() {
-    let dir = scratch("table2");
+    let folder = scratch("table2");
+    let dir = folder.path();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/data/libsvm/iris.svm"), data.join("iris.svm")).unwrap();

@@ -2,14 +2,10 @@
 //! fault and what to do, is printed with Display (never a Debug-printed `Os { .. }`), and comes
 //! before anything is announced.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scalenet-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("scalenet-cli-{name}-")).tempdir().unwrap()
 }
 
 /// Runs the tool; returns (success, stdout, stderr).
@@ -34,7 +30,8 @@ fn expect_failure(args: &[&str], expected: &[&str]) {
 
 #[test]
 fn table2_names_the_flag_and_path_at_fault() {
-    let dir = scratch("table2");
+    let folder = scratch("table2");
+    let dir = folder.path();
     let out = dir.join("out");
     let missing = dir.join("no-such-folder");
     expect_failure(
@@ -63,7 +60,8 @@ fn table2_names_the_flag_and_path_at_fault() {
 
 #[test]
 fn every_subcommand_checks_its_paths_first() {
-    let dir = scratch("others");
+    let folder = scratch("others");
+    let dir = folder.path();
     let file = dir.join("taken");
     std::fs::write(&file, "").unwrap();
     expect_failure(&["triangle", "--out", file.to_str().unwrap(), "--quick"], &["error: --out", "this is a file"]);
@@ -79,7 +77,8 @@ fn every_subcommand_checks_its_paths_first() {
 
 #[test]
 fn precision_measures_both_networks_against_their_plans() {
-    let dir = scratch("precision");
+    let folder = scratch("precision");
+    let dir = folder.path();
     let file = dir.join("taken");
     std::fs::write(&file, "").unwrap();
     expect_failure(&["precision", "--out", file.to_str().unwrap()], &["error: --out", "this is a file"]);

@@ -312,8 +312,8 @@ fn output_calibration_is_kept_with_the_model_and_never_trained() -> candle_core:
     let calibration = net.output_calibration.to_scalar::<f32>()? as f64;
     assert!((calibration - factor).abs() < 1e-6, "trained: {calibration} vs {factor}");
 
-    let dir = std::env::temp_dir().join(format!("scalenet-calibration-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let folder = tempfile::Builder::new().prefix("scalenet-calibration-").tempdir()?;
+    let dir = folder.path();
     let path = dir.join("lenet.safetensors");
     scalenet::checkpoint::save_atomically(&varmap, &path).map_err(candle_core::Error::wrap)?;
     let mut loaded = VarMap::new();

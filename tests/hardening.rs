@@ -11,11 +11,8 @@ use scalenet::Network;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scalenet-hardening-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("scalenet-hardening-{name}-")).tempdir().unwrap()
 }
 
 /// Every variable's values, to compare bit for bit.
@@ -60,7 +57,8 @@ fn forward_checked_names_the_input_or_the_step_that_went_non_finite() -> candle_
 
 #[test]
 fn checkpoints_load_all_or_nothing_and_name_the_file_and_tensor() -> candle_core::Result<()> {
-    let dir = scratch("checkpoint");
+    let folder = scratch("checkpoint");
+    let dir = folder.path();
     let saved = VarMap::new();
     PooledLeNet::new_seeded(&saved, DType::F32, &Device::Cpu, 1)?;
     let path = dir.join("lenet.safetensors");
@@ -116,7 +114,8 @@ fn checkpoints_load_all_or_nothing_and_name_the_file_and_tensor() -> candle_core
 
 #[test]
 fn saving_names_the_path_asked_for_and_leaves_nothing_behind() -> candle_core::Result<()> {
-    let dir = scratch("save");
+    let folder = scratch("save");
+    let dir = folder.path();
     let varmap = VarMap::new();
     Mlp::new_seeded(&varmap, DType::F32, &Device::Cpu, 0)?;
     let target = dir.join("a-directory");
@@ -227,7 +226,8 @@ scalenet::network! { pub struct AfterInsert { input: [4], scale(2.0), linear(8),
 
 #[test]
 fn a_load_whose_names_moved_lists_the_renamings() -> candle_core::Result<()> {
-    let dir = scratch("renamed");
+    let folder = scratch("renamed");
+    let dir = folder.path();
     let saved = VarMap::new();
     BeforeInsert::new_seeded(&saved, DType::F32, &Device::Cpu, 0)?;
     let path = dir.join("before.safetensors");
@@ -267,7 +267,8 @@ fn a_load_whose_names_moved_lists_the_renamings() -> candle_core::Result<()> {
 
 #[test]
 fn saving_an_empty_varmap_is_an_error_and_writes_nothing() {
-    let dir = scratch("empty-save");
+    let folder = scratch("empty-save");
+    let dir = folder.path();
     let path = dir.join("net.safetensors");
     let error = save_atomically(&VarMap::new(), &path).unwrap_err();
     assert!(matches!(error, CheckpointError::NothingToSave { .. }), "{error}");
@@ -306,7 +307,8 @@ fn diagnostics_refuse_non_finite_activations() -> candle_core::Result<()> {
 
 #[test]
 fn datasets_with_no_rows_or_bad_labels_are_typed_errors() -> candle_core::Result<()> {
-    let dir = scratch("data");
+    let folder = scratch("data");
+    let dir = folder.path();
     let write = |name: &str, images: Tensor, labels: Tensor| -> PathBuf {
         let path = dir.join(name);
         let tensors = HashMap::from([("images".to_string(), images), ("labels".to_string(), labels)]);

@@ -181,8 +181,8 @@ fn checkpoints_hold_the_f32_masters() -> Result<(), Box<dyn std::error::Error>> 
     let mut mixed = MixedPrecision::<Sgd>::new(&varmap, scaler(Format::Bf16), ParamsSgd::new(0.1))?;
     let (input, labels) = batch(2)?;
     mixed.backward_step(&loss(&net, &input, &labels)?).unwrap();
-    let dir = std::env::temp_dir().join(format!("scalenet-precision-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let folder = tempfile::Builder::new().prefix("scalenet-precision-").tempdir()?;
+    let dir = folder.path();
     let path = dir.join("masters.safetensors");
     save_atomically(mixed.masters(), &path)?;
     // A fresh network and trainer, its masters loaded and copied into the bf16 weights.
@@ -193,7 +193,6 @@ fn checkpoints_hold_the_f32_masters() -> Result<(), Box<dyn std::error::Error>> 
     resumed.copy_masters_to_model()?;
     assert_eq!(weights(resumed.masters())?, weights(mixed.masters())?);
     assert_eq!(weights(&restored)?, weights(&varmap)?);
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@ use fixtures::table2::{self, Settings, Table, INITS};
 
 #[test]
 fn table2_on_a_tiny_dataset() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let dir = std::env::temp_dir().join(format!("scalenet-table2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let folder = tempfile::Builder::new().prefix("scalenet-table2-").tempdir()?;
+    let dir = folder.path();
     // Two noisy classes on 5 features, 80 examples; and a file that is not LIBSVM.
     let text: String = (0..80)
         .map(|i| {

@@ -248,8 +248,8 @@ mod tests {
 
     #[test]
     fn missing_tensor_is_named() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("scalenet-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let folder = tempfile::Builder::new().prefix("scalenet-data-").tempdir()?;
+        let dir = folder.path();
         let path = dir.join("only-images.safetensors");
         let images = Tensor::zeros((2, 4, 4), DType::U8, &Device::Cpu)?;
         candle_core::safetensors::save(&std::collections::HashMap::from([("images".to_string(), images)]), &path)?;

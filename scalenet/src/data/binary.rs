@@ -184,21 +184,29 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn temp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("scalenet-binary-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).expect("write");
-        path
+    /// A folder removed when the test ends; `file` writes one named file in it.
+    struct Scratch(tempfile::TempDir);
+
+    impl Scratch {
+        fn new() -> Self {
+            Self(tempfile::Builder::new().prefix("scalenet-binary-").tempdir().expect("temp dir"))
+        }
+
+        fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+            let path = self.0.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        }
     }
 
     #[test]
     fn idx_images_and_labels_plain_and_gzipped() -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = Scratch::new();
         let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
-        let images = temp("images-idx3", &idx_bytes(&[2, 3, 4], &pixels));
+        let images = scratch.file("images-idx3", &idx_bytes(&[2, 3, 4], &pixels));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&idx_bytes(&[2], &[7, 1]))?;
-        let labels = temp("labels-idx1.gz", &gz.finish()?);
+        let labels = scratch.file("labels-idx1.gz", &gz.finish()?);
         let data = ImageDataset::from_idx(&images, &labels)?;
         assert_eq!(data.images.dims(), &[2, 1, 3, 4]);
         assert_eq!(data.labels.to_vec1::<u32>()?, vec![7, 1]);
@@ -209,7 +217,8 @@ mod tests {
 
     #[test]
     fn malformed_idx_files_are_typed_errors() {
-        let labels = temp("ok-labels", &idx_bytes(&[2], &[0, 1]));
+        let scratch = Scratch::new();
+        let labels = scratch.file("ok-labels", &idx_bytes(&[2], &[0, 1]));
         let cases: [(&str, Vec<u8>, &str); 4] = [
             ("bad-magic", vec![1, 2, 8, 1, 0, 0, 0, 1, 5], "magic"),
             ("floats", vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "element type 0x0d"),
@@ -217,34 +226,35 @@ mod tests {
             ("short-header", vec![0, 0, 8, 3, 0, 0], "announces 3 dimensions"),
         ];
         for (name, bytes, expected) in cases {
-            let path = temp(name, &bytes);
+            let path = scratch.file(name, &bytes);
             let error = ImageDataset::from_idx(&path, &labels).unwrap_err().to_string();
             assert!(error.contains(expected) && error.contains(name), "{name}: {error}");
         }
-        let images = temp("three-images", &idx_bytes(&[3, 2, 2], &[0; 12]));
+        let images = scratch.file("three-images", &idx_bytes(&[3, 2, 2], &[0; 12]));
         let error = ImageDataset::from_idx(&images, &labels).unwrap_err();
         assert!(matches!(error, BinaryError::Count { image_count: 3, label_count: 2, .. }), "{error}");
     }
 
     #[test]
     fn cifar_records_and_their_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = Scratch::new();
         let mut bytes = Vec::new();
         for label in [3u8, 9] {
             bytes.push(label);
             bytes.extend((0..3072).map(|i| (i % 251) as u8));
         }
-        let first = temp("data_batch_1.bin", &bytes);
-        let second = temp("data_batch_2.bin", &bytes[..3073]);
+        let first = scratch.file("data_batch_1.bin", &bytes);
+        let second = scratch.file("data_batch_2.bin", &bytes[..3073]);
         let data = ImageDataset::from_cifar10(&[first, second])?;
         assert_eq!(data.images.dims(), &[3, 3, 32, 32]);
         assert_eq!(data.labels.to_vec1::<u32>()?, vec![3, 9, 3]);
         // Channel-major: the first green pixel is byte 1024 of the record.
         assert_eq!(data.images.get(0)?.get(1)?.get(0)?.get(0)?.to_scalar::<f32>()?, (1024 % 251) as f32);
-        let error = ImageDataset::from_cifar10(&[temp("short.bin", &bytes[..3000])]).unwrap_err().to_string();
+        let error = ImageDataset::from_cifar10(&[scratch.file("short.bin", &bytes[..3000])]).unwrap_err().to_string();
         assert!(error.contains("short.bin") && error.contains("3000 bytes"), "{error}");
         let mut bad = bytes.clone();
         bad[3073] = 10;
-        let error = ImageDataset::from_cifar10(&[temp("label.bin", &bad)]).unwrap_err().to_string();
+        let error = ImageDataset::from_cifar10(&[scratch.file("label.bin", &bad)]).unwrap_err().to_string();
         assert!(error.contains("record 1 has label 10"), "{error}");
         assert!(matches!(ImageDataset::from_cifar10(&[]), Err(BinaryError::NoFiles)));
         Ok(())
