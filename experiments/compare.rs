@@ -55,8 +55,9 @@ pub struct CompareArgs {
     /// Measure on the first this many test examples (all by default).
     #[arg(long)]
     test_examples: Option<usize>,
-    /// The output's std after the first minibatch (section 7: 0.05); 0 leaves it as initialized.
-    #[arg(long, default_value_t = compare::PAPER_OUTPUT_STD)]
+    /// The output's std after the first minibatch (section 7; the DSL's default, 1, unless given;
+    /// the paper's experiments use 0.05); 0 leaves it as initialized.
+    #[arg(long, default_value_t = scalenet::calculus::DEFAULT_OUTPUT_STD)]
     output_std: f64,
     /// At most this many copies per ensemble (memory grows with it); a sweep larger than this
     /// runs as several ensembles.

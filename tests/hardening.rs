@@ -125,7 +125,7 @@ fn saving_names_the_path_asked_for_and_leaves_nothing_behind() -> candle_core::R
     let unwritable = dir.join("no-such-folder").join("net.safetensors");
     let error = save_atomically(&varmap, &unwritable).unwrap_err().to_string();
     assert!(error.contains("no-such-folder/net.safetensors"), "{error}");
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("a-directory")], "stale files: {left:?}");
     Ok(())
 }

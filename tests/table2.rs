@@ -20,7 +20,7 @@ fn table2_on_a_tiny_dataset() -> Result<(), Box<dyn std::error::Error + Send + S
         .collect();
     std::fs::write(dir.join("tiny.svm"), text)?;
     std::fs::write(dir.join("notes.txt"), "not a dataset\n")?;
-    let files = table2::dataset_files(&dir)?;
+    let files = table2::dataset_files(dir)?;
     assert_eq!(files.len(), 2);
     let settings =
         Settings { learning_rates: vec![0.5, 0.05, 0.005], seeds: 2, epochs: 2, batch_size: 4, ..Settings::paper() };

@@ -8,11 +8,14 @@ use std::fmt;
 /// Formats a positive quantity with 4 significant digits, switching to scientific notation
 /// outside [1e-3, 1e4).
 pub fn number(value: f64) -> String {
+    // The decimals follow the value as rounded to 4 digits, so that 0.99999 prints as 1.000, not
+    // 1.0000 (and 9999.9 as 1.000e4).
+    let rounded: f64 = format!("{value:.3e}").parse().unwrap_or(value);
     if value == 0.0 {
         "0".to_string()
-    } else if (1e-3..1e4).contains(&value.abs()) {
-        let digits = (3 - value.abs().log10().floor() as i32).max(0) as usize;
-        format!("{value:.digits$}")
+    } else if (1e-3..1e4).contains(&rounded.abs()) {
+        let digits = (3 - rounded.abs().log10().floor() as i32).max(0) as usize;
+        format!("{rounded:.digits$}")
     } else {
         format!("{value:.3e}")
     }
@@ -311,5 +314,29 @@ impl fmt::Display for Plan {
   γ = the weight-to-gradient ratio E[dW²]/E[W²] (Theorem 1), {gamma}: equal γ is equal conditioning, the calculus's goal; κ = that γ over the γ of independent positions (1: no correction)
   γ_bias, κ_bias = the same for the layer's bias (eq. 7)"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn numbers_keep_four_significant_digits_across_a_decade() {
+        let cases = [
+            (1.0, "1.000"),
+            (0.99999, "1.000"),
+            (9.99996, "10.00"),
+            (0.0012345, "0.001234"),
+            (0.00099999, "0.001000"),
+            (1234.4, "1234"),
+            (9999.7, "1.000e4"),
+            (-0.05, "-0.05000"),
+            (2.5e-7, "2.500e-7"),
+            (0.0, "0"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(number(value), expected, "{value}");
+        }
     }
 }

@@ -288,7 +288,7 @@ pub fn check_network_options(spec: &NetworkSpec, diagnostics: &mut Diagnostics) 
         diagnostics.push(
             Rule::NetworkOptions,
             Location::Network(NetworkField::OutputStd),
-            "`output_std` must be a positive number; the paper recommends 0.01 to 0.1 (section 7)",
+            "`output_std` must be a positive number, such as 1 (the default: logits at unit scale); section 7 calls output variances of 0.01 to 0.1 reasonable",
         );
     }
     if spec.typical_kernel == Some(0) {

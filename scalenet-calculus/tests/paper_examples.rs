@@ -127,13 +127,15 @@ fn geometric_init_equalizes_gamma_across_kernels_and_widths() {
     for s in plan.weight_steps() {
         assert!(close(s.step.bias_gamma.unwrap(), gammas[0], 1e-9), "{}", s.path);
     }
-    // The output std hits the target (section 7)...
-    assert!(close(plan.predicted_output_std(), 0.05, 1e-12));
+    // The output std hits the target (section 7; the default, logits at unit scale)...
+    assert_eq!(spec.output_std, 1.0);
+    assert!(close(plan.predicted_output_std(), spec.output_std, 1e-12));
     // ... or, with `varying_output_std`, what varies with the input does, and the per-logit
     // offsets that ReLU means leave come on top of it.
+    let target = spec.output_std;
     let varying = analyze(&spec.with_varying_output_std(true)).unwrap();
-    assert!(close(varying.predicted_input_dependent_std(), 0.05, 1e-12));
-    assert!(varying.predicted_output_std() > 0.05 * 1.05, "{}", varying.predicted_output_std());
+    assert!(close(varying.predicted_input_dependent_std(), target, 1e-12));
+    assert!(varying.predicted_output_std() > target * 1.05, "{}", varying.predicted_output_std());
 }
 
 /// Average pooling after a ReLU keeps the mean: the scaling factor grows by 1 + (k^2 - 1)/pi, and

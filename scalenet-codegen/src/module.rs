@@ -290,8 +290,9 @@ fn generate(network: &Network, parts: Parts) -> TokenStream {
                 }
 
                 /// Sets the output calibration so that the output standard deviation on `xs` (evaluation
-                /// mode) is `target_std` (the paper uses 0.05), as section 7 and the paper's experiments do
-                /// after one batch. `varmap` must hold this network's variables. Returns the new factor.
+                /// mode) is `target_std` (`Self::plan().output_std` keeps the plan's; the paper's experiments
+                /// use 0.05), as section 7 and the paper's experiments do after one batch. `varmap` must
+                /// hold this network's variables. Returns the new factor.
                 pub fn calibrate_output(&self, varmap: &#sn::VarMap, xs: &#sn::Tensor, target_std: f64) -> #sn::Result<f64> {
                     #sn::calibrate(varmap, &self.output_calibration, &self.forward_hooked(xs, false, ::core::option::Option::None)?, target_std)
                 }

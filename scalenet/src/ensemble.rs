@@ -193,7 +193,8 @@ impl Ensemble {
     }
 
     /// Sets each copy's output calibration so that its output on `xs` (`[P, B, D]`) has standard
-    /// deviation `target_std` (section 7; the paper's experiments use 0.05 after one batch).
+    /// deviation `target_std` (section 7; the plan's `output_std` by default, 1; the paper's
+    /// experiments use 0.05 after one batch).
     pub fn calibrate_output(&self, xs: &Tensor, target_std: f64) -> Result<(), EnsembleError> {
         if !(target_std.is_finite() && target_std > 0.0) {
             return Err(candle_core::Error::Msg(format!(
@@ -311,7 +312,9 @@ fn run(layers: &[Layer], xs: Tensor) -> candle_core::Result<Tensor> {
             Layer::Bias(bias) => xs.broadcast_add(&per_copy(bias.as_tensor(), xs.rank())?)?,
             Layer::Scale(factor) => (xs * *factor)?,
             Layer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&xs, *slope)?,
-            Layer::Relu => xs.relu()?,
+            // The generated module's ReLU: zero gradient at exactly zero, as PyTorch (candle's own
+            // passes it, and pre-activations are exactly zero wherever a zero bias meets dead inputs).
+            Layer::Relu => crate::ops::relu(&xs)?,
             Layer::AvgPool(kernel) => merged(&xs, |x| crate::__private::ops::avg_pool(x, *kernel, *kernel))?,
             Layer::GlobalAvgPool => merged(&xs, crate::__private::ops::global_avg_pool)?,
             Layer::Block { alpha, beta, main, shortcut } => {
