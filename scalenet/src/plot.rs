@@ -364,6 +364,15 @@ fn band_panels(
     if ranges.iter().all(Option::is_none) {
         return Err(PlotError::Empty(path.display().to_string()));
     }
+    // One colour per label in every panel, so that a method keeps its colour where panels hold
+    // different sets of lines.
+    let mut labels: Vec<&str> = Vec::new();
+    for band in panels.iter().flat_map(|(_, bands)| bands) {
+        if !labels.contains(&band.label.as_str()) {
+            labels.push(&band.label);
+        }
+    }
+    let colour_of = |label: &str| Palette99::pick(labels.iter().position(|l| *l == label).unwrap_or(0)).to_rgba();
     // Up to four panels a row.
     let columns = panels.len().clamp(1, 4);
     let rows = panels.len().div_ceil(columns).max(1);
@@ -395,8 +404,8 @@ fn band_panels(
                 .y_label_formatter(&|v| crate::calculus::number(*v))
                 .draw()
                 .map_err(text)?;
-            for (index, band) in bands.iter().enumerate() {
-                let colour = Palette99::pick(index).to_rgba();
+            for band in bands {
+                let colour = colour_of(&band.label);
                 let kept: Vec<(f64, f64, f64, f64)> = band
                     .points
                     .iter()
