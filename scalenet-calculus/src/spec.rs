@@ -271,11 +271,12 @@ impl LayerSpec {
 /// scale, like every other signal the plan keeps.
 ///
 /// Section 7 has no theory for it and calls output variances of 0.01 to 0.1 reasonable; the paper's
-/// experiments scale the output to std 0.05, with momentum. Without momentum a small output is a
-/// small step in function space: on Fashion-MNIST (`scalenet-experiments compare`, plain SGD at
-/// each std's best rate) the pre-activation ResNet reached 75.0% test accuracy at std 0.05, 78.4%
-/// at 0.316 and 80.9% at 1 in the same steps (docs/experiments.md). Declare `output_std` to choose
-/// another, a small one for regression onto targets near zero.
+/// experiments scale the output to std 0.05 (appendix H). A small output is a small step in
+/// function space (every weight gradient carries the output scalar, so the logits move by the
+/// rate times its square): on Fashion-MNIST under plain SGD (`scalenet-experiments compare`, each
+/// std at its best rate) the pre-activation ResNet reached 75.0% test accuracy at std 0.05, 78.4%
+/// at 0.316, 80.9% at 1 and 78.1% at 3 in the same steps (docs/experiments.md). Declare
+/// `output_std` to choose another, a small one for regression onto targets near zero.
 pub const DEFAULT_OUTPUT_STD: f64 = 1.0;
 
 /// A whole sequential network as declared.
